@@ -1,0 +1,342 @@
+"""NVILAConfig: one description of every NVILA / NaVILA variant, as data.
+
+The same fields drive the tiny test model, NVILA-8B and NaVILA-8B, so there is one code path for
+all of them. Presets live in `config/models/<name>.yaml`; real checkpoints are read from their
+top-level VILA `config.json` (`llava_llama`) or the single-folder "-hf" config (`nvila`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IMAGE_MODES = ("resize", "dynamic_s2", "dynamic")
+PROJECTOR_TYPES = ("mlp_downsample", "mlp_downsample_2x2_fix", "mlp_downsample_3x3_fix")
+CHAT_TEMPLATES = ("qwen2", "llama_3")
+ARCHITECTURES = ("nvila", "vila1.5")
+LLM_TYPES = ("qwen2", "llama")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot describe a working model."""
+
+
+@dataclass
+class NVILAConfig:
+    """Architecture and pre/post-processing of one NVILA-family model.
+
+    `architecture` selects the media splicing convention: "nvila" (media token ids, one "\\n"
+    embedding appended per image/frame) or "vila1.5" (NaVILA: -200 placeholder, no "\\n").
+    """
+
+    name: str = "custom"
+    architecture: str = "nvila"
+    llm_config: dict[str, Any] = field(default_factory=dict)
+    vision_config: dict[str, Any] = field(default_factory=dict)
+    mm_projector_type: str = "mlp_downsample"
+    mm_vision_select_layer: int = -2
+    image_aspect_ratio: str = "dynamic_s2"
+    s2_scales: list[int] = field(default_factory=lambda: [448, 896, 1344])
+    s2_resize_output_to_scale_idx: int = -1
+    min_tiles: int = 1
+    max_tiles: int = 12
+    num_video_frames: int = 8
+    video_pool_sizes: list[list[int]] = field(default_factory=lambda: [[1, 1, 1]])
+    chat_template: str = "qwen2"
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    model_max_length: int = 4096
+    torch_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def llm_type(self) -> str:
+        return str(self.llm_config.get("model_type", "qwen2"))
+
+    @property
+    def llm_hidden_size(self) -> int:
+        return int(self.llm_config["hidden_size"])
+
+    @property
+    def vision_hidden_size(self) -> int:
+        return int(self.vision_config["hidden_size"])
+
+    @property
+    def tile_size(self) -> int:
+        """Side of one square ViT input tile in pixels (448 for NVILA, 384 for NaVILA)."""
+        return int(self.vision_config["image_size"])
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per tile side: 448/14 = 32, 384/14 = 27."""
+        return self.tile_size // int(self.vision_config["patch_size"])
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.s2_scales) if self.image_aspect_ratio == "dynamic_s2" else 1
+
+    @property
+    def mm_hidden_size(self) -> int:
+        """Channels entering the projector: the ViT width times the number of S2 scales."""
+        return self.vision_hidden_size * self.num_scales
+
+    @property
+    def downsample_rate(self) -> int:
+        return 3 if self.mm_projector_type == "mlp_downsample_3x3_fix" else 2
+
+    @property
+    def tokens_per_tile(self) -> int:
+        """Projected tokens of one tile: ceil(grid/k)^2 (32 -> 256, 27 -> 196, 32 with 3x3 -> 121)."""
+        side = -(-self.patch_grid // self.downsample_rate)
+        return side * side
+
+    @property
+    def appends_newline_embedding(self) -> bool:
+        return self.architecture == "nvila"
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"model config {self.name!r}: {message}")
+
+        check(self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}")
+        check(
+            self.mm_projector_type in PROJECTOR_TYPES,
+            f"unknown projector type {self.mm_projector_type!r} (known: {', '.join(PROJECTOR_TYPES)})",
+        )
+        check(
+            self.image_aspect_ratio in IMAGE_MODES,
+            f"image_aspect_ratio must be one of {IMAGE_MODES}, got {self.image_aspect_ratio!r}",
+        )
+        check(self.chat_template in CHAT_TEMPLATES, f"chat_template must be one of {CHAT_TEMPLATES}")
+        check(self.llm_type in LLM_TYPES, f"llm model_type must be one of {LLM_TYPES}")
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            check(key in self.llm_config, f"llm_config lacks {key!r}")
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size"):
+            check(key in self.vision_config, f"vision_config lacks {key!r}")
+        check("patch_size" in self.vision_config, "vision_config lacks 'patch_size'")
+        n_layers = int(self.vision_config["num_hidden_layers"])
+        check(
+            -n_layers <= self.mm_vision_select_layer < n_layers + 1
+            and self.mm_vision_select_layer != 0,
+            f"mm_vision_select_layer {self.mm_vision_select_layer} out of range for {n_layers} layers",
+        )
+        if self.image_aspect_ratio == "dynamic_s2":
+            check(
+                len(self.s2_scales) >= 1 and self.s2_scales[0] == self.tile_size,
+                f"s2_scales {self.s2_scales} must start at the tile size {self.tile_size}",
+            )
+            check(
+                all(s % self.tile_size == 0 for s in self.s2_scales)
+                and self.s2_scales == sorted(self.s2_scales),
+                f"s2_scales {self.s2_scales} must be ascending multiples of {self.tile_size}",
+            )
+        check(1 <= self.min_tiles <= self.max_tiles, "need 1 <= min_tiles <= max_tiles")
+        check(
+            all(len(p) == 3 and all(int(v) >= 1 for v in p) for p in self.video_pool_sizes)
+            and len(self.video_pool_sizes) >= 1,
+            f"video_pool_sizes must be a list of [t, h, w] >= 1, got {self.video_pool_sizes}",
+        )
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NVILAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> NVILAConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read model config {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data.setdefault("name", path.stem)
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str) -> NVILAConfig:
+        """A named preset from config/models (nvila-8b, nvila-lite-2b, navila-8b, tiny, ...)."""
+        path = models_config_dir() / f"{name}.yaml"
+        if not path.is_file():
+            available = ", ".join(list_presets()) or "none found"
+            raise ConfigError(f"no model preset {name!r} in {path.parent} (available: {available})")
+        return cls.from_yaml(path)
+
+    # -------- VILA checkpoint config.json (llava_llama) --------
+    @classmethod
+    def from_vila_config(
+        cls,
+        data: dict[str, Any],
+        llm_config: dict[str, Any] | None = None,
+        vision_config: dict[str, Any] | None = None,
+        name: str = "checkpoint",
+    ) -> NVILAConfig:
+        """Read a VILA/NVILA/NaVILA top-level `config.json`.
+
+        `llm_config` / `vision_config` are the sub-folder configs when present on disk; they
+        win over the copies embedded in the top-level file (`llm_cfg`, `vision_tower_cfg`).
+        """
+        llm = dict(llm_config or data.get("llm_cfg") or {})
+        vision = dict(vision_config or data.get("vision_tower_cfg") or {})
+        if not llm:
+            raise ConfigError(f"{name}: no LLM config (llm/config.json or llm_cfg)")
+        if not vision:
+            raise ConfigError(f"{name}: no vision tower config (vision_tower/config.json)")
+        llm_keep = _LLM_KEYS | {"model_type"}
+        llm = {k: v for k, v in llm.items() if k in llm_keep}
+        llm["model_type"] = "llama" if "llama" in str(llm.get("model_type", "")).lower() else "qwen2"
+        vision = {k: v for k, v in vision.get("vision_config", vision).items() if k in _VISION_KEYS}
+        projector = data.get("mm_projector_cfg") or {}
+        projector_type = (
+            projector.get("mm_projector_type")
+            if isinstance(projector, dict)
+            else data.get("mm_projector_type")
+        ) or data.get("mm_projector_type", "mlp_downsample")
+        mode = data.get("image_aspect_ratio", "resize")
+        if mode not in IMAGE_MODES:
+            mode = "dynamic_s2" if data.get("dynamic_s2") else "resize"
+        scales = data.get("s2_scales", "448,896,1344")
+        if isinstance(scales, str):
+            scales = [int(s) for s in scales.split(",") if s.strip()]
+        pool = [[1, 1, 1]]
+        encoder = data.get("video_encoder")
+        if isinstance(encoder, str) and encoder.strip():
+            try:
+                encoder = json.loads(encoder)
+            except json.JSONDecodeError:
+                encoder = {}
+        if isinstance(encoder, dict) and "pool_sizes" in encoder:
+            pool = [[int(v) for v in p] for p in encoder["pool_sizes"]]
+        is_llama = llm["model_type"] == "llama"
+        return cls(
+            name=name,
+            architecture="vila1.5" if is_llama else "nvila",
+            llm_config=llm,
+            vision_config=vision,
+            mm_projector_type=projector_type,
+            mm_vision_select_layer=int(data.get("mm_vision_select_layer", -2)),
+            image_aspect_ratio=mode,
+            s2_scales=list(scales) if mode == "dynamic_s2" else [int(vision["image_size"])],
+            s2_resize_output_to_scale_idx=int(data.get("s2_resize_output_to_scale_idx", -1)),
+            min_tiles=int(data.get("min_tiles", 1)),
+            max_tiles=int(data.get("max_tiles", 12)),
+            num_video_frames=int(data.get("num_video_frames", 8)),
+            video_pool_sizes=pool,
+            chat_template="llama_3" if is_llama else "qwen2",
+            model_max_length=int(
+                data.get("model_max_length") or llm_config_max_length(llm) or 4096
+            ),
+        )
+
+    def to_vila_config(self) -> dict[str, Any]:
+        """The top-level `config.json` of the VILA split layout (`llava_llama`)."""
+        encoder = {"_target_": "llava.model.encoders.TSPVideoEncoder"}
+        encoder["pool_sizes"] = self.video_pool_sizes
+        return {
+            "architectures": ["LlavaLlamaModel"],
+            "model_type": "llava_llama",
+            "hidden_size": self.llm_hidden_size,
+            "mm_hidden_size": self.mm_hidden_size,
+            "image_aspect_ratio": self.image_aspect_ratio,
+            "dynamic_s2": self.image_aspect_ratio == "dynamic_s2",
+            "s2_scales": ",".join(str(s) for s in self.s2_scales),
+            "s2_max_split_size": self.tile_size,
+            "s2_resize_output_to_scale_idx": self.s2_resize_output_to_scale_idx,
+            "mm_vision_select_layer": self.mm_vision_select_layer,
+            "mm_vision_select_feature": "cls_patch",
+            "mm_projector_type": self.mm_projector_type,
+            "min_tiles": self.min_tiles,
+            "max_tiles": self.max_tiles,
+            "num_video_frames": self.num_video_frames,
+            "video_encoder": json.dumps(encoder),
+            "model_max_length": self.model_max_length,
+            "model_dtype": f"torch.{self.torch_dtype}",
+            "llm_cfg": dict(self.llm_config),
+            "vision_tower_cfg": {"model_type": "siglip_vision_model", **self.vision_config},
+            "mm_projector_cfg": {
+                "model_type": "v2l_projector",
+                "mm_projector_type": self.mm_projector_type,
+            },
+            "nvila_core": {
+                "name": self.name,
+                "architecture": self.architecture,
+                "chat_template": self.chat_template,
+            },
+        }
+
+
+_LLM_KEYS = {
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "attention_bias",
+    "head_dim",
+}
+_VISION_KEYS = {
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_channels",
+    "image_size",
+    "patch_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "attention_dropout",
+}
+
+
+def llm_config_max_length(llm: dict[str, Any]) -> int | None:
+    value = llm.get("model_max_length")
+    return int(value) if value else None
+
+
+def models_config_dir() -> Path:
+    """Where the model presets live: $NVILA_NAV_CONFIG_DIR, the source tree, or the ROS share dir."""
+    candidates = []
+    if env := os.environ.get("NVILA_NAV_CONFIG_DIR"):
+        candidates.append(Path(env) / "models")
+    candidates.append(Path(__file__).resolve().parents[2] / "config" / "models")
+    candidates.append(Path(sys.prefix) / "share" / "nvila_nav" / "config" / "models")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "nvila_nav" / "config" / "models")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[0]
+
+
+def list_presets() -> list[str]:
+    directory = models_config_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
