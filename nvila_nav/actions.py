@@ -31,6 +31,19 @@ _ANSWER_PREFIX = "The next action is "
 _TURNS = (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT)
 
 
+def _allowed_amounts(kind: ActionKind) -> tuple[int, ...]:
+    if kind is ActionKind.FORWARD:
+        return FORWARD_CM
+    if kind in _TURNS:
+        return TURN_DEG
+    return (0,)
+
+
+def _snap(value: float, allowed: tuple[int, ...]) -> int:
+    """Nearest allowed amount; ties go to the smaller one (min keeps the first minimum)."""
+    return min(allowed, key=lambda a: abs(a - value))
+
+
 @dataclass(frozen=True)
 class Action:
     """One mid-level action; `amount` is cm for FORWARD, degrees for turns and 0 for STOP.
@@ -46,7 +59,9 @@ class Action:
     def __post_init__(self) -> None:
         allowed = _allowed_amounts(self.kind)
         if self.amount not in allowed:
-            raise ValueError(f"{self.kind.value} amount must be one of {allowed}, got {self.amount}")
+            raise ValueError(
+                f"{self.kind.value} amount must be one of {allowed}, got {self.amount}"
+            )
         # Normalise ints to float so equal actions compare and hash equal.
         object.__setattr__(self, "amount", float(self.amount))
 
@@ -125,19 +140,6 @@ ACTION_VOCABULARY: tuple[str, ...] = tuple(
 """Every word of the canonical phrases, in first-use order (e.g. for a speech-recognition grammar)."""
 
 
-def _allowed_amounts(kind: ActionKind) -> tuple[int, ...]:
-    if kind is ActionKind.FORWARD:
-        return FORWARD_CM
-    if kind in _TURNS:
-        return TURN_DEG
-    return (0,)
-
-
-def _snap(value: float, allowed: tuple[int, ...]) -> int:
-    """Nearest allowed amount; ties go to the smaller one (min keeps the first minimum)."""
-    return min(allowed, key=lambda a: abs(a - value))
-
-
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _STOP_RE = re.compile(r"\bstop\b", re.IGNORECASE)
 # NaVILA's Habitat parser only accepts the phrase right after "is"; checked first, in its order.
@@ -147,7 +149,11 @@ _PREFIXED = (
     (ActionKind.TURN_RIGHT, re.compile(r"\bis\s+turn\s+right\b", re.IGNORECASE)),
 )
 _BARE = re.compile(r"\b(move\s+forward|turn\s+left|turn\s+right)\b", re.IGNORECASE)
-_BARE_KIND = {"forward": ActionKind.FORWARD, "left": ActionKind.TURN_LEFT}
+_BARE_KIND = {
+    "move forward": ActionKind.FORWARD,
+    "turn left": ActionKind.TURN_LEFT,
+    "turn right": ActionKind.TURN_RIGHT,
+}
 _FORWARD_AMOUNT = re.compile(
     rf"move\s+forward\s+{_NUMBER}\s*(cm|centimet(?:er|re)s?|m|met(?:er|re)s?)\b", re.IGNORECASE
 )
@@ -166,7 +172,7 @@ def _find_kind(text: str) -> ActionKind | None:
     bare = _BARE.search(text)
     if bare is None:
         return None
-    return _BARE_KIND.get(bare.group(1).split()[-1].lower(), ActionKind.TURN_RIGHT)
+    return _BARE_KIND[" ".join(bare.group(1).lower().split())]
 
 
 def parse_action(text: str) -> Action | None:
@@ -179,8 +185,10 @@ def parse_action(text: str) -> Action | None:
     on None the caller picks the fallback (NaVILA's Isaac loop moves forward, Habitat's stalls).
     """
     kind = _find_kind(text)
-    if kind is None or kind is ActionKind.STOP:
-        return None if kind is None else Action.stop()
+    if kind is None:
+        return None
+    if kind is ActionKind.STOP:
+        return Action.stop()
     if kind is ActionKind.FORWARD:
         match = _FORWARD_AMOUNT.search(text)
         if match is None:
