@@ -118,7 +118,9 @@ class NVILAConfig:
             self.image_aspect_ratio in IMAGE_MODES,
             f"image_aspect_ratio must be one of {IMAGE_MODES}, got {self.image_aspect_ratio!r}",
         )
-        check(self.chat_template in CHAT_TEMPLATES, f"chat_template must be one of {CHAT_TEMPLATES}")
+        check(
+            self.chat_template in CHAT_TEMPLATES, f"chat_template must be one of {CHAT_TEMPLATES}"
+        )
         check(self.llm_type in LLM_TYPES, f"llm model_type must be one of {LLM_TYPES}")
         for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
             check(key in self.llm_config, f"llm_config lacks {key!r}")
@@ -201,9 +203,11 @@ class NVILAConfig:
             raise ConfigError(f"{name}: no LLM config (llm/config.json or llm_cfg)")
         if not vision:
             raise ConfigError(f"{name}: no vision tower config (vision_tower/config.json)")
-        llm_keep = _LLM_KEYS | {"model_type"}
-        llm = {k: v for k, v in llm.items() if k in llm_keep}
-        llm["model_type"] = "llama" if "llama" in str(llm.get("model_type", "")).lower() else "qwen2"
+        max_length = data.get("model_max_length") or llm.get("model_max_length") or 4096
+        llm = {k: v for k, v in llm.items() if k in _LLM_KEYS | {"model_type"}}
+        llm["model_type"] = (
+            "llama" if "llama" in str(llm.get("model_type", "")).lower() else "qwen2"
+        )
         vision = {k: v for k, v in vision.get("vision_config", vision).items() if k in _VISION_KEYS}
         projector = data.get("mm_projector_cfg") or {}
         projector_type = (
@@ -242,9 +246,8 @@ class NVILAConfig:
             num_video_frames=int(data.get("num_video_frames", 8)),
             video_pool_sizes=pool,
             chat_template="llama_3" if is_llama else "qwen2",
-            model_max_length=int(
-                data.get("model_max_length") or llm_config_max_length(llm) or 4096
-            ),
+            model_max_length=int(max_length),
+            torch_dtype=str(data.get("model_dtype", "torch.float32")).removeprefix("torch."),
         )
 
     def to_vila_config(self) -> dict[str, Any]:
@@ -314,11 +317,6 @@ _VISION_KEYS = {
     "layer_norm_eps",
     "attention_dropout",
 }
-
-
-def llm_config_max_length(llm: dict[str, Any]) -> int | None:
-    value = llm.get("model_max_length")
-    return int(value) if value else None
 
 
 def models_config_dir() -> Path:
