@@ -144,6 +144,13 @@ class NVILAConfig:
                 f"s2_scales {self.s2_scales} must be ascending multiples of {self.tile_size}",
             )
         check(1 <= self.min_tiles <= self.max_tiles, "need 1 <= min_tiles <= max_tiles")
+        if self.image_aspect_ratio == "dynamic_s2":
+            fewest = (self.s2_scales[-1] // self.s2_scales[0]) ** 2
+            check(
+                self.max_tiles >= fewest,
+                f"max_tiles {self.max_tiles} < {fewest}: dynamic-S2's last scale needs at least "
+                f"(s2_scales[-1] / s2_scales[0])^2 tiles",
+            )
         check(
             all(len(p) == 3 and all(int(v) >= 1 for v in p) for p in self.video_pool_sizes)
             and len(self.video_pool_sizes) >= 1,

@@ -31,15 +31,13 @@ def to_pil(image: ImageLike) -> Image.Image:
             raise TypeError(f"image arrays must be uint8, got dtype {image.dtype}")
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[:, :, 0]
-        if image.ndim == 2:
-            mode = "L"
-        elif image.ndim == 3 and image.shape[2] in (3, 4):
-            mode = "RGB" if image.shape[2] == 3 else "RGBA"
-        else:
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
             raise ValueError(
                 f"image array must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}"
             )
-        pil = Image.fromarray(np.ascontiguousarray(image), mode=mode)
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"image has no pixels (shape {image.shape})")
+        pil = Image.fromarray(np.ascontiguousarray(image))  # L, RGB or RGBA from the shape
     else:
         raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     if pil.width == 0 or pil.height == 0:
@@ -123,7 +121,9 @@ class ImageProcessor:
 
     def _normalize(self, tiles: Sequence[Image.Image]) -> torch.Tensor:
         cfg = self.config
-        return torch.stack([normalize_tile(t, self.tile_size, cfg.image_mean, cfg.image_std) for t in tiles])
+        return torch.stack(
+            [normalize_tile(t, self.tile_size, cfg.image_mean, cfg.image_std) for t in tiles]
+        )
 
     def process_image(self, image: ImageLike) -> ProcessedImage:
         """Tiles of a prompt's only image, following `config.image_aspect_ratio`."""
@@ -185,7 +185,9 @@ def plan_image(config: NVILAConfig, width: int, height: int) -> ImagePlan:
             grid=(rows, cols),
             blocks=1,
         )
-    cols, rows = find_closest_grid(width, height, config.min_tiles, config.max_tiles, tile_size=tile)
+    cols, rows = find_closest_grid(
+        width, height, config.min_tiles, config.max_tiles, tile_size=tile
+    )
     tiles = rows * cols + (1 if rows * cols > 1 else 0)
     return ImagePlan(vit_passes=tiles, tokens=per_tile * tiles, grid=(rows, cols), blocks=tiles)
 

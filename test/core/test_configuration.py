@@ -124,6 +124,7 @@ def test_navila_style_config_is_vila15():
         ({"s2_scales": [448, 900]}, "s2_scales"),
         ({"video_pool_sizes": [[0, 1, 1]]}, "video_pool_sizes"),
         ({"mm_vision_select_layer": -40}, "mm_vision_select_layer"),
+        ({"max_tiles": 8}, "max_tiles 8 < 9"),
     ],
 )
 def test_invalid_configs_are_rejected_with_the_reason(change, message):
