@@ -1,0 +1,200 @@
+"""Prompt text and prompt tokens: chat templates, the NaVILA navigation prompt and frame history.
+
+Two conventions live side by side (nvila.md §4, navila.md §1.2-1.3):
+- NVILA ("nvila"): Qwen2 ChatML, `<image>` / `<vila/video>` are single special tokens;
+- NaVILA ("vila1.5"): VILA-1.5 `llama_3` template, every `<image>` becomes the id -200.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerBase
+
+from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, media_token_ids, token_id
+
+T = TypeVar("T")
+
+IMAGE_TOKEN_INDEX = -200  # VILA-1.5 placeholder id for one image in input_ids
+
+QWEN2_SYSTEM = "You are a helpful assistant"  # no trailing period, as in VILA's qwen2.jinja
+LLAMA3_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual "
+    "content that the user provides, and assist the user with a variety of tasks using natural "
+    "language."
+)
+
+
+class _TemplateDefault:
+    """Marker for "use the template's own system prompt" (None means no system block)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_SYSTEM"
+
+
+DEFAULT_SYSTEM = _TemplateDefault()
+SystemPrompt = str | None | _TemplateDefault
+
+_DEFAULT_SYSTEMS = {"qwen2": QWEN2_SYSTEM, "llama_3": LLAMA3_SYSTEM}
+# Stop tokens: the end-of-turn token first, then the end-of-text token.
+_STOPS = {"qwen2": ["<|im_end|>", "<|endoftext|>"], "llama_3": ["<|eot_id|>", "<|end_of_text|>"]}
+
+
+def _check_template(template: str) -> None:
+    if template not in _DEFAULT_SYSTEMS:
+        raise ValueError(
+            f"unknown chat template {template!r} (known: {', '.join(_DEFAULT_SYSTEMS)})"
+        )
+
+
+def apply_chat_template(
+    template: str,
+    user: str,
+    system: SystemPrompt = DEFAULT_SYSTEM,
+    add_generation_prompt: bool = True,
+    assistant: str | None = None,
+) -> str:
+    """One user turn (and optionally its answer) rendered as the checkpoint was trained.
+
+    qwen2 (NVILA, VILA's qwen2.jinja): `<|im_start|>{role}\\n{text}<|im_end|>\\n` per message,
+    then `<|im_start|>assistant\\n` when a generation prompt is asked for.
+    llama_3 (NaVILA, VILA-1.5 conversation template): `<|begin_of_text|>` + system header + system
+    + `<|eot_id|>`, then `<|start_header_id|>{role}<|end_header_id|>\\n\\n{text}`; a turn that is
+    not the last ends with `<|eot_id|>`, the last answer ends with `<|end_of_text|>`.
+    Messages are stripped; `system=None` drops the system block. With `assistant`, the answer and
+    its end token are rendered (a training target) and `add_generation_prompt` is ignored.
+    """
+    _check_template(template)
+    if isinstance(system, _TemplateDefault):
+        system = _DEFAULT_SYSTEMS[template]
+    user = user.strip()
+    if template == "qwen2":
+        text = "" if system is None else f"<|im_start|>system\n{system.strip()}<|im_end|>\n"
+        text += f"<|im_start|>user\n{user}<|im_end|>\n"
+        if assistant is not None:
+            return text + f"<|im_start|>assistant\n{assistant.strip()}<|im_end|>\n"
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n".format
+    text = (
+        "" if system is None else f"<|begin_of_text|>{header('system')}{system.strip()}<|eot_id|>"
+    )
+    text += f"{header('user')}{user}<|eot_id|>"
+    if assistant is not None:
+        return text + f"{header('assistant')}{assistant.strip()}<|end_of_text|>"
+    return text + (header("assistant") if add_generation_prompt else "")
+
+
+def stop_strings(template: str) -> list[str]:
+    """Strings that end an answer: the end-of-turn token, then the end-of-text token."""
+    _check_template(template)
+    return list(_STOPS[template])
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, template: str) -> list[int]:
+    """Ids of `stop_strings(template)` present in the tokenizer, plus its eos, without repeats."""
+    ids = [i for s in stop_strings(template) if (i := token_id(tokenizer, s)) is not None]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    unique = list(dict.fromkeys(ids))
+    if not unique:
+        raise ValueError(
+            f"tokenizer has none of the {template} stop tokens {stop_strings(template)}"
+        )
+    return unique
+
+
+# ---------------------------------------------------------------- NaVILA navigation prompt
+def navigation_prompt(instruction: str, num_frames: int = 8) -> str:
+    """NaVILA's navigation query, verbatim: num_frames-1 history `<image>`s, then the current one.
+
+    The odd `{history}, and current observation <image>\\n.` spacing is what the model was
+    trained on. The instruction is inserted as given; see `normalize_instruction`.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    history = f"{IMAGE_TOKEN}\n" * (num_frames - 1)
+    return (
+        "Imagine you are a robot programmed for navigation tasks. You have been given a video "
+        f"of historical observations {history}, and current observation {IMAGE_TOKEN}\n. "
+        f'Your assigned task is: "{instruction}" Analyze this series of images to decide your '
+        "next action, which could be turning left or right by a specific degree, moving forward "
+        "a certain distance, or stop if the task is completed."
+    )
+
+
+def normalize_instruction(text: str) -> str:
+    """NaVILA's training-time instruction clean-up, so inference text looks like training text.
+
+    Newlines become spaces, the text is `str.capitalize()`d (first letter upper, the rest
+    lower), every letter that starts a sentence is upper-cased, and spaces before a period go.
+    """
+    text = text.replace("\r\n", " ").replace("\n", " ").strip().capitalize()
+    text = re.sub(r"([.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+    return re.sub(r"\s+\.", ".", text)
+
+
+# ---------------------------------------------------------------- frame history
+def sample_history_indices(num_available: int, num_frames: int = 8) -> list[int | None]:
+    """Which frames NaVILA shows: num_frames-1 history frames spread over the whole episode + current.
+
+    With fewer frames than num_frames, black frames (None) are put in front until there are
+    num_frames. Otherwise `linspace(0, n-1, num_frames-1, endpoint=False)` truncated to int (so
+    frame 0 is always kept) plus the newest frame n-1.
+    """
+    if num_available < 1:
+        raise ValueError("the frame history is empty: need at least the current frame")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_available < num_frames:
+        return [None] * (num_frames - num_available) + list(range(num_available))
+    history = np.linspace(0, num_available - 1, num=num_frames - 1, endpoint=False, dtype=int)
+    return [int(i) for i in history] + [num_available - 1]
+
+
+def black_like(frame: T) -> T:
+    """A black frame with the size and type of `frame` (PIL image, numpy array or tensor)."""
+    if isinstance(frame, Image.Image):
+        return Image.new(frame.mode, frame.size)
+    if isinstance(frame, np.ndarray):
+        return np.zeros_like(frame)
+    if isinstance(frame, torch.Tensor):
+        return torch.zeros_like(frame)
+    raise TypeError(f"cannot make a black frame like a {type(frame).__name__}; pass pad=")
+
+
+def sample_history(frames: Sequence[T], num_frames: int = 8, pad: T | None = None) -> list[T]:
+    """The num_frames frames of `sample_history_indices`, black `pad` frames in front if short."""
+    indices = sample_history_indices(len(frames), num_frames)
+    if pad is None and None in indices:
+        pad = black_like(frames[-1])
+    return [pad if i is None else frames[i] for i in indices]
+
+
+# ---------------------------------------------------------------- tokenization
+def tokenize_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, architecture: str
+) -> list[int]:
+    """Token ids of a full prompt, with one id per `<image>` / `<vila/video>`.
+
+    "nvila": a plain encoding; the media tokens are single special tokens of the tokenizer.
+    "vila1.5": the text is cut at every `<image>`, the pieces are encoded separately and joined
+    with IMAGE_TOKEN_INDEX (-200); only the first piece keeps the BOS the tokenizer prepends.
+    """
+    if architecture == "nvila":
+        media_token_ids(tokenizer)  # unregistered media tokens would silently become text
+        return list(tokenizer(prompt).input_ids)
+    if architecture != "vila1.5":
+        raise ValueError(f"unknown architecture {architecture!r} (known: nvila, vila1.5)")
+    if VIDEO_TOKEN in prompt:
+        raise ValueError(f"VILA-1.5 has no {VIDEO_TOKEN} token; pass the video as frames")
+    ids: list[int] = []
+    for n, chunk in enumerate(prompt.split(IMAGE_TOKEN)):
+        if n > 0:
+            ids.append(IMAGE_TOKEN_INDEX)
+        ids += tokenizer(chunk, add_special_tokens=n == 0).input_ids
+    return ids
