@@ -1,0 +1,170 @@
+"""Greedy decoding for NVILA: one prefill over the spliced prompt, then one token per step.
+
+NVILA and NaVILA are evaluated greedily (nvila.md §4.4, navila.md §1.2), so this is all the robot
+needs. Two paths produce the same tokens: the KV-cache path used in production and a
+full-recomputation path that exists to prove the cache changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from nvila_core.model.modeling import EncodedMedia, NVILAModel
+
+if TYPE_CHECKING:
+    from nvila_core.model.processing import ModelInputs
+
+
+@dataclass
+class Decoded:
+    """Raw output of `greedy_decode`."""
+
+    token_ids: list[int]  # generated ids, the stop token excluded
+    stopped_by: str  # "stop_token" | "max_new_tokens"
+    prefill_ms: float
+    decode_ms: float
+    prompt_tokens: int  # sequence length of the prefill (text + media embeddings)
+    logits: torch.Tensor | None = None  # [steps, vocab] float32 when asked for
+
+
+@dataclass
+class GenerationResult:
+    """What one generate / navigate call returns."""
+
+    text: str
+    token_ids: list[int]
+    stopped_by: str
+    timings: dict[str, float | int] = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # [steps, vocab], only with output_logits=True
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings mean something."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: NVILAModel,
+    inputs_embeds: torch.Tensor,
+    stop_token_ids: Sequence[int] = (),
+    max_new_tokens: int = 32,
+    use_cache: bool = True,
+    output_logits: bool = False,
+) -> Decoded:
+    """Greedy tokens after `inputs_embeds` [1, L, D].
+
+    With `use_cache=False` every step reruns the whole sequence (prompt embeddings plus the
+    embeddings of the tokens generated so far); it is slow and exists only to check the cache.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stops = set(stop_token_ids)
+    embedding = model.llm.get_input_embeddings()
+    device = model.device
+    cache = DynamicCache(config=model.llm.config) if use_cache else None
+    sequence = inputs_embeds
+    tokens: list[int] = []
+    step_logits: list[torch.Tensor] = []
+    stopped_by = "max_new_tokens"
+    synchronize(device)
+    start = time.perf_counter()
+    prefill_ms = 0.0
+    step_input = inputs_embeds
+    for step in range(max_new_tokens):
+        if use_cache:
+            out = model(step_input, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        else:
+            out = model(sequence, use_cache=False, logits_to_keep=1)
+        logits = out.logits[0, -1].float()
+        token = int(torch.argmax(logits))
+        if step == 0:
+            synchronize(device)
+            prefill_ms = (time.perf_counter() - start) * 1e3
+        if output_logits:
+            step_logits.append(logits)
+        if token in stops:
+            stopped_by = "stop_token"
+            break
+        tokens.append(token)
+        step_input = embedding(torch.tensor([[token]], device=device))
+        if not use_cache:
+            sequence = torch.cat([sequence, step_input], dim=1)
+    synchronize(device)
+    decode_ms = (time.perf_counter() - start) * 1e3 - prefill_ms
+    return Decoded(
+        token_ids=tokens,
+        stopped_by=stopped_by,
+        prefill_ms=prefill_ms,
+        decode_ms=decode_ms,
+        prompt_tokens=inputs_embeds.shape[1],
+        logits=torch.stack(step_logits) if output_logits else None,
+    )
+
+
+@torch.inference_mode()
+def encode_media_timed(model: NVILAModel, inputs: ModelInputs) -> EncodedMedia:
+    """Every media item of `inputs` through the vision path, timed."""
+    synchronize(model.device)
+    start = time.perf_counter()
+    encoded = model.encode_media_items(inputs.media)
+    synchronize(model.device)
+    encoded.vision_ms = (time.perf_counter() - start) * 1e3
+    return encoded
+
+
+def make_result(
+    tokenizer: PreTrainedTokenizerBase, decoded: Decoded, encoded: EncodedMedia
+) -> GenerationResult:
+    """A `GenerationResult` with text and the timings the robot logs."""
+    generated = len(decoded.token_ids)
+    # The first token comes from the prefill; the decode phase produces the rest.
+    decode_steps = generated - 1 if decoded.stopped_by == "max_new_tokens" else generated
+    decode_s = decoded.decode_ms / 1e3
+    timings: dict[str, float | int] = {
+        "vision_ms": encoded.vision_ms,
+        "prefill_ms": decoded.prefill_ms,
+        "decode_ms": decoded.decode_ms,
+        "decode_tokens_per_s": decode_steps / decode_s
+        if decode_steps > 0 and decode_s > 0
+        else 0.0,
+        "prompt_tokens": decoded.prompt_tokens,
+        "visual_tokens": encoded.visual_tokens,
+        "new_tokens": generated,
+        "vit_passes": encoded.vit_passes,
+        "cached_frames": encoded.cached_frames,
+    }
+    return GenerationResult(
+        text=tokenizer.decode(decoded.token_ids, skip_special_tokens=True),
+        token_ids=decoded.token_ids,
+        stopped_by=decoded.stopped_by,
+        timings=timings,
+        logits=decoded.logits,
+    )
+
+
+def generate(
+    model: NVILAModel,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: ModelInputs,
+    stop_token_ids: Sequence[int] = (),
+    max_new_tokens: int = 32,
+    use_cache: bool = True,
+    output_logits: bool = False,
+    encoded: EncodedMedia | None = None,
+) -> GenerationResult:
+    """Greedy answer to processed `inputs`; `encoded` supplies media embeddings computed
+    elsewhere (the engine's frame cache), otherwise the media are encoded here."""
+    if encoded is None:
+        encoded = encode_media_timed(model, inputs)
+    with torch.inference_mode():
+        embeds = model.embed_inputs(inputs.input_ids, inputs.media, encoded.embeds)
+    decoded = greedy_decode(model, embeds, stop_token_ids, max_new_tokens, use_cache, output_logits)
+    return make_result(tokenizer, decoded, encoded)

@@ -1,0 +1,352 @@
+"""Engine: the one inference API the robot calls, over a swappable execution backend.
+
+The robot calls `navigate` every step with the episode's frame history. NaVILA shows 8 frames, 7
+of which it has already seen, and frames never interact before the LLM, so the engine keeps each
+frame's projected tokens in a bounded LRU cache (`FrameFeatureCache`) and runs the vision tower on
+new frames only. Backends ("torch" today) do the tensor work behind a small `Backend` protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from nvila_core.model.checkpoint import load_checkpoint
+from nvila_core.model.configuration import ConfigError, NVILAConfig, list_presets
+from nvila_core.model.generation import (
+    Decoded,
+    GenerationResult,
+    greedy_decode,
+    make_result,
+    synchronize,
+)
+from nvila_core.model.image_processing import ImageLike
+from nvila_core.model.modeling import EncodedMedia, NVILAModel
+from nvila_core.model.processing import MediaItem, ModelInputs, NVILAProcessor
+from nvila_core.model.prompting import stop_token_ids
+from nvila_core.model.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_FRAMES = 128
+
+
+# ---------------------------------------------------------------- per-frame feature cache
+def content_key(pixel_values: torch.Tensor) -> Hashable:
+    """A cache key from a frame's pixels: blake2b of the bytes, plus shape and dtype."""
+    pixels = pixel_values.detach().to("cpu").contiguous()
+    digest = hashlib.blake2b(pixels.numpy().data, digest_size=16).hexdigest()
+    return ("blake2b", tuple(pixels.shape), str(pixels.dtype), digest)
+
+
+class FrameFeatureCache:
+    """Bounded LRU of projected per-frame tokens ([tokens_per_tile, D], before "\\n" and pooling).
+
+    Size it above the episode length (in frames) for a perfect hit rate: NaVILA keeps sampling old
+    frames of the whole episode. `max_frames=0` disables caching.
+    """
+
+    def __init__(self, max_frames: int = DEFAULT_CACHE_FRAMES):
+        if max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+        self.max_frames = max_frames
+        self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_frames > 0
+
+    def get(self, key: Hashable) -> torch.Tensor | None:
+        features = self._entries.get(key)
+        if features is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return features
+
+    def put(self, key: Hashable, features: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        self._entries[key] = features
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_frames:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def info(self) -> dict[str, int]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "size": len(self._entries),
+            "max_frames": self.max_frames,
+        }
+
+
+# ---------------------------------------------------------------- backends
+class Backend(Protocol):
+    """What the engine needs from an execution backend (PyTorch, ONNX Runtime, TensorRT, ...)."""
+
+    name: str
+    device: torch.device
+
+    def frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[T, 3, S, S] -> [T, tokens_per_tile, D] projected tokens per frame."""
+        ...
+
+    def encode_media(
+        self, media: Sequence[MediaItem], frame_tokens: Sequence[torch.Tensor | None]
+    ) -> EncodedMedia:
+        """Embeddings per media item; frame/video items with `frame_tokens` skip the ViT."""
+        ...
+
+    def decode(
+        self,
+        inputs: ModelInputs,
+        media_embeds: Sequence[torch.Tensor],
+        stop_token_ids: Sequence[int],
+        max_new_tokens: int,
+        output_logits: bool,
+    ) -> Decoded:
+        """Greedy tokens for the prompt with its media embeddings spliced in."""
+        ...
+
+
+class TorchBackend:
+    """Eager PyTorch execution of an `NVILAModel` (KV-cached greedy decoding)."""
+
+    name = "torch"
+
+    def __init__(self, model: NVILAModel):
+        self.model = model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.frame_features(pixel_values)
+
+    def encode_media(
+        self, media: Sequence[MediaItem], frame_tokens: Sequence[torch.Tensor | None]
+    ) -> EncodedMedia:
+        return self.model.encode_media_items(media, frame_tokens)
+
+    def decode(
+        self,
+        inputs: ModelInputs,
+        media_embeds: Sequence[torch.Tensor],
+        stop_token_ids: Sequence[int],
+        max_new_tokens: int,
+        output_logits: bool,
+    ) -> Decoded:
+        embeds = self.model.embed_inputs(inputs.input_ids, inputs.media, media_embeds)
+        return greedy_decode(
+            self.model, embeds, stop_token_ids, max_new_tokens, output_logits=output_logits
+        )
+
+
+BACKENDS: dict[str, Callable[[NVILAModel], Backend]] = {"torch": TorchBackend}
+
+
+def backend_factory(name: str) -> Callable[[NVILAModel], Backend]:
+    """The registered backend constructor `name`."""
+    factory = BACKENDS.get(name)
+    if factory is None:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    return factory
+
+
+def make_backend(name: str, model: NVILAModel) -> Backend:
+    """The registered backend `name` running `model`."""
+    return backend_factory(name)(model)
+
+
+# ---------------------------------------------------------------- engine
+class Engine:
+    """Prompt + pixels in, `GenerationResult` out; caches per-frame vision features."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: NVILAConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        cache_frames: int = DEFAULT_CACHE_FRAMES,
+    ):
+        self.backend = backend
+        self.config = config
+        self.tokenizer = tokenizer
+        self.processor = NVILAProcessor(config, tokenizer)
+        self.stop_token_ids = stop_token_ids(tokenizer, config.chat_template)
+        self.frame_cache = FrameFeatureCache(cache_frames)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path,
+        backend: str = "torch",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str | None = None,
+        seed: int = 0,
+        cache_frames: int = DEFAULT_CACHE_FRAMES,
+    ) -> Engine:
+        """An engine for a checkpoint folder, or for a preset name with random weights (tests,
+        demos, timing; the answers are noise)."""
+        factory = backend_factory(backend)  # fail before loading gigabytes of weights
+        path = Path(model)
+        if path.is_dir():
+            nvila, tokenizer = load_checkpoint(path, device=device, dtype=dtype)
+            log.info("loaded %s from %s", nvila.config.name, path)
+        elif str(model) in list_presets():
+            config = NVILAConfig.preset(str(model))
+            tokenizer = build_tokenizer(int(config.llm_config["vocab_size"]), config.chat_template)
+            nvila = NVILAModel.from_config(
+                config, device=device, dtype=dtype, seed=seed, tokenizer=tokenizer
+            )
+            log.warning(
+                "preset %r: RANDOM weights (seed %d) and a built-in test tokenizer; outputs are "
+                "meaningless",
+                str(model),
+                seed,
+            )
+        else:
+            raise ConfigError(
+                f"{model!r} is neither a checkpoint folder nor a model preset (presets: "
+                f"{', '.join(list_presets())})"
+            )
+        return cls(factory(nvila), nvila.config, tokenizer, cache_frames)
+
+    # ------------------------------------------------------------ public API
+    def generate(
+        self,
+        prompt: str,
+        images: Sequence[ImageLike] = (),
+        frames: Sequence[ImageLike] = (),
+        frame_keys: Sequence[Hashable] | None = None,
+        video: Sequence[ImageLike] = (),
+        video_keys: Sequence[Hashable] | None = None,
+        max_new_tokens: int = 32,
+        output_logits: bool = False,
+    ) -> GenerationResult:
+        """Answer `prompt` about images, frames (cached per `frame_keys` or content) or a video."""
+        inputs = self.processor(
+            prompt,
+            images=images,
+            frames=frames,
+            frame_keys=frame_keys,
+            video=video,
+            video_keys=video_keys,
+        )
+        return self.run(inputs, max_new_tokens, output_logits)
+
+    def navigate(
+        self,
+        instruction: str,
+        frames: Sequence[ImageLike],
+        frame_keys: Sequence[Hashable] | None = None,
+        max_new_tokens: int = 32,
+        output_logits: bool = False,
+    ) -> GenerationResult:
+        """NaVILA's next action for the episode so far: `frames` is every observation since the
+        instruction (oldest first); 8 are sampled, the newest last. Pass stable `frame_keys`
+        (e.g. frame sequence numbers) to skip hashing pixels."""
+        inputs = self.processor.navigation(instruction, frames, frame_keys=frame_keys)
+        return self.run(inputs, max_new_tokens, output_logits)
+
+    def run(
+        self, inputs: ModelInputs, max_new_tokens: int = 32, output_logits: bool = False
+    ) -> GenerationResult:
+        """Generate for already processed inputs."""
+        with torch.inference_mode():
+            encoded = self._encode_media(inputs.media)
+            decoded = self.backend.decode(
+                inputs, encoded.embeds, self.stop_token_ids, max_new_tokens, output_logits
+            )
+        return make_result(self.tokenizer, decoded, encoded)
+
+    def cache_info(self) -> dict[str, int]:
+        return self.frame_cache.info()
+
+    def clear_cache(self) -> None:
+        """Forget cached frames, e.g. when frame keys restart with a new episode."""
+        self.frame_cache.clear()
+
+    # ------------------------------------------------------------ frame cache
+    def _encode_media(self, media: Sequence[MediaItem]) -> EncodedMedia:
+        synchronize(self.backend.device)
+        start = time.perf_counter()
+        if self.frame_cache.enabled:
+            frame_tokens, encoded_frames, cached_frames = self._cached_frame_tokens(media)
+        else:
+            frame_tokens, encoded_frames, cached_frames = [None] * len(media), 0, 0
+        encoded = self.backend.encode_media(media, frame_tokens)
+        synchronize(self.backend.device)
+        encoded.vit_passes += encoded_frames
+        encoded.cached_frames = cached_frames
+        encoded.vision_ms = (time.perf_counter() - start) * 1e3
+        return encoded
+
+    def _cached_frame_tokens(
+        self, media: Sequence[MediaItem]
+    ) -> tuple[list[torch.Tensor | None], int, int]:
+        """Per item, [T, tokens, D] frame tokens (None for images), then how many frames went
+        through the ViT and how many reused features (from the cache or an identical frame).
+
+        Cache misses of the whole request go through the ViT in one batch; identical frames
+        within a request (e.g. the black padding of a short history) are encoded once.
+        """
+        item_keys: list[list[Hashable]] = []
+        found: dict[Hashable, torch.Tensor] = {}
+        pending: dict[Hashable, torch.Tensor] = {}  # key -> pixels of a frame to encode
+        for item in media:
+            keys: list[Hashable] = []
+            item_keys.append(keys)
+            if item.kind == "image":
+                continue
+            for pixels, key in zip(item.pixel_values, _frame_keys(item), strict=True):
+                key = content_key(pixels) if key is None else ("key", key)
+                keys.append(key)
+                if key in found or key in pending:
+                    continue
+                features = self.frame_cache.get(key)
+                if features is None:
+                    pending[key] = pixels
+                else:
+                    found[key] = features
+        if pending:
+            computed = self.backend.frame_features(torch.stack(list(pending.values())))
+            for key, features in zip(pending, computed, strict=True):
+                self.frame_cache.put(key, features)
+                found[key] = features
+        frame_tokens: list[torch.Tensor | None] = [
+            None if item.kind == "image" else torch.stack([found[k] for k in keys])
+            for item, keys in zip(media, item_keys, strict=True)
+        ]
+        shown = sum(len(keys) for keys in item_keys)
+        return frame_tokens, len(pending), shown - len(pending)
+
+
+def _frame_keys(item: MediaItem) -> list[Hashable | None]:
+    """The caller's per-frame keys of a frame/video item, None where there is none."""
+    count = item.pixel_values.shape[0]
+    if item.keys is None:
+        return [None] * count
+    if len(item.keys) != count:
+        raise ValueError(f"{item.kind} item has {count} frames but {len(item.keys)} cache keys")
+    return list(item.keys)

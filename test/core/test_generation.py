@@ -1,0 +1,70 @@
+"""Greedy decoding: the KV cache changes nothing, stop tokens and limits end generation."""
+
+import pytest
+import torch
+
+from nvila_core.model.generation import generate, greedy_decode
+from nvila_core.model.processing import NVILAProcessor
+
+TIMING_KEYS = {
+    "vision_ms",
+    "prefill_ms",
+    "decode_ms",
+    "decode_tokens_per_s",
+    "prompt_tokens",
+    "visual_tokens",
+    "vit_passes",
+    "cached_frames",
+}
+
+
+@pytest.fixture(scope="module")
+def image_inputs(tiny_model, tiny_tokenizer):
+    processor = NVILAProcessor(tiny_model.config, tiny_tokenizer)
+    image = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(48, 64, 3, generator=image) * 255).to(torch.uint8).numpy()
+    return processor("Describe the scene.", images=[pixels])
+
+
+def test_kv_cache_generation_equals_full_recomputation(tiny_model, image_inputs):
+    embeds = tiny_model.embed_inputs(image_inputs.input_ids, image_inputs.media).detach()
+    cached = greedy_decode(tiny_model, embeds, (), 20, use_cache=True, output_logits=True)
+    recomputed = greedy_decode(tiny_model, embeds, (), 20, use_cache=False, output_logits=True)
+    assert len(cached.token_ids) == 20
+    assert len(set(cached.token_ids)) > 5  # a real sequence, not one token repeated
+    assert cached.token_ids == recomputed.token_ids
+    torch.testing.assert_close(cached.logits, recomputed.logits, rtol=0, atol=1e-5)
+
+
+def test_generate_reports_text_and_timings(tiny_model, tiny_tokenizer, image_inputs):
+    result = generate(tiny_model, tiny_tokenizer, image_inputs, max_new_tokens=6)
+    assert result.stopped_by == "max_new_tokens"
+    assert len(result.token_ids) == 6
+    assert result.text == tiny_tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    assert set(result.timings) >= TIMING_KEYS
+    rows, cols = image_inputs.media[0].block_size
+    assert result.timings["visual_tokens"] == tiny_model.config.tokens_per_tile * rows * cols
+    assert result.timings["vit_passes"] == image_inputs.media[0].pixel_values.shape[0]
+    # The visual tokens and one "\n" replace the single <image> id.
+    expected_length = len(image_inputs.input_ids) - 1 + result.timings["visual_tokens"] + 1
+    assert result.timings["prompt_tokens"] == expected_length
+    assert result.timings["cached_frames"] == 0
+    assert result.timings["decode_tokens_per_s"] > 0
+
+
+def test_a_stop_token_ends_generation_and_is_not_returned(tiny_model, tiny_tokenizer, image_inputs):
+    free = generate(tiny_model, tiny_tokenizer, image_inputs, max_new_tokens=8)
+    # The first token that did not occur before it, past the first position.
+    stop_at = next(i for i, t in enumerate(free.token_ids) if i > 0 and t not in free.token_ids[:i])
+    stop = free.token_ids[stop_at]
+    stopped = generate(
+        tiny_model, tiny_tokenizer, image_inputs, stop_token_ids=[stop], max_new_tokens=8
+    )
+    assert stopped.stopped_by == "stop_token"
+    assert stopped.token_ids == free.token_ids[:stop_at]
+
+
+def test_max_new_tokens_must_be_positive(tiny_model, image_inputs):
+    embeds = tiny_model.embed_inputs(image_inputs.input_ids, image_inputs.media)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy_decode(tiny_model, embeds, max_new_tokens=0)
