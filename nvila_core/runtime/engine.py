@@ -188,8 +188,12 @@ class Engine:
         config: NVILAConfig,
         tokenizer: PreTrainedTokenizerBase,
         cache_frames: int = DEFAULT_CACHE_FRAMES,
+        backend_name: str = "torch",
+        random_weights: bool = False,
     ):
         self.backend = backend
+        self.backend_name = backend_name
+        self.random_weights = random_weights
         self.config = config
         self.tokenizer = tokenizer
         self.processor = NVILAProcessor(config, tokenizer)
@@ -210,6 +214,7 @@ class Engine:
         demos, timing; the answers are noise)."""
         factory = backend_factory(backend)  # fail before loading gigabytes of weights
         path = Path(model)
+        random_weights = False
         if path.is_dir():
             nvila, tokenizer = load_checkpoint(path, device=device, dtype=dtype)
             log.info("loaded %s from %s", nvila.config.name, path)
@@ -219,6 +224,7 @@ class Engine:
             nvila = NVILAModel.from_config(
                 config, device=device, dtype=dtype, seed=seed, tokenizer=tokenizer
             )
+            random_weights = True
             log.warning(
                 "preset %r: RANDOM weights (seed %d) and a built-in test tokenizer; outputs are "
                 "meaningless",
@@ -230,7 +236,7 @@ class Engine:
                 f"{model!r} is neither a checkpoint folder nor a model preset (presets: "
                 f"{', '.join(list_presets())})"
             )
-        return cls(factory(nvila), nvila.config, tokenizer, cache_frames)
+        return cls(factory(nvila), nvila.config, tokenizer, cache_frames, backend, random_weights)
 
     # ------------------------------------------------------------ public API
     def generate(
