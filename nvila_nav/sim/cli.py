@@ -1,0 +1,123 @@
+"""`nvila-sim`: generate episodes, roll out the expert into a dataset, view a rollout.
+
+nvila-sim episodes --split train --n 500 --seed 0 --out data/sim/train.json.gz
+nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts
+nvila-sim view --episodes data/sim/train.json.gz --index 0 --out outputs/view.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nvila_nav.sim.episodes import SPLIT_SCENES, generate_episodes, read_episodes, write_episodes
+from nvila_nav.sim.robot import CameraConfig
+
+# Simulator, expert and plotting modules are imported by the commands that need them, so that
+# `episodes` works without loading MuJoCo or matplotlib.
+
+
+def _camera(args: argparse.Namespace) -> CameraConfig:
+    return CameraConfig(width=args.width, height=args.height, hfov_deg=args.hfov)
+
+
+def _cmd_episodes(args: argparse.Namespace) -> int:
+    episodes = generate_episodes(args.split, args.n, seed=args.seed)
+    path = write_episodes(args.out, episodes)
+    scenes = len({e.scene_id for e in episodes})
+    print(f"wrote {len(episodes)} {args.split} episodes from {scenes} scenes to {path}")
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.dataset import write_episode, write_index
+    from nvila_nav.sim.env import Simulator
+    from nvila_nav.sim.expert import run_expert
+
+    episodes = read_episodes(args.episodes)[: args.limit]
+    camera = _camera(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Grouping by scene builds each MuJoCo model once; the index keeps the file's order.
+    order = sorted(range(len(episodes)), key=lambda i: (episodes[i].scene_id, i))
+    entries: list[dict] = [{}] * len(episodes)
+    with Simulator(camera) as sim:
+        for i in tqdm(order, desc="rollout", unit="ep"):
+            run = run_expert(sim, episodes[i], render=True, frame_hz=args.frame_hz)
+            entries[i] = write_episode(out, run, camera, image_format=args.image_format)
+    write_index(out, entries, args.frame_hz, camera)
+    ok = sum(e["success"] for e in entries)
+    frames = sum(e["num_frames"] for e in entries)
+    print(
+        f"wrote {len(entries)} episodes ({frames} frames, expert success {ok}/{len(entries)}) to {out}"
+    )
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.env import Simulator
+    from nvila_nav.sim.expert import run_expert
+    from nvila_nav.sim.view import save_gif, save_strip
+
+    episodes = read_episodes(args.episodes)
+    if not 0 <= args.index < len(episodes):
+        print(f"--index must be in [0, {len(episodes)}), got {args.index}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".gif"):
+        print(f"--out must end in .png or .gif, got {out}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Simulator(_camera(args)) as sim:
+        run = run_expert(sim, episodes[args.index], render=True, frame_hz=args.frame_hz)
+        world = sim.world
+        if out.suffix.lower() == ".gif":
+            save_gif(out, run, world)
+        else:
+            save_strip(out, run, world)
+    print(f"{run.episode.instruction_text}\nwrote {out} ({len(run.frames)} frames)")
+    return 0
+
+
+def _add_camera_args(p: argparse.ArgumentParser, width: int, height: int) -> None:
+    p.add_argument("--width", type=int, default=width, help="camera width in pixels")
+    p.add_argument("--height", type=int, default=height, help="camera height in pixels")
+    p.add_argument("--hfov", type=float, default=79.0, help="horizontal field of view, degrees")
+    p.add_argument("--frame-hz", type=float, default=2.0, help="frame rate in sim time (NaVILA: 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nvila-sim", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("episodes", help="generate R2R-format episodes")
+    p.add_argument("--split", required=True, choices=sorted(SPLIT_SCENES))
+    p.add_argument("--n", type=int, required=True, help="number of episodes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .json or .json.gz")
+    p.set_defaults(func=_cmd_episodes)
+
+    p = sub.add_parser("rollout", help="run the expert on episodes and write a training dataset")
+    p.add_argument("--episodes", required=True, help="episodes .json(.gz)")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--limit", type=int, default=None, help="only the first N episodes")
+    p.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
+    _add_camera_args(p, 640, 480)
+    p.set_defaults(func=_cmd_rollout)
+
+    p = sub.add_parser("view", help="render one expert rollout as PNG (strip + map) or GIF")
+    p.add_argument("--episodes", required=True, help="episodes .json(.gz)")
+    p.add_argument("--index", type=int, default=0, help="episode index in the file")
+    p.add_argument("--out", required=True, help="output .png or .gif")
+    _add_camera_args(p, 640, 480)
+    p.set_defaults(func=_cmd_view)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,211 @@
+"""Shortest-path expert speaking NaVILA's mid-level action language.
+
+At every decision the expert looks at the odometry pose and the goal's cost-to-go field on the
+navigation grid, and emits one action: a turn of 15/30/45° toward the best heading, a forward move
+of 25/50/75 cm that the grid says is collision-free, or, once within STOP_DISTANCE of the goal,
+turn to face the goal landmark and stop. Each action is executed as in NaVILA's Isaac evaluation
+(navila.md §1.5): a constant 0.5 m/s or π/6 rad/s command for 0.5/1.0/1.5 s of sim time. Frames
+are taken every 1/frame_hz s of sim time, so at the default 2 Hz every decision has a frame taken
+at that very instant and every 25 cm / 15° of motion adds one frame, as in NaVILA's training data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nvila_nav.actions import FORWARD_CM, Action, ActionKind, quantize_turn
+from nvila_nav.sim.env import Observation, Simulator
+from nvila_nav.sim.episodes import Episode
+from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
+from nvila_nav.sim.navgrid import ROBOT_RADIUS
+
+FORWARD_SPEED = 0.5
+TURN_RATE = math.pi / 6
+CONTROL_DT = 0.05
+"""Command/odometry period (s) while an action runs; frames and trajectory are sampled on it."""
+STOP_DISTANCE = 0.3
+"""The expert stops within this distance (m) of the goal point, well inside SUCCESS_RADIUS."""
+_TURN_CHARGE = 0.04
+"""Cost-to-go (m) a 15° turn must save to be worth it; keeps the expert from zig-zagging."""
+_MOVE_CLEARANCE = ROBOT_RADIUS + 0.03
+
+
+@dataclass(frozen=True)
+class ActionStep:
+    """One decision: sim time, the action, the frame current at that time, the pose."""
+
+    t: float
+    action: Action
+    frame_index: int
+    pose: Pose
+
+
+@dataclass
+class ExpertRun:
+    """Everything an expert rollout produced; frames are empty when rendering was off."""
+
+    episode: Episode
+    frame_hz: float
+    actions: list[ActionStep] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+    frame_times: list[float] = field(default_factory=list)
+    frame_poses: list[Pose] = field(default_factory=list)
+    trajectory: list[tuple[float, float, float, float]] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def final_pose(self) -> Pose:
+        _, x, y, yaw = self.trajectory[-1]
+        return Pose(x, y, yaw)
+
+    @property
+    def distance_to_goal(self) -> float:
+        g = self.episode.goal.position
+        p = self.final_pose
+        return math.hypot(p.x - g[0], p.y - g[1])
+
+    @property
+    def success(self) -> bool:
+        """VLN-CE success: stopped, within the goal radius (Euclidean here)."""
+        radius = self.episode.goal.radius or 3.0
+        return self.stopped and self.distance_to_goal < radius
+
+    @property
+    def path_length(self) -> float:
+        return polyline_length([(x, y) for _, x, y, _ in self.trajectory])
+
+
+class Expert:
+    """Decides the next mid-level action for one episode from the current pose.
+
+    The robot can only face headings on its own 15° lattice (yaw + k·15°). For every lattice
+    heading and every forward amount whose straight segment is collision-free, the endpoint's
+    cost-to-go on the navigation grid is looked up; the best heading, with a small charge per 15°
+    of turning, wins. The expert then turns toward that heading and moves.
+    """
+
+    def __init__(self, sim: Simulator, episode: Episode) -> None:
+        world = sim.load_scene(episode.scene_id)
+        self.nav = world.nav
+        g = episode.goal.position
+        self.goal = (g[0], g[1])
+        corridor = [p[:2] for p in episode.reference_path] or None
+        self.field = self.nav.distance_field(self.goal, corridor)
+        self._plan: tuple[float, float, float, int] | None = None
+        name = episode.info.get("goal_landmark")
+        names = {lm.name for lm in world.landmarks}
+        self.look_at = (world.landmark(name).x, world.landmark(name).y) if name in names else None
+
+    def next_action(self, pose: Pose) -> Action:
+        if math.dist((pose.x, pose.y), self.goal) <= STOP_DISTANCE:
+            # Face the named landmark before stopping, so the last frame shows what "stop next to
+            # the red sofa" refers to.
+            if self.look_at is not None:
+                error = wrap_angle(
+                    math.atan2(self.look_at[1] - pose.y, self.look_at[0] - pose.x) - pose.yaw
+                )
+                if abs(error) > math.radians(7.5):
+                    return quantize_turn(error)[0]
+            return Action.stop()
+        plan = self._plan
+        if plan is None or math.dist((pose.x, pose.y), plan[:2]) > 0.02:
+            plan = self._choose(pose)
+            if plan is None:
+                return Action.stop()
+        self._plan = plan
+        error = wrap_angle(plan[2] - pose.yaw)
+        if abs(error) > math.radians(7.5):
+            return quantize_turn(error)[0]
+        self._plan = None
+        return Action.forward(plan[3])
+
+    def _choose(self, pose: Pose) -> tuple[float, float, float, int] | None:
+        """Commit to (x, y, heading, cm): kept while turning in place, so the robot never dithers
+        on the odd sub-degree heading error a turn leaves behind."""
+        for clearance in (_MOVE_CLEARANCE, ROBOT_RADIUS):
+            choice = self._best_move(pose, clearance)
+            if choice is not None:
+                k, cm = choice
+                return (pose.x, pose.y, pose.yaw + math.radians(15 * k), cm)
+        return None
+
+    def _best_move(self, pose: Pose, clearance: float) -> tuple[int, int] | None:
+        """(lattice step k, forward cm) that makes progress, by endpoint cost-to-go plus turn charge."""
+        here = (pose.x, pose.y)
+        here_cost = self.field.at(*here)
+        best, best_score = None, math.inf
+        for k in range(-11, 13):
+            yaw = pose.yaw + math.radians(15 * k)
+            c, s = math.cos(yaw), math.sin(yaw)
+            for cm in FORWARD_CM[::-1]:
+                end = (here[0] + c * cm / 100, here[1] + s * cm / 100)
+                if not self.nav.segment_clear(here, end, clearance):
+                    continue
+                # A clear segment also clears every shorter one along it.
+                for shorter in (a for a in FORWARD_CM if a <= cm):
+                    d = shorter / 100
+                    cost = self.field.at(here[0] + c * d, here[1] + s * d)
+                    score = cost + _TURN_CHARGE * abs(k)
+                    if cost < here_cost - 0.01 and score < best_score - 1e-9:
+                        best, best_score = (k, shorter), score
+                break
+        return best
+
+
+class _Recorder:
+    """Steps the simulator in CONTROL_DT ticks, rendering exactly on the frame clock."""
+
+    def __init__(self, sim: Simulator, run: ExpertRun, render: bool) -> None:
+        self.sim = sim
+        self.run = run
+        self.render = render
+        self.ticks_per_frame = round(1.0 / (run.frame_hz * CONTROL_DT))
+        if abs(self.ticks_per_frame * CONTROL_DT * run.frame_hz - 1.0) > 1e-9:
+            raise ValueError(f"frame_hz must divide {1 / CONTROL_DT:g} Hz, got {run.frame_hz}")
+        self.tick = 0
+
+    def record(self, obs: Observation) -> None:
+        p = obs.pose
+        self.run.trajectory.append((obs.time, p.x, p.y, p.yaw))
+        if self.tick % self.ticks_per_frame == 0:
+            self.run.frame_times.append(obs.time)
+            self.run.frame_poses.append(p)
+            if obs.rgb is not None:
+                self.run.frames.append(obs.rgb)
+
+    def execute(self, action: Action) -> None:
+        if action.kind is ActionKind.FORWARD:
+            vx, wz, duration = FORWARD_SPEED, 0.0, action.distance_m / FORWARD_SPEED
+        else:
+            vx, wz = 0.0, math.copysign(TURN_RATE, action.yaw_rad)
+            duration = abs(action.yaw_rad) / TURN_RATE
+        for _ in range(round(duration / CONTROL_DT)):
+            self.tick += 1
+            frame_due = self.tick % self.ticks_per_frame == 0
+            self.record(self.sim.step(vx, wz, CONTROL_DT, render=self.render and frame_due))
+
+
+def run_expert(
+    sim: Simulator,
+    episode: Episode,
+    render: bool = True,
+    frame_hz: float = 2.0,
+    max_actions: int = 400,
+) -> ExpertRun:
+    """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed)."""
+    run = ExpertRun(episode=episode, frame_hz=frame_hz)
+    recorder = _Recorder(sim, run, render)
+    recorder.record(sim.reset(episode, render=render))
+    expert = Expert(sim, episode)
+    for _ in range(max_actions):
+        pose = sim.pose
+        action = expert.next_action(pose)
+        run.actions.append(ActionStep(sim.time, action, len(run.frame_times) - 1, pose))
+        if action.is_stop:
+            run.stopped = True
+            break
+        recorder.execute(action)
+    return run
