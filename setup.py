@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nvila-core = nvila_core.cli:main",
+            "nvila-sim = nvila_nav.sim.cli:main",
         ],
     },
 )
