@@ -39,6 +39,11 @@ setup(
         "console_scripts": [
             "nvila-core = nvila_core.cli:main",
             "nvila-sim = nvila_nav.sim.cli:main",
+            "nvila-nav-bringup = nvila_nav.nodes.bringup:main",
+            "navigator = nvila_nav.nodes.navigator:main",
+            "motion_controller = nvila_nav.nodes.motion_controller:main",
+            "sim = nvila_nav.nodes.simulator:main",
+            "evaluator = nvila_nav.nodes.evaluator:main",
         ],
     },
 )

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nvila_nav.actions import FORWARD_CM, Action, ActionKind, quantize_turn
-from nvila_nav.sim.env import Observation, Simulator
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
+from nvila_nav.sim.world import World
+
+if TYPE_CHECKING:
+    # Type-only: planning needs no MuJoCo, so a navigator can import the expert without it.
+    from nvila_nav.sim.env import Observation, Simulator
 
 FORWARD_SPEED = 0.5
 TURN_RATE = math.pi / 6
@@ -87,8 +92,15 @@ class Expert:
     of turning, wins. The expert then turns toward that heading and moves.
     """
 
-    def __init__(self, sim: Simulator, episode: Episode) -> None:
-        world = sim.load_scene(episode.scene_id)
+    def __init__(self, sim: Simulator | World, episode: Episode) -> None:
+        """`sim` is the simulator (it loads the episode's scene) or just the scene's `World`:
+        planning needs the navigation grid and landmarks, not a MuJoCo model or a renderer."""
+        if isinstance(sim, World):
+            world = sim
+            if world.scene_id != episode.scene_id:
+                raise ValueError(f"world {world.scene_id} is not the episode's {episode.scene_id}")
+        else:
+            world = sim.load_scene(episode.scene_id)
         self.nav = world.nav
         g = episode.goal.position
         self.goal = (g[0], g[1])

@@ -1,0 +1,627 @@
+"""navigator node: camera frames + an instruction in, NaVILA mid-level actions out.
+
+A lifecycle node around `Navigator` (nvila_nav/navigation.py, where the behaviour decisions on
+preemption, fallbacks and stale frames are documented) and a `Policy` (nvila_nav/policies.py).
+Topics, types and QoS follow docs/ros_interfaces.md. Node-level decisions:
+
+- Lifecycle: on_configure reads the parameters and builds the policy (loads the model, which may
+  take long), then creates the topics, services and the status timer; on_activate starts the
+  worker thread; on_deactivate stops it (waiting for a query in flight) and publishes "stop";
+  on_cleanup frees the model. A standalone process (`main`) configures and activates itself when
+  `autostart` is true; set it false to drive the transitions from a launch file or
+  `ros2 lifecycle set`. Instructions that arrive while inactive are ignored.
+- The `rgb` callback only converts the image and offers it to the history under the lock; the
+  model runs in the worker thread, never in a callback. Malformed images are dropped with a
+  throttled warning and counted in the status (`dropped_frames`).
+- Everything goes out under one lock, so an action decided by the worker can never follow a stop
+  from a service or a new instruction on the wire.
+- `navigator/status` and `diagnostics` carry the same DiagnosticArray at `status_rate_hz` from a
+  timer; the motion controller uses `navigator/status` as the action-stream heartbeat, so it is a
+  lifecycle publisher (silent unless active), while `diagnostics` also reports an inactive node.
+- The model's frame count must equal `num_frames` (the prompt has one <image> per frame), so a
+  mismatch fails configure instead of silently resampling.
+- Callbacks log and drop whatever fails instead of raising into the executor; `main` disables
+  rclpy's SIGINT handler so that the final "stop" can still be published on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from nvila_nav.history import FrameHistory
+from nvila_nav.image_conversion import ImageConversionError, image_to_rgb
+from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator
+from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.policies import (
+    POLICY_KINDS,
+    NVILAPolicy,
+    Policy,
+    PolicyUnavailable,
+    make_policy,
+)
+
+_CONFIGURE = "Read on configure."
+_POLL_PERIOD_S = 0.05
+"""How often the idle worker re-checks timeouts; events (frames, results) wake it at once."""
+_WARN_THROTTLE_S = 5.0
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        "autostart",
+        True,
+        "Standalone process only (main): configure and activate at start-up. False leaves the "
+        "node unconfigured for a launch file or `ros2 lifecycle set`. Read at start-up.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "policy",
+        "nvila",
+        "nvila: the NVILA/NaVILA model; expert: the simulator's shortest-path oracle on "
+        f"sim/episode and odom (tests the graph without a trained model). {_CONFIGURE}",
+        choices=POLICY_KINDS,
+    ),
+    ParameterSpec(
+        "model",
+        "tiny",
+        "Checkpoint directory, or an nvila_core preset name (presets have RANDOM weights: "
+        f"tests and demos only). {_CONFIGURE}",
+    ),
+    ParameterSpec("backend", "torch", f"nvila_core execution backend. {_CONFIGURE}"),
+    ParameterSpec(
+        "device",
+        "auto",
+        f"torch device: auto (CUDA when available), cpu, cuda, cuda:1, ... {_CONFIGURE}",
+    ),
+    ParameterSpec(
+        "dtype",
+        "",
+        f"float32, float16 or bfloat16; empty keeps the checkpoint's. {_CONFIGURE}",
+    ),
+    ParameterSpec(
+        "max_new_tokens",
+        32,
+        f"Generated tokens per query (NaVILA: 32). {_CONFIGURE}",
+        min_value=1,
+        max_value=4096,
+    ),
+    ParameterSpec(
+        "cache_frames",
+        128,
+        "Per-frame feature cache [frames]; above history_capacity every history frame goes "
+        f"through the vision tower once. 0 disables it. {_CONFIGURE}",
+        min_value=0,
+        max_value=100000,
+    ),
+    ParameterSpec(
+        "keep_rate_hz",
+        2.0,
+        "History cadence: a frame is kept every 1/keep_rate_hz s (NaVILA: 2 Hz, one per "
+        f"25 cm / 15 deg at its speeds) [Hz]. {_CONFIGURE}",
+        min_value=0.01,
+        max_value=100.0,
+    ),
+    ParameterSpec(
+        "history_capacity",
+        64,
+        "Frames kept per instruction before the oldest half is thinned (the history still "
+        f"spans the whole instruction). {_CONFIGURE}",
+        min_value=2,
+        max_value=100000,
+    ),
+    ParameterSpec(
+        "num_frames",
+        8,
+        "Frames per query: num_frames - 1 sampled history frames + the current one; must "
+        f"equal the model's num_video_frames. {_CONFIGURE}",
+        min_value=2,
+        max_value=1024,
+    ),
+    ParameterSpec(
+        "max_frame_age_s",
+        1.0,
+        "A query starts only when the newest camera frame is at most this old (stamp vs. "
+        f"this node's clock) [s]. {_CONFIGURE}",
+        min_value=0.001,
+    ),
+    ParameterSpec(
+        "frame_timeout_s",
+        5.0,
+        f"Waiting longer than this for a fresh frame ends the instruction [s]. {_CONFIGURE}",
+        min_value=0.001,
+    ),
+    ParameterSpec(
+        "max_reparse",
+        1,
+        "Re-queries after unparseable model output (or a policy that cannot decide) before "
+        f"the instruction ends with stop. {_CONFIGURE}",
+        min_value=0,
+        max_value=100,
+    ),
+    ParameterSpec(
+        "max_controller_failures",
+        3,
+        "Consecutive failed actions (timed_out, watchdog, rejected, cancelled, unexpected "
+        f"estopped, no result) before the instruction ends with stop. {_CONFIGURE}",
+        min_value=1,
+        max_value=100,
+    ),
+    ParameterSpec(
+        "result_timeout_s",
+        10.0,
+        "No action_result for this long counts as a failed action [s]; 0 waits forever. "
+        f"{_CONFIGURE}",
+        min_value=0.0,
+    ),
+    ParameterSpec(
+        "base_frame",
+        "base_link",
+        f"frame_id of action_goal and navigator/markers. {_CONFIGURE}",
+    ),
+    ParameterSpec(
+        "status_rate_hz",
+        5.0,
+        "Rate of navigator/status and diagnostics [Hz]; navigator/status is the motion "
+        f"controller's heartbeat, so keep it well above 1/action_stream_timeout_s. {_CONFIGURE}",
+        min_value=2.0,
+        max_value=100.0,
+    ),
+)
+
+_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
+
+
+def _logged(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Log and drop a callback's failure, so a bad message never raises into the executor."""
+
+    @functools.wraps(callback)
+    def guarded(self: NavigatorNode, *args: Any) -> Any:
+        try:
+            return callback(self, *args)
+        except Exception:
+            self.get_logger().error(
+                f"{callback.__name__} failed, input dropped:\n{traceback.format_exc()}"
+            )
+            return None
+
+    return guarded
+
+
+def _yaw(q: Any) -> float:
+    """Yaw of a quaternion (REP 103); this form does not need the quaternion to be normalised."""
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), q.w * q.w + q.x * q.x - q.y * q.y - q.z * q.z)
+
+
+class NavigatorNode(LifecycleNode):
+    """Asks the policy for the next action whenever the previous one is done, in a worker thread."""
+
+    def __init__(self, node_name: str = "navigator", **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self._autostart = declare_all(self, PARAMETERS)["autostart"]
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._active = False
+        self._navigator: Navigator | None = None
+        self._policy: Policy | None = None
+        self._params: dict[str, Any] = {}
+        self._dropped_frames = 0
+        self._entities: list[tuple[Callable[[Any], Any], Any]] = []
+
+    @property
+    def autostart(self) -> bool:
+        return self._autostart
+
+    @property
+    def configured(self) -> bool:
+        """Whether the last configure succeeded (and no cleanup followed)."""
+        return self._navigator is not None
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = self._read_parameters()
+            history = FrameHistory(
+                params["keep_rate_hz"], params["history_capacity"], params["num_frames"]
+            )
+            config = NavigationConfig(
+                max_reparse=params["max_reparse"],
+                max_controller_failures=params["max_controller_failures"],
+                max_frame_age_s=params["max_frame_age_s"],
+                frame_timeout_s=params["frame_timeout_s"],
+                result_timeout_s=params["result_timeout_s"],
+            )
+            self.get_logger().info(f"loading the {params['policy']} policy ({params['model']})")
+            policy = make_policy(
+                params["policy"],
+                params["model"],
+                params["backend"],
+                params["device"],
+                params["dtype"],
+                params["cache_frames"],
+                params["max_new_tokens"],
+            )
+            if isinstance(policy, NVILAPolicy) and policy.num_frames != params["num_frames"]:
+                policy.close()
+                raise ValueError(
+                    f"num_frames is {params['num_frames']} but the model takes "
+                    f"{policy.num_frames} frames per query"
+                )
+        except Exception as error:
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._params = params
+        self._policy = policy
+        self._navigator = Navigator(history, config)
+        self._dropped_frames = 0
+        self._create_interfaces()
+        if isinstance(policy, NVILAPolicy) and policy.engine.random_weights:
+            self.get_logger().warning(
+                f"model {params['model']!r} has RANDOM weights: its actions are meaningless"
+            )
+        self.get_logger().info(f"configured: {self._describe_policy()}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._active = True
+        self._halt.clear()
+        self._worker = threading.Thread(target=self._work, name="navigator_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info("active: waiting for an instruction")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        with self._lock:
+            self._publish(self._navigator.stop("navigator deactivated", self._now_s()))
+        self._active = False
+        self.get_logger().info("inactive: published stop")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._shut_down("navigator shutting down")
+        return super().on_shutdown(state)
+
+    def destroy_node(self) -> None:
+        """Stop the robot and free the model before the node goes away."""
+        self._shut_down("navigator destroyed")
+        super().destroy_node()
+
+    def _shut_down(self, reason: str) -> None:
+        self._stop_worker()
+        with self._lock:
+            if self._active and self._navigator is not None and self.context.ok():
+                self._publish(self._navigator.stop(reason, self._now_s()))
+        self._release()
+
+    def _read_parameters(self) -> dict[str, Any]:
+        params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        for spec in PARAMETERS:
+            if spec.choices and params[spec.name] not in spec.choices:
+                raise ValueError(
+                    f"parameter {spec.name}={params[spec.name]!r} is not one of "
+                    f"{', '.join(spec.choices)}"
+                )
+        return params
+
+    def _create_interfaces(self) -> None:
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+
+        def lifecycle_publisher(msg_type: Any, topic: str) -> Any:
+            publisher = self.create_lifecycle_publisher(msg_type, topic, reliable)
+            self._entities.append((self.destroy_lifecycle_publisher, publisher))
+            return publisher
+
+        def subscription(msg_type: Any, topic: str, callback: Any, qos: Any) -> None:
+            sub = self.create_subscription(msg_type, topic, callback, qos)
+            self._entities.append((self.destroy_subscription, sub))
+
+        def service(name: str, callback: Any) -> None:
+            self._entities.append(
+                (self.destroy_service, self.create_service(Trigger, name, callback))
+            )
+
+        self._action_pub = lifecycle_publisher(String, "action")
+        self._goal_pub = lifecycle_publisher(PoseStamped, "action_goal")
+        self._marker_pub = lifecycle_publisher(MarkerArray, "navigator/markers")
+        self._status_pub = lifecycle_publisher(DiagnosticArray, "navigator/status")
+        self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", reliable)
+        self._entities.append((self.destroy_publisher, self._diag_pub))
+        subscription(Image, "rgb", self._on_image, qos_profile_sensor_data)
+        subscription(String, "instruction", self._on_instruction, reliable)
+        subscription(String, "action_result", self._on_action_result, reliable)
+        subscription(Odometry, "odom", self._on_odom, reliable)
+        subscription(String, "sim/episode", self._on_episode, latched)
+        subscription(Bool, "e_stop", self._on_estop, latched)
+        service("navigator/stop", self._on_stop)
+        service("navigator/reset", self._on_reset)
+        timer = self.create_timer(1.0 / self._params["status_rate_hz"], self._on_status_timer)
+        self._entities.append((self.destroy_timer, timer))
+
+    def _release(self) -> None:
+        """Destroy what configure created and free the model."""
+        for destroy, entity in reversed(self._entities):
+            destroy(entity)
+        self._entities.clear()
+        with self._lock:
+            policy, self._policy = self._policy, None
+            self._navigator = None
+        if policy is not None:
+            policy.close()
+
+    # --- worker ----------------------------------------------------------------------------
+
+    def _stop_worker(self) -> None:
+        """Stop the worker; a query in flight finishes first (its answer is then dropped)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        self._halt.set()
+        self._wake.set()
+        worker.join()
+
+    def _work(self) -> None:
+        navigator, policy = self._navigator, self._policy
+        while not self._halt.is_set():
+            try:
+                self._wake.clear()
+                with self._lock:
+                    poll = navigator.poll(self._now_s())
+                    self._publish(poll.commands)
+                if poll.reset_policy:
+                    policy.reset()
+                if poll.query is None:
+                    self._wake.wait(_POLL_PERIOD_S)
+                    continue
+                try:
+                    outcome = policy.decide(poll.query.request)
+                except PolicyUnavailable as error:
+                    outcome = error
+                    self.get_logger().warning(f"policy cannot decide: {error}")
+                except Exception as error:
+                    outcome = error
+                    self.get_logger().error(f"policy failed:\n{traceback.format_exc()}")
+                if self._halt.is_set():
+                    return
+                with self._lock:
+                    self._publish(navigator.complete(poll.query, outcome, self._now_s()))
+            except Exception:
+                self.get_logger().error(f"navigator worker step failed:\n{traceback.format_exc()}")
+                self._halt.wait(_POLL_PERIOD_S)
+
+    def _publish(self, commands: list[Command]) -> None:
+        """Publish each command on action, action_goal and the markers; the caller holds the lock."""
+        frame = self._params["base_frame"]
+        for command in commands:
+            self._action_pub.publish(String(data=command.text))
+            stamp = Time(seconds=max(command.stamp_s, 0.0)).to_msg()
+            goal = PoseStamped()
+            goal.header.stamp = stamp
+            goal.header.frame_id = frame
+            x, y, yaw = command.goal
+            goal.pose.position.x, goal.pose.position.y = x, y
+            goal.pose.orientation.z, goal.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+            self._goal_pub.publish(goal)
+            self._marker_pub.publish(_markers(command, frame, stamp))
+            self.get_logger().info(f"action: {command.text} ({command.reason})")
+
+    # --- callbacks -------------------------------------------------------------------------
+
+    @_logged
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageConversionError as error:
+            with self._lock:
+                self._dropped_frames += 1
+            self.get_logger().warning(
+                f"dropped a malformed image on rgb: {error}", throttle_duration_sec=_WARN_THROTTLE_S
+            )
+            return
+        stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self._lock:
+            navigator = self._navigator
+            if navigator is None:
+                return
+            jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else self._now_s())
+        if jumped:
+            self.get_logger().warning("camera stamps went backwards: frame history restarted")
+        self._wake.set()
+
+    @_logged
+    def _on_instruction(self, msg: String) -> None:
+        if not self._active:
+            self.get_logger().warning(f"inactive: ignored instruction {msg.data!r}")
+            return
+        with self._lock:
+            self._publish(self._navigator.instruct(msg.data, self._now_s()))
+        self.get_logger().info(f"instruction: {msg.data!r}")
+        self._wake.set()
+
+    @_logged
+    def _on_action_result(self, msg: String) -> None:
+        with self._lock:
+            self._publish(self._navigator.on_result(msg.data, self._now_s()))
+        self._wake.set()
+
+    @_logged
+    def _on_odom(self, msg: Odometry) -> None:
+        pose = msg.pose.pose
+        with self._lock:
+            self._navigator.set_pose(pose.position.x, pose.position.y, _yaw(pose.orientation))
+
+    @_logged
+    def _on_episode(self, msg: String) -> None:
+        episode = json.loads(msg.data)
+        if not isinstance(episode, dict):
+            raise ValueError(f"sim/episode must hold a JSON object, got {type(episode).__name__}")
+        with self._lock:
+            self._navigator.set_episode(episode)
+        self.get_logger().info(f"episode {episode.get('episode_id')!r} from sim/episode")
+
+    @_logged
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            changed = self._navigator.set_estop(bool(msg.data), self._now_s())
+        if changed:
+            self.get_logger().warning(f"e-stop {'engaged' if msg.data else 'released'}")
+            self._wake.set()
+
+    def _on_stop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._publish(self._navigator.stop("navigator/stop service", self._now_s()))
+        response.success = True
+        response.message = "instruction ended, stop published"
+        return response
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._publish(self._navigator.reset(self._now_s()))
+        self._wake.set()
+        response.success = True
+        response.message = "history, instruction and feature cache cleared"
+        return response
+
+    @_logged
+    def _on_status_timer(self) -> None:
+        with self._lock:
+            if self._navigator is None:
+                return
+            status = self._navigator.status(self._now_s())
+            dropped = self._dropped_frames
+        level = _LEVELS.get(status.level, DiagnosticStatus.ERROR)
+        message = status.message if self._active else f"inactive ({status.message})"
+        policy = self._policy
+        if isinstance(policy, NVILAPolicy) and policy.engine.random_weights:
+            level = max(level, DiagnosticStatus.WARN)
+            message += "; model has RANDOM weights"
+        values = {
+            **self._policy_values(),
+            **status.values(),
+            "dropped_frames": str(dropped),
+            "active": str(self._active).lower(),
+        }
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [
+            DiagnosticStatus(
+                level=level,
+                name=f"{self.get_name()}: navigator",
+                message=message,
+                values=[KeyValue(key=key, value=value) for key, value in values.items()],
+            )
+        ]
+        self._status_pub.publish(array)
+        self._diag_pub.publish(array)
+
+    def _policy_values(self) -> dict[str, str]:
+        policy = self._policy
+        if isinstance(policy, NVILAPolicy):
+            engine = policy.engine
+            return {
+                "policy": policy.name,
+                "model": engine.config.name,
+                "backend": engine.backend_name,
+                "device": str(engine.backend.device),
+            }
+        return {"policy": policy.name if policy else "none", "model": "none", "backend": "none"}
+
+    def _describe_policy(self) -> str:
+        values = self._policy_values()
+        return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
+def _markers(command: Command, frame: str, stamp: Any) -> MarkerArray:
+    """A text with the instruction and action above the robot, and an arrow for the motion."""
+    text = Marker()
+    text.header.frame_id = frame
+    text.header.stamp = stamp
+    text.ns = "navigator"
+    text.id = 0
+    text.type = Marker.TEXT_VIEW_FACING
+    text.action = Marker.ADD
+    text.pose.position.z = 1.0
+    text.pose.orientation.w = 1.0
+    text.scale.z = 0.15
+    text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+    text.text = command.label
+    arrow = Marker()
+    arrow.header = text.header
+    arrow.ns = "navigator"
+    arrow.id = 1
+    arrow.type = Marker.ARROW
+    tip = command.arrow
+    if tip is None:
+        arrow.action = Marker.DELETE
+    else:
+        arrow.action = Marker.ADD
+        arrow.pose.orientation.w = 1.0
+        arrow.points = [Point(x=0.0, y=0.0, z=0.1), Point(x=tip[0], y=tip[1], z=0.1)]
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.05, 0.1, 0.1
+        arrow.color.g = arrow.color.a = 1.0
+    return MarkerArray(markers=[text, arrow])
+
+
+def main(args: list[str] | None = None) -> None:
+    # rclpy's SIGINT handler shuts the context down at once, and the final "stop" in
+    # destroy_node() could then not be published; Ctrl-C arrives as KeyboardInterrupt instead.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = None
+    executor = None
+    try:
+        node = NavigatorNode()
+        if node.autostart:
+            node.trigger_configure()
+            if node.configured:
+                node.trigger_activate()
+            else:
+                node.get_logger().error("autostart: configure failed; staying unconfigured")
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Policies: what the navigator asks for the next mid-level action (pure Python, no rclpy).
+
+A policy sees what NaVILA sees (the instruction and 8 frames: 7 sampled from the instruction's
+history, then the current one) plus the odometry pose and the simulator's episode, and answers
+with raw text and its parsed `Action`. `NVILAPolicy` runs the model; `ExpertPolicy` is the
+simulator's shortest-path oracle, so the ROS graph can be tested independently of model quality.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from nvila_nav.actions import Action, parse_action
+from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
+from nvila_nav.sim.expert import Expert
+from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.world import world_for_scene
+
+if TYPE_CHECKING:
+    from nvila_core.runtime.engine import Engine
+
+POLICY_KINDS: tuple[str, ...] = ("nvila", "expert")
+
+
+class PolicyUnavailable(RuntimeError):
+    """The policy cannot decide with what it was given; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """One query: the instruction, the sampled frames (oldest first, current last, black frames
+    padding a short history), their cache keys (None where a frame has none), the odometry pose
+    (x, y, yaw) and the `sim/episode` dict; the last two are None when unknown."""
+
+    instruction: str
+    frames: Sequence[np.ndarray]
+    frame_keys: Sequence[int | None] | None = None
+    pose: tuple[float, float, float] | None = None
+    episode: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """The raw answer, its parsed action (None when it names none), wall time and model timings."""
+
+    text: str
+    action: Action | None
+    latency_s: float
+    timings: dict[str, float | int] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """What the navigator needs from a policy."""
+
+    name: str
+
+    def reset(self) -> None:
+        """Forget per-instruction state (feature cache, plans): a new episode starts."""
+        ...
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        """The next action; raises `PolicyUnavailable` when the request lacks what it needs."""
+        ...
+
+    def close(self) -> None:
+        """Release what the policy holds (model weights, accelerator memory)."""
+        ...
+
+
+def pad_frames(frames: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Frames with each None (front padding of a short history) replaced by a black frame the
+    size of the current (last) frame, as NaVILA pads."""
+    current = frames[-1]
+    if current is None:
+        raise ValueError("the current (last) frame must not be None")
+    black = np.zeros_like(current)
+    return [black if frame is None else frame for frame in frames]
+
+
+class NVILAPolicy:
+    """NaVILA's query on an `Engine`: the engine builds the prompt and caches frame features."""
+
+    name = "nvila"
+
+    def __init__(self, engine: Engine, max_new_tokens: int = 32):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.engine = engine
+        self.max_new_tokens = max_new_tokens
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per query the model was trained on; with exactly this many the engine's
+        sampler is the identity, so the navigator's own sampling is what the model sees."""
+        return self.engine.config.num_video_frames
+
+    def reset(self) -> None:
+        self.engine.clear_cache()
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        start = time.perf_counter()
+        result = self.engine.navigate(
+            request.instruction,
+            list(request.frames),
+            frame_keys=None if request.frame_keys is None else list(request.frame_keys),
+            max_new_tokens=self.max_new_tokens,
+        )
+        return PolicyDecision(
+            text=result.text,
+            action=parse_action(result.text),
+            latency_s=time.perf_counter() - start,
+            timings=dict(result.timings),
+        )
+
+    def close(self) -> None:
+        """Drop the model; accelerator memory goes back once nothing else references it."""
+        device = self.engine.backend.device
+        del self.engine
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def episode_from_message(data: dict[str, Any]) -> Episode:
+    """An `Episode` from the `sim/episode` JSON (goal, radius, start_yaw, ...) or from an
+    R2R-format episode dict (goals, start_rotation, ...)."""
+    if "goals" in data:
+        return Episode.from_dict(data)
+    info = {"goal_landmark": data["goal_landmark"]} if data.get("goal_landmark") else {}
+    return Episode.from_dict(
+        {
+            "episode_id": data["episode_id"],
+            "scene_id": data["scene_id"],
+            "start_position": data.get("start_position", [0.0, 0.0, 0.0]),
+            "start_rotation": yaw_to_quaternion(float(data.get("start_yaw", 0.0))),
+            "goals": [{"position": data["goal"], "radius": data.get("radius")}],
+            "reference_path": data.get("reference_path") or [],
+            "instruction": data.get("instruction", ""),
+            "info": info,
+        }
+    )
+
+
+class ExpertPolicy:
+    """The simulator's shortest-path expert on the current episode and odometry pose (an oracle).
+
+    It plans on the scene's navigation grid only (no MuJoCo model, no renderer) and ignores the
+    frames and the instruction wording: it tests the graph, not language grounding.
+    """
+
+    name = "expert"
+
+    def __init__(self) -> None:
+        self._episode_data: dict[str, Any] | None = None
+        self._expert: Expert | None = None
+
+    def reset(self) -> None:
+        self._episode_data = None
+        self._expert = None
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        if request.episode is None:
+            raise PolicyUnavailable(
+                "the expert policy needs the episode from sim/episode (is the simulator running "
+                "and has it loaded an episode?)"
+            )
+        if request.pose is None:
+            raise PolicyUnavailable("the expert policy needs the robot pose from odom")
+        start = time.perf_counter()
+        if self._expert is None or request.episode != self._episode_data:
+            try:
+                episode = episode_from_message(request.episode)
+                self._expert = Expert(world_for_scene(episode.scene_id), episode)
+            except (KeyError, TypeError, ValueError) as error:
+                raise PolicyUnavailable(
+                    f"cannot plan on the episode from sim/episode: {error!r}"
+                ) from error
+            self._episode_data = request.episode
+        action = self._expert.next_action(Pose(*request.pose))
+        return PolicyDecision(
+            text=action.to_answer(), action=action, latency_s=time.perf_counter() - start
+        )
+
+    def close(self) -> None:
+        self.reset()
+
+
+def make_policy(
+    kind: str,
+    model: str = "tiny",
+    backend: str = "torch",
+    device: str = "auto",
+    dtype: str | None = None,
+    cache_frames: int = 128,
+    max_new_tokens: int = 32,
+) -> Policy:
+    """The policy `kind` ("nvila" loads `model`, which may take long; "expert" ignores the model
+    arguments). device "auto" picks CUDA when available; dtype None/"" keeps the checkpoint's."""
+    if kind == "expert":
+        return ExpertPolicy()
+    if kind != "nvila":
+        raise ValueError(f"unknown policy {kind!r}; choose from {', '.join(POLICY_KINDS)}")
+    # Imported here so the expert policy runs without torch.
+    import torch
+
+    from nvila_core.runtime.engine import Engine
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    engine = Engine.from_pretrained(
+        model, backend=backend, device=device, dtype=dtype or None, cache_frames=cache_frames
+    )
+    return NVILAPolicy(engine, max_new_tokens=max_new_tokens)

@@ -1,0 +1,364 @@
+"""The navigator's state machine with a scripted policy: plain Python, no ROS, no model."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nvila_nav.actions import Action, parse_action
+from nvila_nav.history import FrameHistory
+from nvila_nav.navigation import (
+    Command,
+    Level,
+    NavigationConfig,
+    Navigator,
+    NavState,
+    is_stop_instruction,
+    relative_goal,
+)
+from nvila_nav.policies import PolicyDecision, PolicyUnavailable
+
+FORWARD = "move forward 75 cm"
+LEFT = "turn left 30 degrees"
+
+
+def frame(value: int = 0) -> np.ndarray:
+    return np.full((4, 6, 3), value, dtype=np.uint8)
+
+
+class ScriptedPolicy:
+    """Answers from a script; an Exception in the script is raised instead."""
+
+    name = "scripted"
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def decide(self, request):
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        timings = {"vision_ms": 2.0, "vit_passes": 1, "cached_frames": 7}
+        return PolicyDecision(f"The next action is {answer}.", parse_action(answer), 0.02, timings)
+
+    def close(self):
+        pass
+
+
+class Worker:
+    """Drives the navigator the way the node's worker thread does, one poll at a time."""
+
+    def __init__(self, navigator, policy):
+        self.navigator = navigator
+        self.policy = policy
+
+    def step(self, now: float) -> list[str]:
+        poll = self.navigator.poll(now)
+        published = [command.text for command in poll.commands]
+        if poll.reset_policy:
+            self.policy.reset()
+        if poll.query is not None:
+            try:
+                outcome = self.policy.decide(poll.query.request)
+            except Exception as error:
+                outcome = error
+            published += [c.text for c in self.navigator.complete(poll.query, outcome, now)]
+        return published
+
+
+def make(*answers, **config):
+    navigator = Navigator(FrameHistory(keep_rate_hz=2.0, capacity=16), NavigationConfig(**config))
+    return navigator, Worker(navigator, ScriptedPolicy(*answers))
+
+
+def texts(commands: list[Command]) -> list[str]:
+    return [command.text for command in commands]
+
+
+def start(navigator, worker, instruction="go to the kitchen", now=0.0) -> list[str]:
+    navigator.offer_frame(frame(1), now)
+    assert navigator.instruct(instruction, now) == []
+    return worker.step(now)
+
+
+def test_instruction_queries_executes_and_queries_again_until_stop():
+    navigator, worker = make(FORWARD, LEFT, "stop")
+    assert navigator.state is NavState.IDLE
+    assert worker.step(0.0) == []  # nothing to do without an instruction
+    assert start(navigator, worker) == [FORWARD]
+    assert navigator.state is NavState.EXECUTING
+    request = worker.policy.requests[0]
+    assert request.instruction == "go to the kitchen"
+    # Short history: 7 black pads (no key), then the current frame under its history key.
+    assert len(request.frames) == 8 and request.frame_keys[:7] == [None] * 7
+    assert request.frame_keys[7] is not None and request.frames[7][0, 0, 0] == 1
+    assert all(f.shape == (4, 6, 3) and not f.any() for f in request.frames[:7])
+    assert worker.step(0.1) == []  # waiting for the controller, no new query
+
+    assert navigator.on_result(f"succeeded {FORWARD}", 0.5) == []
+    assert navigator.state is NavState.QUERYING
+    navigator.offer_frame(frame(2), 0.5)
+    assert worker.step(0.5) == [LEFT]
+    assert navigator.on_result(f"succeeded {LEFT}", 1.0) == []
+    navigator.offer_frame(frame(3), 1.0)
+    assert worker.step(1.0) == ["stop"]
+    assert navigator.state is NavState.STOPPED
+    assert navigator.on_result("succeeded stop", 1.1) == []
+    assert worker.step(1.2) == []
+    status = navigator.status(1.2)
+    assert status.queries == 3 and status.last_action == "stop"
+    assert status.cache_hit_rate == pytest.approx(7 / 8)
+    assert status.values()["last_latency_ms"] == "20.0"
+
+
+def test_commands_carry_goal_and_marker_content():
+    def command(action):
+        return Command(action, "go", "policy", 3.0)
+
+    forward, left, right, stop = (
+        command(Action.forward(50)),
+        command(Action.left(30)),
+        command(Action.right(45)),
+        command(Action.stop()),
+    )
+    assert forward.goal == (0.5, 0.0, 0.0) and forward.arrow == (0.5, 0.0)
+    assert left.goal == pytest.approx((0.0, 0.0, math.radians(30)))
+    assert right.goal[2] == pytest.approx(-math.radians(45))
+    assert left.arrow == pytest.approx((0.5 * math.cos(math.radians(30)), 0.25))
+    assert stop.goal == (0.0, 0.0, 0.0) and stop.arrow is None
+    assert forward.label == "go\n→ move forward 50 cm"
+    assert relative_goal(Action.forward(25)) == (0.25, 0.0, 0.0)
+
+
+def test_new_instruction_preempts_with_stop_and_fresh_history():
+    navigator, worker = make(FORWARD, FORWARD)
+    for i in range(4):  # 2 s of frames: a history of 4 kept frames
+        navigator.offer_frame(frame(i), i * 0.5)
+    navigator.instruct("go to the kitchen", 1.5)
+    assert worker.step(1.5) == [FORWARD]
+    assert worker.policy.resets == 1
+    navigator.offer_frame(frame(9), 2.0)
+    assert len(navigator.history) == 2
+
+    # The robot is moving on the old instruction: stop first, then plan afresh.
+    assert texts(navigator.instruct("go back to the sofa", 2.1)) == ["stop"]
+    assert navigator.state is NavState.QUERYING and navigator.instruction == "go back to the sofa"
+    assert len(navigator.history) == 1  # starts with the current view only
+    assert worker.step(2.1) == [FORWARD]
+    assert worker.policy.resets == 2  # policy reset (feature cache, plan) before the query
+    request = worker.policy.requests[1]
+    assert request.instruction == "go back to the sofa"
+    assert request.frames[-1][0, 0, 0] == 9 and request.frame_keys[:7] == [None] * 7
+
+    # The controller answers the preempted action and the stop first; they are not ours.
+    assert navigator.on_result(f"cancelled {FORWARD}", 2.2) == []
+    assert navigator.on_result("succeeded stop", 2.2) == []
+    assert navigator.state is NavState.EXECUTING
+    assert navigator.on_result(f"succeeded {FORWARD}", 3.0) == []
+    assert navigator.state is NavState.QUERYING
+
+
+def test_new_instruction_while_idle_or_stopped_publishes_nothing():
+    navigator, worker = make("stop", LEFT)
+    assert start(navigator, worker) == ["stop"]
+    assert navigator.state is NavState.STOPPED
+    assert navigator.instruct("turn around", 0.2) == []
+    assert worker.step(0.2) == [LEFT]
+    assert navigator.instruct("   ", 0.3) == []  # empty instructions are ignored
+    assert navigator.instruction == "turn around"
+
+
+@pytest.mark.parametrize("text", ["stop", "Stop!", " HALT. "])
+def test_stop_instruction_ends_the_current_one(text):
+    navigator, worker = make(FORWARD)
+    assert start(navigator, worker) == [FORWARD]
+    assert texts(navigator.instruct(text, 0.2)) == ["stop"]
+    assert navigator.state is NavState.STOPPED
+    assert worker.step(0.3) == []
+
+
+def test_stop_instruction_detection():
+    assert is_stop_instruction("stop") and is_stop_instruction("Halt!")
+    assert not is_stop_instruction("stop at the red door")
+
+
+def test_answer_of_an_ended_instruction_is_dropped():
+    navigator, _ = make()
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    query = navigator.poll(0.0).query
+    assert query is not None
+    # The stop service ends the instruction while the model is thinking.
+    assert texts(navigator.stop("navigator/stop service", 0.1)) == ["stop"]
+    decision = PolicyDecision("move forward 75 cm", Action.forward(75), 0.1)
+    assert navigator.complete(query, decision, 0.2) == []
+    assert navigator.state is NavState.STOPPED
+
+
+@pytest.mark.parametrize(
+    ("max_reparse", "answers", "expected"),
+    [
+        (1, ["I see a sofa", "lovely weather"], [[], ["stop"]]),
+        (1, ["I see a sofa", LEFT], [[], [LEFT]]),
+        (0, ["I see a sofa"], [["stop"]]),
+        (2, ["?", PolicyUnavailable("no odometry"), "!"], [[], [], ["stop"]]),
+    ],
+)
+def test_unparseable_output_is_requeried_then_stops(max_reparse, answers, expected):
+    navigator, worker = make(*answers, max_reparse=max_reparse)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    published = [worker.step(0.01 * i) for i in range(len(expected))]
+    assert published == expected
+    if expected[-1] == ["stop"]:
+        assert navigator.state is NavState.STOPPED
+        status = navigator.status(1.0)
+        assert status.level is Level.ERROR and "no usable action" in status.message
+        assert status.last_action == "stop"
+    else:
+        assert navigator.state is NavState.EXECUTING
+
+
+def test_policy_error_is_reported():
+    navigator, worker = make(PolicyUnavailable("needs odometry"), max_reparse=0)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    assert worker.step(0.0) == ["stop"]
+    assert "needs odometry" in navigator.status(0.0).message
+
+
+def test_controller_failures_requery_until_the_limit():
+    navigator, worker = make(FORWARD, FORWARD, LEFT, LEFT, LEFT, max_controller_failures=3)
+    assert start(navigator, worker) == [FORWARD]
+    assert navigator.on_result(f"timed_out {FORWARD}", 1.0) == []
+    assert navigator.state is NavState.QUERYING
+    assert navigator.status(1.0).level is Level.WARN
+    navigator.offer_frame(frame(), 1.0)
+    assert worker.step(1.0) == [FORWARD]
+    assert navigator.on_result(f"succeeded {FORWARD}", 2.0) == []  # resets the count
+    navigator.offer_frame(frame(), 2.0)
+    assert worker.step(2.0) == [LEFT]
+    assert navigator.on_result(f"watchdog {LEFT}", 3.0) == []
+    navigator.offer_frame(frame(), 3.0)
+    assert worker.step(3.0) == [LEFT]
+    assert navigator.on_result(f"rejected {LEFT}", 3.5) == []
+    navigator.offer_frame(frame(), 3.5)
+    assert worker.step(3.5) == [LEFT]
+    assert texts(navigator.on_result(f"cancelled {LEFT}", 4.0)) == ["stop"]
+    assert navigator.state is NavState.STOPPED
+    status = navigator.status(4.0)
+    assert status.level is Level.ERROR and "3 controller failures" in status.message
+
+
+def test_missing_result_counts_as_a_failure():
+    navigator, worker = make(FORWARD, LEFT, result_timeout_s=5.0, max_frame_age_s=10.0)
+    assert start(navigator, worker) == [FORWARD]
+    assert worker.step(4.9) == []
+    assert worker.step(5.1) == [LEFT]  # re-queried after the timeout
+    assert navigator.status(5.1).failures == 1
+    # The late answer to the first action is not mistaken for the second one's.
+    assert navigator.on_result(f"succeeded {FORWARD}", 5.2) == []
+    assert navigator.state is NavState.EXECUTING
+
+
+def test_results_for_other_senders_and_mismatched_text_are_ignored():
+    navigator, worker = make(FORWARD)
+    assert navigator.on_result("succeeded turn left 15 degrees", 0.0) == []  # teleop's
+    assert start(navigator, worker) == [FORWARD]
+    assert navigator.on_result("succeeded turn left 15 degrees", 0.5) == []
+    assert navigator.state is NavState.EXECUTING
+
+
+def test_estop_holds_new_actions_until_release():
+    navigator, worker = make(FORWARD, LEFT, LEFT)
+    assert start(navigator, worker) == [FORWARD]
+    assert navigator.set_estop(True, 0.2) is True
+    assert navigator.set_estop(True, 0.25) is False
+    # The controller aborted the action because of the e-stop: not a failure, wait.
+    assert navigator.on_result(f"estopped {FORWARD}", 0.3) == []
+    navigator.offer_frame(frame(), 0.5)
+    assert worker.step(0.5) == []
+    assert worker.step(10.0) == []  # no frame timeout while e-stopped either
+    status = navigator.status(10.0)
+    assert status.estop and status.failures == 0 and "e-stop" in status.message
+    navigator.set_estop(False, 10.0)
+    navigator.offer_frame(frame(), 10.0)
+    assert worker.step(10.0) == [LEFT]
+
+
+def test_decision_arriving_during_estop_is_discarded():
+    navigator, worker = make(LEFT, FORWARD)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    poll = navigator.poll(0.0)
+    navigator.set_estop(True, 0.05)
+    decision = worker.policy.decide(poll.query.request)
+    assert navigator.complete(poll.query, decision, 0.1) == []
+    navigator.set_estop(False, 0.2)
+    navigator.offer_frame(frame(), 0.5)
+    assert worker.step(0.5) == [FORWARD]  # asked again on fresh frames
+
+
+def test_unexpected_estop_result_counts_as_a_failure():
+    navigator, worker = make(FORWARD, max_controller_failures=1)
+    assert start(navigator, worker) == [FORWARD]
+    assert texts(navigator.on_result(f"estopped {FORWARD}", 0.3)) == ["stop"]
+
+
+def test_stale_frames_wait_then_stop():
+    navigator, worker = make(FORWARD, max_frame_age_s=1.0, frame_timeout_s=3.0)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 2.0)  # the newest frame is 2 s old
+    assert worker.step(2.0) == []
+    assert navigator.state is NavState.QUERYING
+    status = navigator.status(2.0)
+    assert status.level is Level.WARN and "fresh frame" in status.message
+    assert worker.step(4.9) == []
+    navigator.offer_frame(frame(5), 4.95)
+    assert worker.step(5.0) == [FORWARD]  # a fresh frame within frame_timeout_s: go
+    assert worker.policy.requests[0].frames[-1][0, 0, 0] == 5
+
+    navigator, worker = make(FORWARD, max_frame_age_s=1.0, frame_timeout_s=3.0)
+    navigator.instruct("go", 0.0)  # no camera at all
+    assert worker.step(2.9) == []
+    assert worker.step(3.1) == ["stop"]
+    status = navigator.status(3.1)
+    assert status.state is NavState.STOPPED and status.level is Level.ERROR
+    assert "no camera frame" in status.message
+    assert worker.policy.requests == []
+
+
+def test_reset_forgets_instruction_and_history_and_stops_motion():
+    navigator, worker = make(FORWARD)
+    assert start(navigator, worker) == [FORWARD]
+    assert texts(navigator.reset(0.5)) == ["stop"]
+    assert navigator.state is NavState.IDLE and navigator.instruction == ""
+    assert len(navigator.history) == 0 and navigator.history.latest is None
+    assert navigator.poll(0.6).reset_policy
+    assert navigator.status(0.6).queries == 0
+    assert navigator.reset(0.7) == []  # nothing moving: nothing to publish
+
+
+def test_clock_jump_back_restarts_the_history():
+    navigator, _ = make()
+    for i in range(4):
+        assert navigator.offer_frame(frame(i), 100.0 + i) is False
+    assert navigator.offer_frame(frame(), 102.5) is False  # out of order: ignored
+    assert len(navigator.history) == 4
+    assert navigator.offer_frame(frame(), 0.5) is True  # the simulator restarted
+    assert len(navigator.history) == 1
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="max_reparse"):
+        NavigationConfig(max_reparse=-1)
+    with pytest.raises(ValueError, match="frame_timeout_s"):
+        NavigationConfig(frame_timeout_s=0.0)
+    with pytest.raises(ValueError, match="max_controller_failures"):
+        NavigationConfig(max_controller_failures=0)

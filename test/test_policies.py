@@ -1,0 +1,159 @@
+"""Policies: NVILA on the tiny random model (text, timings, feature cache) and the expert oracle."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nvila_core.runtime.engine import Engine
+from nvila_nav.actions import ActionKind, parse_action
+from nvila_nav.history import FrameHistory
+from nvila_nav.policies import (
+    ExpertPolicy,
+    NVILAPolicy,
+    PolicyRequest,
+    PolicyUnavailable,
+    episode_from_message,
+    make_policy,
+    pad_frames,
+)
+from nvila_nav.sim.episodes import generate_episode
+from nvila_nav.sim.navgrid import ROBOT_RADIUS
+from nvila_nav.sim.world import world_for_scene
+
+INSTRUCTION = "Walk past the sofa and stop at the red door."
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.from_pretrained("tiny")
+
+
+def request_from(history: FrameHistory) -> PolicyRequest:
+    frames, keys = history.sample()
+    return PolicyRequest(INSTRUCTION, pad_frames(frames), keys)
+
+
+def test_pad_frames_substitutes_black_frames_of_the_current_size():
+    current = np.full((5, 7, 3), 200, dtype=np.uint8)
+    padded = pad_frames([None, None, current])
+    assert [f.shape for f in padded] == [(5, 7, 3)] * 3
+    assert not padded[0].any() and padded[2] is current
+    with pytest.raises(ValueError, match="current"):
+        pad_frames([current, None])
+
+
+def test_nvila_policy_answers_with_timings_and_reuses_cached_frames(engine, make_frames):
+    policy = NVILAPolicy(engine, max_new_tokens=8)
+    assert policy.num_frames == 8
+    frames = make_frames(9, height=48, width=64)
+    history = FrameHistory(keep_rate_hz=2.0, capacity=64, num_frames=8)
+    for i, frame in enumerate(frames[:8]):
+        history.offer(frame, 0.5 * i)
+
+    first = policy.decide(request_from(history))
+    assert isinstance(first.text, str) and first.action == parse_action(first.text)
+    assert first.latency_s > 0
+    for key in ("vision_ms", "prefill_ms", "decode_tokens_per_s", "vit_passes"):
+        assert key in first.timings
+    assert first.timings["new_tokens"] <= 8
+    assert first.timings["vit_passes"] == 8
+
+    # The next step: 7 frames the model has seen, 1 new one -> one pass of the vision tower.
+    history.offer(frames[8], 4.0)
+    second = policy.decide(request_from(history))
+    assert second.timings["vit_passes"] == 1 and second.timings["cached_frames"] == 7
+
+    policy.reset()  # a new instruction: the cache starts empty
+    assert policy.decide(request_from(history)).timings["vit_passes"] == 8
+
+
+def test_nvila_policy_encodes_black_padding_once(engine, make_frames):
+    policy = NVILAPolicy(engine, max_new_tokens=4)
+    policy.reset()
+    history = FrameHistory(keep_rate_hz=2.0, capacity=64, num_frames=8)
+    for i, frame in enumerate(make_frames(3, height=48, width=64)):
+        history.offer(frame, 0.5 * i)
+    decision = policy.decide(request_from(history))
+    assert decision.timings["vit_passes"] == 4  # 3 frames + one black frame for all 5 pads
+
+
+def sim_episode_message(episode) -> dict:
+    """The JSON the sim node publishes on sim/episode (nvila_nav/nodes/simulator.py)."""
+    return {
+        "episode_id": episode.episode_id,
+        "scene_id": episode.scene_id,
+        "instruction": episode.instruction_text,
+        "start_position": list(episode.start_position),
+        "start_yaw": episode.start_yaw,
+        "goal": list(episode.goal.position),
+        "radius": episode.goal.radius,
+        "reference_path": [list(p) for p in episode.reference_path],
+        "gt_locations": [list(p) for p in episode.gt_locations],
+        "geodesic_distance": episode.info.get("geodesic_distance"),
+        "start_time": 0.0,
+        "load_count": 1,
+    }
+
+
+def test_episode_from_message_reads_both_forms():
+    episode = generate_episode("val_unseen", 0, seed=0)
+    from_sim = episode_from_message(sim_episode_message(episode))
+    from_file = episode_from_message(episode.to_dict())
+    for parsed in (from_sim, from_file):
+        assert parsed.scene_id == episode.scene_id
+        assert parsed.goal.position == episode.goal.position
+        assert parsed.reference_path == episode.reference_path
+        assert parsed.start_yaw == pytest.approx(episode.start_yaw)
+    assert from_file.info["goal_landmark"] == episode.info["goal_landmark"]
+
+
+@pytest.mark.parametrize("form", ["sim/episode", "R2R"])
+def test_expert_policy_drives_a_val_unseen_episode_to_its_goal(form):
+    episode = generate_episode("val_unseen", 1, seed=0)
+    data = sim_episode_message(episode) if form == "sim/episode" else episode.to_dict()
+    nav = world_for_scene(episode.scene_id).nav
+    policy = ExpertPolicy()
+    x, y, yaw = episode.start_position[0], episode.start_position[1], episode.start_yaw
+    frames = [np.zeros((2, 2, 3), dtype=np.uint8)] * 8
+    kinds = []
+    for _ in range(300):
+        decision = policy.decide(PolicyRequest(INSTRUCTION, frames, None, (x, y, yaw), data))
+        assert parse_action(decision.text) == decision.action
+        action = decision.action
+        kinds.append(action.kind)
+        if action.is_stop:
+            break
+        if action.kind is ActionKind.FORWARD:
+            end = (x + action.distance_m * math.cos(yaw), y + action.distance_m * math.sin(yaw))
+            assert nav.segment_clear((x, y), end, ROBOT_RADIUS), "the expert drove into an obstacle"
+            x, y = end
+        yaw += action.yaw_rad
+    assert kinds[-1] is ActionKind.STOP
+    goal = episode.goal.position
+    assert math.hypot(x - goal[0], y - goal[1]) < 0.35
+    assert kinds.count(ActionKind.FORWARD) >= 4
+
+
+def test_expert_policy_says_what_it_is_missing():
+    episode = generate_episode("val_unseen", 0, seed=0)
+    frames = [np.zeros((2, 2, 3), dtype=np.uint8)] * 8
+    policy = ExpertPolicy()
+    with pytest.raises(PolicyUnavailable, match="sim/episode"):
+        policy.decide(PolicyRequest(INSTRUCTION, frames, pose=(0.0, 0.0, 0.0)))
+    with pytest.raises(PolicyUnavailable, match="odom"):
+        policy.decide(PolicyRequest(INSTRUCTION, frames, episode=episode.to_dict()))
+    matterport = {**sim_episode_message(episode), "scene_id": "mp3d/17DRP5sb8fy"}
+    with pytest.raises(PolicyUnavailable, match="cannot plan"):
+        policy.decide(PolicyRequest(INSTRUCTION, frames, pose=(0.0, 0.0, 0.0), episode=matterport))
+
+
+def test_make_policy():
+    assert isinstance(make_policy("expert"), ExpertPolicy)
+    policy = make_policy("nvila", "tiny", device="cpu", cache_frames=16, max_new_tokens=5)
+    assert isinstance(policy, NVILAPolicy)
+    assert policy.engine.random_weights and policy.engine.frame_cache.max_frames == 16
+    assert policy.max_new_tokens == 5
+    policy.close()
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("oracle")
