@@ -1,91 +1,113 @@
-"""`make demo`: the NVILA model end to end on frames from the embedded simulator.
+"""`make demo`: the sim_eval graph on a handful of val_unseen episodes, through the bringup.
 
-A simulated robot follows one val_unseen episode with the expert driver, so the camera sees a
-real route; at every decision point the model gets NaVILA's query (8-frame history sampler, the
-navigation prompt with the episode's instruction) and answers. The default model is the `tiny`
-preset with random weights: its words are meaningless — the demo shows the data path (frames →
-per-frame feature cache → vision tower → projector → prompt splicing → KV-cache decoding →
-action parser) and its timings. Point --model at a checkpoint directory to run a trained model.
+It runs what `ros2 launch nvila_nav sim_eval.launch.py` runs — the embedded simulator, the
+navigator, the motion controller and the evaluator as ROS 2 nodes talking over DDS — once per
+policy, then prints the VLN-CE metrics table and where the per-episode JSON and top-down plots are.
+
+Policies: `expert` is the simulator's oracle (it tests the graph independently of model quality);
+`nvila` runs the NVILA engine — by default the `tiny` preset with RANDOM weights, so expect no
+success: it shows the model path end to end (frames → history → engine → parsed action →
+controller). Point --model at a trained checkpoint to evaluate it instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
-from nvila_core.runtime import Engine
-from nvila_nav.actions import parse_action
-from nvila_nav.sim.env import Simulator
-from nvila_nav.sim.episodes import generate_episode
-from nvila_nav.sim.expert import run_expert
-from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.metrics import format_table
+from nvila_nav.sim.episodes import generate_episodes, write_episodes
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nvila-nav-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="checkpoint directory or preset name")
-    parser.add_argument("--episode", type=int, default=0, help="val_unseen episode index")
-    parser.add_argument("--queries", type=int, default=6, help="decision points to query")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--episodes", type=int, default=5, help="val_unseen episodes to run")
+    parser.add_argument("--model", default="tiny", help="nvila policy: checkpoint dir or preset")
+    parser.add_argument(
+        "--model-episodes", type=int, default=1, help="episodes for the nvila policy (0: skip)"
+    )
+    parser.add_argument("--model-max-actions", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("--real-time-factor", type=float, default=3.0)
     return parser
+
+
+def run_policy(
+    policy: str, label: str, episodes: Path, out: Path, args, extra: dict | None = None
+) -> dict:
+    """One `nvila-nav-bringup sim_eval` run; returns the evaluator's summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"evaluator": {"policy_label": label, **(extra or {})}}
+    params_file = out / "demo_params.yaml"
+    params_file.write_text(json.dumps({n: {"ros__parameters": v} for n, v in params.items()}))
+    command = [
+        sys.executable,
+        "-m",
+        "nvila_nav.nodes.bringup",
+        "sim_eval",
+        "--policy",
+        policy,
+        "--model",
+        args.model,
+        "--episodes",
+        str(episodes),
+        "--output-dir",
+        str(out),
+        "--real-time-factor",
+        str(args.real_time_factor),
+        "--params-file",
+        str(params_file),
+        "--ros-args",
+        "--log-level",
+        "warn",
+    ]
+    print(f"\n$ nvila-nav-bringup sim_eval --policy {policy} --model {args.model} ...", flush=True)
+    subprocess.run(command, check=True, env={**os.environ, "MUJOCO_GL": "egl"})
+    return json.loads((out / "summary.json").read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    episodes = generate_episodes("val_unseen", args.episodes, seed=0)
+    episodes_file = write_episodes(args.out / "val_unseen.json.gz", episodes)
+    print(f"{len(episodes)} val_unseen episodes (scenes never used for training): {episodes_file}")
+    for episode in episodes:
+        print(f"  {episode.episode_id}: {episode.instruction_text}")
 
-    episode = generate_episode("val_unseen", args.episode, seed=0)
-    print(
-        f"episode {episode.episode_id} in scene {episode.scene_id} (val_unseen: never trained on)"
-    )
-    print(f'instruction: "{episode.instruction_text}"')
-    with Simulator(CameraConfig(width=args.width, height=args.height)) as sim:
-        run = run_expert(sim, episode, render=True)
-    print(
-        f"expert drove {len(run.actions)} actions, {run.path_length:.1f} m, "
-        f"{len(run.frames)} frames at {run.frame_hz:g} Hz, success={run.success}"
-    )
-
-    engine = Engine.from_pretrained(args.model)
-    random_weights = engine.random_weights
-    print(
-        f"model: {engine.config.name} ({engine.backend_name} backend)"
-        + (
-            " — RANDOM weights: the answers below are meaningless by design"
-            if random_weights
-            else ""
+    results = {}
+    expert = run_policy("expert", "expert (oracle)", episodes_file, args.out / "expert", args)
+    results["expert (oracle)"] = expert["metrics"]
+    if args.model_episodes > 0:
+        label = f"nvila ({args.model})"
+        model_episodes = write_episodes(
+            args.out / "val_unseen_model.json.gz", episodes[: args.model_episodes]
         )
-    )
-
-    steps = run.actions[:-1] or run.actions
-    stride = max(1, len(steps) // max(1, args.queries))
-    print(
-        f"\n{'step':>4} {'frames':>6} {'ViT':>4} {'vision ms':>9} {'prefill ms':>10} "
-        f"{'decode tok/s':>12}  model output -> parsed action   (expert did)"
-    )
-    for step in steps[::stride][: args.queries]:
-        history = run.frames[: step.frame_index + 1]
-        keys = list(range(len(history)))
-        result = engine.navigate(
-            episode.instruction_text, history, frame_keys=keys, max_new_tokens=args.max_new_tokens
+        nvila = run_policy(
+            "nvila",
+            label,
+            model_episodes,
+            args.out / "nvila",
+            args,
+            extra={"max_actions": args.model_max_actions},
         )
-        action = parse_action(result.text)
-        t = result.timings
-        parsed = action.to_text() if action else "unparseable (navigator would re-query, then stop)"
+        results[label] = nvila["metrics"]
+
+    print("\nVLN-CE metrics on val_unseen (success radius 1.5 m):")
+    print(format_table(results))
+    print(
+        f"\nper-episode JSON and top-down plots: {args.out}/expert/{{episodes,plots}}/"
+        + (f", {args.out}/nvila/" if args.model_episodes > 0 else "")
+    )
+    if args.model == "tiny":
         print(
-            f"{step.frame_index:>4} {len(history):>6} {t['vit_passes']:>4} {t['vision_ms']:>9.1f} "
-            f"{t['prefill_ms']:>10.1f} {t['decode_tokens_per_s']:>12.1f}  "
-            f"{result.text[:40]!r} -> {parsed}   ({step.action.to_text()})"
+            "policies: expert = the simulator's oracle driver; nvila (tiny) = the NVILA engine "
+            "with RANDOM weights, so it is not expected to succeed. A trained navigation model "
+            "replaces it when one ships."
         )
-    print(f"\nfeature cache: {engine.cache_info()}")
-    print(
-        "ViT = frames encoded for that query: frames seen by an earlier query come from the "
-        "per-frame feature cache. The ROS 2 navigation graph and the trained model replace this "
-        "demo as they land."
-    )
     return 0
 
 

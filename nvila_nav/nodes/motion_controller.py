@@ -37,7 +37,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist, TwistStamped
+from geometry_msgs.msg import Quaternion, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -187,7 +187,7 @@ def _result_word(state: ControllerState) -> str:
     return _RESULT_WORDS.get(state, state.value)
 
 
-def _yaw(q: Any) -> float:
+def _yaw(q: Quaternion) -> float:
     """Yaw of a quaternion (REP 103); this form does not need the quaternion to be normalised."""
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), q.w * q.w + q.x * q.x - q.y * q.y - q.z * q.z)
 
@@ -373,7 +373,7 @@ class MotionControllerNode(Node):
         with self._lock:
             now_s = self._now_s()
             output = self._last_output
-            state = output.state if output else self._controller.state
+            state = self._controller.state
             action = self._controller.action
             odom_age_s = None if self._odom_stamp_s is None else now_s - self._odom_stamp_s
             estop = self._estop

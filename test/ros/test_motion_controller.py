@@ -64,7 +64,6 @@ class Bench:
         self.graph = graph
         self.robot = graph.add(KinematicBase(graph.context, stamped=stamped, sim_time=sim_time))
         probe = graph.node("probe")
-        self.probe = probe
         self.action_pub = probe.create_publisher(String, "action", RELIABLE)
         self.estop_pub = probe.create_publisher(Bool, "e_stop", LATCHED)
         self.results = Collector(probe, String, "action_result")
@@ -267,9 +266,27 @@ def test_unparseable_action_is_rejected_without_motion(graph):
     bench.wait_diag(lambda values: values["state"] == "idle", since=t1 + 0.15)
     assert all(is_zero(msg) for msg in bench.cmd.messages(since=t0))
     assert bench.robot.pose() == (0.0, 0.0, 0.0)
+    # While moving, garbage still stops the robot: the sender meant to replace the action.
+    bench.send("move forward 75 cm")
+    bench.wait_moving()
+    t2 = bench.send("42")
+    bench.assert_stopped_after(t2)
+    bench.wait_result("rejected 42")
     assert [msg.data for msg in bench.results.messages()] == [
-        "rejected dance like nobody is watching"
+        "rejected dance like nobody is watching",
+        "cancelled move forward 75 cm",
+        "rejected 42",
     ]
+
+
+def test_idle_controller_repeats_zero_at_idle_rate(graph):
+    bench = Bench(graph)
+    bench.start_controller()
+    t0 = time.monotonic()
+    assert wait_for(lambda: len(bench.cmd.messages(since=t0)) >= 3, 2.0)
+    (t1, first), (t2, second), (t3, third) = bench.cmd.timed(since=t0)[:3]
+    assert is_zero(first) and is_zero(second) and is_zero(third)
+    assert [t2 - t1, t3 - t2] == pytest.approx([0.5, 0.5], abs=0.15)
 
 
 def test_stop_zeroes_now_and_cancels_the_running_action(graph):
