@@ -255,6 +255,7 @@ def episode_message(episode: Episode, start_time: float, load_count: int) -> str
             "reference_path": [list(p) for p in episode.reference_path],
             "gt_locations": [list(p) for p in episode.gt_locations],
             "geodesic_distance": episode.info.get("geodesic_distance"),
+            "goal_landmark": episode.info.get("goal_landmark"),
             "start_time": start_time,
             "load_count": load_count,
         }
