@@ -3,7 +3,7 @@
 `launch` / `launch_ros` are not pip-installable, so a machine with only the rclpy wheels (CI, a
 laptop) starts the same graph here: the same executables' node classes, the same parameter files
 (passed to rcl exactly as `ros2 launch` passes them, `--params-file`), the same remappings, on one
-MultiThreadedExecutor. `GRAPHS` is the single description of both; a test checks that
+executor thread. `GRAPHS` is the single description of both; a test checks that
 `launch/*.launch.py` name the same executables, parameter files and remappings, so they cannot drift.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import rclpy
 import yaml
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 
@@ -128,13 +128,16 @@ def create_node(spec: NodeSpec, graph: GraphSpec, context, extra_params_files=()
 class Bringup:
     """Creates a graph's nodes in one process and spins them; `close()` tears them down."""
 
-    def __init__(self, graph_name: str, context=None, extra_params_files=(), num_threads: int = 6):
+    def __init__(self, graph_name: str, context=None, extra_params_files=()):
         if graph_name not in GRAPHS:
             raise ValueError(f"unknown graph {graph_name!r} (known: {', '.join(GRAPHS)})")
         self.graph = GRAPHS[graph_name]
         self.context = context
         self.nodes: dict[str, Node] = {}
-        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        # One executor thread: every slow job (model, simulation, evaluation) runs in its node's
+        # own worker thread, so callbacks are short. rclpy's MultiThreadedExecutor can spin at
+        # 100% CPU re-queueing tasks and starve callbacks for seconds (ros2/rclpy#1452).
+        self.executor = SingleThreadedExecutor(context=context)
         self._thread: threading.Thread | None = None
         try:
             for spec in self.graph.nodes:

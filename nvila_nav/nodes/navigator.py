@@ -38,7 +38,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
@@ -610,7 +610,7 @@ def main(args: list[str] | None = None) -> None:
                 node.trigger_activate()
             else:
                 node.get_logger().error("autostart: configure failed; staying unconfigured")
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()  # the model runs in its own worker thread
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

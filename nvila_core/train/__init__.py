@@ -1,0 +1,1 @@
+"""Training: datasets from simulator rollouts and robot recordings, and fine-tuning."""
