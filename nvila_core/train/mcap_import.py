@@ -303,15 +303,14 @@ class _Replay:
             self.finish("stop")
 
     def on_action_result(self, text: str) -> None:
-        """Mark the newest matching action with the controller's "<state> <action text>"."""
-        if self.episode is None:
-            return
+        """Mark the newest action of that text with the controller's "<state> <action text>"."""
         state, _, action_text = text.strip().partition(" ")
         parsed = parse_action(action_text)
-        for action in reversed(self.episode.actions):
-            if parsed is not None and action["text"] == parsed[2] and "result" not in action:
-                action["result"] = state
-                return
+        if self.episode is None or parsed is None:
+            return
+        action = next((a for a in reversed(self.episode.actions) if a["text"] == parsed[2]), None)
+        if action is not None:
+            action.setdefault("result", state)
 
     def on_odom(self, msg: Any) -> None:
         pose = msg.pose.pose
@@ -443,9 +442,23 @@ def _read_messages(path: Path) -> Iterator[tuple[Any, Any, Any]]:
             )
 
 
-def _same_topic(a: str, b: str) -> bool:
-    """Topic names as typed ("rgb") or as recorded ("/rgb") name the same topic."""
-    return "/" + a.lstrip("/") == "/" + b.lstrip("/")
+def _topic_key(name: str) -> str:
+    """One spelling for a topic as typed ("rgb") or as recorded ("/rgb")."""
+    return "/" + name.lstrip("/")
+
+
+def _decoder(channel: Any, schema: Any) -> Any:
+    """The CDR decoder of a channel; a topic that cannot be decoded at all is a bad bag."""
+    try:
+        decoder = DecoderFactory().decoder_for(channel.message_encoding, schema)
+    except McapError as error:
+        raise ValueError(f"{channel.topic}: cannot parse its schema: {error}") from error
+    if decoder is None:
+        raise ValueError(
+            f"{channel.topic} is {channel.message_encoding!r} without a ros2msg schema; "
+            "only CDR messages with ros2msg schemas (rosbag2's MCAP) can be read"
+        )
+    return decoder
 
 
 def _merge_index(out_dir: Path, entries: list[dict], frame_hz: float, camera: dict | None) -> None:
@@ -504,17 +517,22 @@ def import_mcap(
     out_dir.mkdir(parents=True, exist_ok=True)
     replay = _Replay(bag_name, out_dir, frame_hz, image_format, camera_topic)
     roles = {
-        camera_topic: ("camera", _IMAGE_TYPES),
-        instruction_topic: ("instruction", _STRING_TYPES),
-        action_topic: ("action", _STRING_TYPES),
-        odom_topic: ("odom", _ODOM_TYPES),
-        result_topic: ("result", _STRING_TYPES),
+        _topic_key(topic): (name, types)
+        for topic, name, types in (
+            (camera_topic, "camera", _IMAGE_TYPES),
+            (instruction_topic, "instruction", _STRING_TYPES),
+            (action_topic, "action", _STRING_TYPES),
+            (odom_topic, "odom", _ODOM_TYPES),
+            (result_topic, "result", _STRING_TYPES),
+        )
     }
-    decoders = DecoderFactory()
+    if len(roles) < 5:
+        raise ValueError("the camera, instruction, action, odom and result topics must differ")
     seen: dict[str, str] = {}
     for path in files:
+        decoders: dict[int, Any] = {}  # per file: schema ids are only unique within one file
         for schema, channel, message in _read_messages(path):
-            role = next((r for t, r in roles.items() if _same_topic(t, channel.topic)), None)
+            role = roles.get(_topic_key(channel.topic))
             schema_name = schema.name if schema is not None else "(no schema)"
             seen[channel.topic] = schema_name
             if role is None:
@@ -524,9 +542,11 @@ def import_mcap(
                 raise ValueError(
                     f"{channel.topic} carries {schema_name}, expected {types[0]} for the {name}"
                 )
+            if channel.id not in decoders:
+                decoders[channel.id] = _decoder(channel, schema)
             try:
-                msg = decoders.decoder_for(channel.message_encoding, schema)(message.data)
-            except Exception as error:  # any CDR/schema failure is one bad message, not a bad bag
+                msg = decoders[channel.id](message.data)
+            except Exception as error:  # any CDR failure is one bad message, not a bad bag
                 replay.skip("undecodable_messages", f"{channel.topic}: {error}")
                 continue
             log_ns = message.log_time
@@ -542,7 +562,7 @@ def import_mcap(
                 replay.on_action_result(msg.data)
     replay.finish("end_of_bag")
     for topic in (camera_topic, instruction_topic, action_topic):
-        if not any(_same_topic(topic, t) for t in seen):
+        if not any(_topic_key(topic) == _topic_key(t) for t in seen):
             raise ValueError(
                 f"{bag_path} has no {topic!r} topic; it has: "
                 + ", ".join(f"{t} ({s})" for t, s in sorted(seen.items()))
