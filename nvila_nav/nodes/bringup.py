@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import tempfile
 import threading
@@ -90,11 +91,19 @@ GRAPHS: dict[str, GraphSpec] = {
 
 
 def config_dir() -> Path:
-    """config/ of the source tree, or share/nvila_nav/config of an installed package."""
-    here = Path(__file__).resolve().parents[2] / "config"
-    if here.is_dir():
-        return here
-    return Path(sys.prefix) / "share" / "nvila_nav" / "config"
+    """config/ of the source tree, or share/nvila_nav/config of an installed package (colcon
+    install space via AMENT_PREFIX_PATH, or a pip install's prefix)."""
+    candidates = [Path(__file__).resolve().parents[2] / "config"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "nvila_nav" / "config")
+    candidates.append(Path(sys.prefix) / "share" / "nvila_nav" / "config")
+    for candidate in candidates:
+        if (candidate / "navigator.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "nvila_nav config/ not found in: " + ", ".join(str(c) for c in candidates)
+    )
 
 
 def node_arguments(
