@@ -2,6 +2,7 @@
 
     nvila-core describe nvila-8b --image-size 640x480
     nvila-core generate --model tiny --image photo.png --prompt "Describe the scene."
+    nvila-core train --recipe config/train/navila-nano.yaml --out outputs/train/navila-nano
 
 One function per subcommand (`cmd_<name>`), registered in `build_parser`.
 """
@@ -22,6 +23,10 @@ from nvila_core.model.checkpoint import read_config
 from nvila_core.model.configuration import ConfigError, NVILAConfig
 from nvila_core.model.image_processing import ImagePlan, plan_frames, plan_image
 from nvila_core.model.modeling import NVILAModel
+from nvila_core.quant_cli import add_build_engine_cli, add_export_cli, add_quantize_cli
+from nvila_core.train.deltaloss import add_prune_cli
+from nvila_core.train.finetune import FinetuneConfig, add_finetune_cli
+from nvila_core.train.mcap_import import add_import_cli
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -208,6 +213,77 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from nvila_core.train.distributed import init_distributed, shutdown_distributed
+    from nvila_core.train.recipe import load_recipe, run_recipe
+
+    logging.getLogger("nvila_core.train").setLevel(logging.INFO)
+    recipe = load_recipe(args.recipe)
+    out = Path(args.out) if args.out else Path("outputs/train") / recipe.name
+    first = recipe.stage(args.stage) if args.stage else recipe.stages[0]
+    ctx = init_distributed(first.train.device)  # torchrun sets the environment it reads
+    try:
+        final = run_recipe(
+            recipe,
+            out,
+            resume=args.resume,
+            stage=args.stage,
+            max_steps=args.max_steps,
+            ctx=ctx,
+        )
+    finally:
+        shutdown_distributed()
+    if ctx.is_main:
+        print(f"final model: {final}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace, finetune: FinetuneConfig) -> int:
+    """A one-stage recipe: start from --from, train --data with the chosen fine-tuning modes;
+    LoRA adapters are merged into the final checkpoint (a plain VILA split layout)."""
+    from nvila_core.train.distributed import init_distributed, shutdown_distributed
+    from nvila_core.train.recipe import recipe_from_dict, run_recipe
+
+    logging.getLogger("nvila_core.train").setLevel(logging.INFO)
+    stage: dict[str, Any] = {
+        "name": "finetune",
+        "finetune": {
+            "llm": finetune.llm,
+            "vision_tower": finetune.vision_tower,
+            "lora_r": finetune.lora_r,
+            "lora_alpha": finetune.lora_alpha,
+            "lora_dropout": finetune.lora_dropout,
+        },
+        "lr": args.lr,
+        "vision_lr_ratio": finetune.vision_lr_ratio,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "device": args.device,
+    }
+    if finetune.projector_lr is not None:
+        stage["projector_lr"] = finetune.projector_lr
+    if args.max_steps:
+        stage["max_steps"] = args.max_steps
+    recipe = recipe_from_dict(
+        {
+            "name": "finetune",
+            "model": {"checkpoint": str(args.from_checkpoint)},
+            "data": str(args.data),
+            "stages": [stage],
+        },
+        source="nvila-core finetune",
+    )
+    ctx = init_distributed(args.device)
+    try:
+        final = run_recipe(recipe, args.out, resume=args.resume, ctx=ctx)
+    finally:
+        shutdown_distributed()
+    if ctx.is_main:
+        print(f"final model: {final}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -246,6 +322,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_parser.add_argument("--json", action="store_true", help="machine-readable output")
     generate_parser.set_defaults(handler=cmd_generate)
+
+    train_parser = commands.add_parser(
+        "train", help="run a training recipe: its stages in order, resumable (torchrun-ready)"
+    )
+    train_parser.add_argument("--recipe", required=True, help="recipe YAML (config/train/)")
+    train_parser.add_argument("--out", help="output folder (default: outputs/train/<recipe>)")
+    train_parser.add_argument("--stage", help="run only this stage (its predecessor must be done)")
+    train_parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip finished stages and continue from the newest checkpoint (default: on)",
+    )
+    train_parser.add_argument(
+        "--max-steps", type=_positive, metavar="N", help="run every stage for N optimizer steps"
+    )
+    train_parser.set_defaults(handler=cmd_train)
+
+    finetune_parser = add_finetune_cli(commands, cmd_finetune)
+    finetune_parser.add_argument(
+        "--from", dest="from_checkpoint", required=True, help="checkpoint to start from"
+    )
+    finetune_parser.add_argument("--data", required=True, help="mixture YAML (docs/training.md)")
+    finetune_parser.add_argument("--out", default="outputs/finetune", help="output folder")
+    finetune_parser.add_argument("--lr", type=float, default=1e-4, help="LLM learning rate")
+    finetune_parser.add_argument("--batch-size", type=_positive, default=8)
+    finetune_parser.add_argument("--epochs", type=float, default=1.0)
+    finetune_parser.add_argument("--max-steps", type=_positive, metavar="N")
+    finetune_parser.add_argument("--device", default="auto")
+    finetune_parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+
+    add_prune_cli(commands)
+    add_import_cli(commands)
+    add_quantize_cli(commands)
+    add_export_cli(commands)
+    add_build_engine_cli(commands)
     return parser
 
 

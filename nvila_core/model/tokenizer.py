@@ -10,6 +10,7 @@ has `vocab_size` rows, so media ids are never looked up and never generated.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -200,13 +201,28 @@ def load_tokenizer(llm_dir: str | Path) -> PreTrainedTokenizerBase:
             "merges.txt (Qwen2)"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True)
+        if _saved_as_is(llm_dir):
+            # Our own tokenizers: AutoTokenizer would follow config.json's model_type and rebuild
+            # a Qwen2 pre-tokenizer around the vocabulary, splitting "45" into "4", "5".
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(llm_dir), local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True)
     except (OSError, ValueError) as err:
         raise OSError(f"cannot load the tokenizer in {llm_dir}: {err}") from err
     missing = [t for t in MEDIA_TOKENS if token_id(tokenizer, t) is None]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
     return tokenizer
+
+
+def _saved_as_is(llm_dir: Path) -> bool:
+    """True for a tokenizer.json whose config names the generic fast class (ours), which must be
+    loaded exactly as stored."""
+    config_path = llm_dir / "tokenizer_config.json"
+    if not (llm_dir / "tokenizer.json").is_file() or not config_path.is_file():
+        return False
+    tokenizer_class = json.loads(config_path.read_text()).get("tokenizer_class")
+    return tokenizer_class in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:

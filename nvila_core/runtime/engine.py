@@ -3,12 +3,14 @@
 The robot calls `navigate` every step with the episode's frame history. NaVILA shows 8 frames, 7
 of which it has already seen, and frames never interact before the LLM, so the engine keeps each
 frame's projected tokens in a bounded LRU cache (`FrameFeatureCache`) and runs the vision tower on
-new frames only. Backends ("torch" today) do the tensor work behind a small `Backend` protocol.
+new frames only. Backends ("torch", or "onnxruntime" over an export folder) do the tensor work
+behind a small `Backend` protocol.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import time
 from collections import OrderedDict
@@ -163,6 +165,9 @@ class TorchBackend:
 
 
 BACKENDS: dict[str, Callable[[NVILAModel], Backend]] = {"torch": TorchBackend}
+# Backends that run an `nvila-core export` folder instead of a torch model; imported on first use
+# so the torch path never needs onnxruntime.
+EXPORT_BACKENDS = {"onnxruntime": "nvila_core.runtime.onnx_backend:OnnxRuntimeBackend"}
 
 
 def backend_factory(name: str) -> Callable[[NVILAModel], Backend]:
@@ -171,6 +176,12 @@ def backend_factory(name: str) -> Callable[[NVILAModel], Backend]:
     if factory is None:
         raise ValueError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
     return factory
+
+
+def export_backend(name: str, export_dir: Path, device: torch.device | str):
+    """The export-folder backend `name` (e.g. onnxruntime) over `export_dir`."""
+    module_name, _, class_name = EXPORT_BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)(export_dir, device)
 
 
 def make_backend(name: str, model: NVILAModel) -> Backend:
@@ -211,9 +222,13 @@ class Engine:
         cache_frames: int = DEFAULT_CACHE_FRAMES,
     ) -> Engine:
         """An engine for a checkpoint folder, or for a preset name with random weights (tests,
-        demos, timing; the answers are noise)."""
-        factory = backend_factory(backend)  # fail before loading gigabytes of weights
+        demos, timing; the answers are noise); export backends ("onnxruntime") take an
+        `nvila-core export` folder."""
         path = Path(model)
+        if backend in EXPORT_BACKENDS:
+            runtime = export_backend(backend, path, device)
+            return cls(runtime, runtime.config, runtime.tokenizer, cache_frames, backend)
+        factory = backend_factory(backend)  # fail before loading gigabytes of weights
         random_weights = False
         if path.is_dir():
             nvila, tokenizer = load_checkpoint(path, device=device, dtype=dtype)

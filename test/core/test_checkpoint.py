@@ -281,3 +281,11 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="unknown model_type 'bert'"):
         load_checkpoint(tmp_path)
+
+
+def test_checkpoint_tokenizer_tokenizes_exactly_like_the_built_one(tiny_checkpoint, tiny_tokenizer):
+    """config.json beside the tokenizer must not make AutoTokenizer rebuild a Qwen2 pre-tokenizer
+    (which would split "45" into "4", "5" and change every action answer)."""
+    _, loaded = load_checkpoint(tiny_checkpoint)
+    text = "The next action is turn left 45 degrees. Move forward 75 cm.<image>\n"
+    assert loaded(text).input_ids == tiny_tokenizer(text).input_ids

@@ -1,0 +1,304 @@
+"""`export_model`: an NVILA model (optionally quantized) -> a deployment folder.
+
+    DIR/export.json                 metadata: model config, LLM dims, files, quant recipe,
+                                    TensorRT profiles, tolerances, measured torch-vs-ONNX errors
+    DIR/vision.onnx                 frames -> projected tokens (+ ViT features)
+    DIR/projector.onnx              dynamic-S2 models only: merged features -> tokens
+    DIR/llm.onnx                    inputs_embeds + past KV -> last logits + present KV
+    DIR/<graph>.inputs.json         reference inputs  (polygraphy --load-inputs)
+    DIR/<graph>.outputs.json        onnxruntime outputs (polygraphy --load-outputs)
+    DIR/embed_tokens.safetensors    the LLM input embedding (lookup and splice stay on the host)
+    DIR/tokenizer/                  tokenizer files
+
+The ONNX files are the ones TensorRT consumes and the ones onnxruntime runs in CI. Every graph is
+checked against TensorRT 10.3's rules and against torch (the quantization simulated in torch
+for quantized graphs) before it is kept; a graph that fails either raises `ExportError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from safetensors.torch import save_file
+from transformers import PreTrainedTokenizerBase
+
+from nvila_core.export.graphs import (
+    LLMGraph,
+    ProjectorGraph,
+    VisionGraph,
+    export_llm,
+    export_projector,
+    export_vision,
+    kv_names,
+    llm_dims,
+)
+from nvila_core.export.qdq import ExportError, graph_float_type, quantize_graph, save_onnx
+from nvila_core.export.reference import (
+    make_session,
+    relative_error,
+    run_session,
+    save_inputs,
+    save_outputs,
+)
+from nvila_core.export.trt_rules import check_model
+from nvila_core.model.modeling import NVILAModel
+from nvila_core.quant.formats import QuantState, simulated
+
+METADATA_FILE = "export.json"
+EMBEDDINGS_FILE = "embed_tokens.safetensors"
+EMBEDDINGS_KEY = "embed_tokens"
+TOKENIZER_DIR = "tokenizer"
+FORMAT = "nvila_core.export"
+FORMAT_VERSION = 1
+
+# Max |onnx - torch| / max |torch| per output, ONNX Runtime CPU vs torch CPU on the same inputs.
+# float16 graphs are compared with torch in float16 on CPU (different kernels, same precision).
+TORCH_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
+# What `build-engine` accepts between TensorRT and the onnxruntime reference outputs (TF32 and
+# FP16 tensor-core accumulation differ from CPU float32 math; INT8 kernels more so).
+TRT_TOLERANCE = {"float32": 1e-2, "float16": 5e-2, "quantized": 1e-1}
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    export: Callable[[NVILAModel, Path], None]
+    torch_graph: Callable[[NVILAModel], torch.nn.Module]
+    prefixes: tuple[str, ...]  # module paths whose quantized linears live in this graph
+
+
+def _graph_specs(model: NVILAModel) -> list[GraphSpec]:
+    vision = ("vision_tower.", "mm_projector.")
+    specs = [GraphSpec("vision", export_vision, VisionGraph, vision)]
+    if model.config.image_aspect_ratio == "dynamic_s2":
+        specs.append(GraphSpec("projector", export_projector, ProjectorGraph, ("mm_projector.",)))
+    specs.append(GraphSpec("llm", export_llm, LLMGraph, ("llm.",)))
+    return specs
+
+
+def _np_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+def _reference_feeds(name: str, model: NVILAModel, session) -> list[dict[str, np.ndarray]]:
+    """Seeded inputs per graph; the LLM gets a prefill and a decode step on its own cache."""
+    generator = torch.Generator().manual_seed(0)
+    config = model.config
+    vision_dtype = _np_dtype(model.vision_dtype)
+    if name == "vision":
+        size = config.tile_size
+        pixels = torch.rand(3, 3, size, size, generator=generator) * 2 - 1
+        return [{"pixel_values": pixels.numpy().astype(vision_dtype)}]
+    if name == "projector":
+        features = torch.randn(1, config.patch_grid**2, config.mm_hidden_size, generator=generator)
+        return [{"features": features.numpy().astype(vision_dtype)}]
+    dims = llm_dims(model)
+    ids = torch.randint(0, model.embedding_rows, (1, 5), generator=generator)
+    with torch.no_grad():
+        embeds = model.llm.get_input_embeddings()(ids.to(model.device)).cpu()
+    kv_shape = (1, dims["num_key_value_heads"], 0, dims["head_dim"])
+    empty = np.zeros(kv_shape, dtype=_np_dtype(model.dtype))
+    past_names = kv_names(dims["num_layers"], "past_key_values")
+    prefill = _llm_feed(embeds.numpy(), 0, dict.fromkeys(past_names, empty))
+    out = run_session(session, [prefill])[0]
+    token = int(np.argmax(out["logits"][0, -1]))
+    with torch.no_grad():
+        step = model.llm.get_input_embeddings()(torch.tensor([[token]], device=model.device))
+    presents = kv_names(dims["num_layers"], "present")
+    past = {p: out[q] for p, q in zip(past_names, presents, strict=True)}
+    return [prefill, _llm_feed(step.cpu().numpy(), ids.shape[1], past)]
+
+
+def _llm_feed(
+    embeds: np.ndarray, past_length: int, past: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """One LLM step: batch 1, no padding, positions continuing after the cache."""
+    length = embeds.shape[1]
+    return {
+        "inputs_embeds": embeds,
+        "attention_mask": np.ones((1, past_length + length), dtype=np.int64),
+        "position_ids": np.arange(past_length, past_length + length, dtype=np.int64)[None],
+        **past,
+    }
+
+
+@torch.no_grad()
+def _torch_outputs(
+    module: torch.nn.Module, feed: dict[str, np.ndarray], names: list[str], device: torch.device
+) -> dict[str, np.ndarray]:
+    args = [torch.from_numpy(value).to(device) for value in feed.values()]
+    outputs = module(*args)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return {n: o.float().cpu().numpy() for n, o in zip(names, outputs, strict=True)}
+
+
+def _profiles(name: str, model: NVILAModel) -> dict[str, dict[str, list[int]]]:
+    """TensorRT optimisation profile (min/opt/max shape per input) of one graph."""
+    config = model.config
+    size = config.tile_size
+    # dynamic-S2: every square scale's tiles plus up to max_tiles of the last; else + thumbnail
+    most_tiles = config.max_tiles + 1
+    if config.image_aspect_ratio == "dynamic_s2":
+        most_tiles = sum((s // size) ** 2 for s in config.s2_scales[:-1]) + config.max_tiles
+    if name == "vision":
+        most = max(most_tiles, config.num_video_frames)
+        return {
+            "pixel_values": {
+                "min": [1, 3, size, size],
+                "opt": [config.num_video_frames, 3, size, size],
+                "max": [most, 3, size, size],
+            }
+        }
+    if name == "projector":
+        shape = [config.patch_grid**2, config.mm_hidden_size]
+        return {
+            "features": {
+                "min": [1, *shape],
+                "opt": [max(1, config.max_tiles // 2), *shape],
+                "max": [config.max_tiles, *shape],
+            }
+        }
+    dims = llm_dims(model)
+    longest = config.model_max_length
+    prompt = min(longest, config.num_video_frames * (config.tokens_per_tile + 1) + 64)
+    heads, head_dim = dims["num_key_value_heads"], dims["head_dim"]
+    seq = {"min": 1, "opt": prompt, "max": longest}
+    past = {"min": 0, "opt": prompt, "max": longest - 1}
+    profile = {
+        "inputs_embeds": {k: [1, seq[k], dims["hidden_size"]] for k in seq},
+        "attention_mask": {"min": [1, 1], "opt": [1, 2 * prompt], "max": [1, longest]},
+        "position_ids": {k: [1, seq[k]] for k in seq},
+    }
+    for kv in kv_names(dims["num_layers"], "past_key_values"):
+        profile[kv] = {k: [1, heads, past[k], head_dim] for k in past}
+    return profile
+
+
+def _export_graph(
+    spec: GraphSpec, model: NVILAModel, state: QuantState | None, out: Path, tmp: Path
+) -> dict[str, Any]:
+    raw = tmp / f"{spec.name}.onnx"
+    spec.export(model, raw)
+    proto = onnx.load(str(raw))
+    linears = {}
+    if state is not None:
+        for prefix in spec.prefixes:
+            linears.update(state.select(prefix))
+    if linears:
+        quantize_graph(proto, linears)
+    violations = check_model(proto)
+    if violations:
+        raise ExportError(f"{spec.name}.onnx breaks TensorRT rules: " + "; ".join(violations))
+    files = save_onnx(proto, out / f"{spec.name}.onnx")
+    float_name = onnx.helper.tensor_dtype_to_np_dtype(graph_float_type(proto)).name
+    input_names = [i.name for i in proto.graph.input]
+    output_names = [o.name for o in proto.graph.output]
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    del proto
+    session = make_session(out / f"{spec.name}.onnx")
+    feeds = _reference_feeds(spec.name, model, session)
+    outputs = run_session(session, feeds)
+    save_inputs(feeds, out / f"{spec.name}.inputs.json")
+    save_outputs(outputs, out / f"{spec.name}.outputs.json")
+    sim_state = QuantState(linears=linears)
+    with simulated(model, sim_state):
+        module = spec.torch_graph(model)
+        expected = [_torch_outputs(module, f, output_names, model.device) for f in feeds]
+    errors = {
+        name: max(relative_error(o[name], e[name]) for o, e in zip(outputs, expected, strict=True))
+        for name in output_names
+    }
+    tolerance = TORCH_TOLERANCE[float_name]
+    worst = max(errors, key=errors.__getitem__)
+    if errors[worst] > tolerance:
+        raise ExportError(
+            f"{spec.name}.onnx output {worst!r} differs from torch by {errors[worst]:.2e} "
+            f"(relative max error; tolerance {tolerance:.0e})"
+        )
+    precision = sorted({q.scheme for q in linears.values()}) or [float_name]
+    return {
+        "files": files,
+        "reference_inputs": f"{spec.name}.inputs.json",
+        "reference_outputs": f"{spec.name}.outputs.json",
+        "inputs": input_names,
+        "outputs": output_names,
+        "dtype": float_name,
+        "precision": precision,
+        "opset": opset,
+        "quantized_linears": len(linears),
+        "trt_profile": _profiles(spec.name, model),
+        "torch_relative_error": errors,
+        "torch_tolerance": tolerance,
+        "trt_tolerance": TRT_TOLERANCE["quantized" if linears else float_name],
+    }
+
+
+def export_model(
+    model: NVILAModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    state: QuantState | None = None,
+) -> dict[str, Any]:
+    """Export `model` (with the quantized linears of `state`, if any) to `out_dir`.
+
+    Returns the metadata also written to `out_dir/export.json`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    graphs = {}
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        for spec in _graph_specs(model):
+            graphs[spec.name] = _export_graph(spec, model, state, out, Path(tmp))
+    embedding = model.llm.get_input_embeddings().weight.detach().cpu().contiguous()
+    save_file({EMBEDDINGS_KEY: embedding}, str(out / EMBEDDINGS_FILE), metadata={"format": "pt"})
+    tokenizer_files = tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    config = dataclasses.replace(model.config, torch_dtype=str(model.dtype).removeprefix("torch."))
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config.to_dict(),
+        "llm": llm_dims(model),
+        "graphs": graphs,
+        "embeddings": {"file": EMBEDDINGS_FILE, "key": EMBEDDINGS_KEY},
+        "tokenizer": {
+            "dir": TOKENIZER_DIR,
+            "files": sorted(Path(f).relative_to(out).as_posix() for f in tokenizer_files),
+        },
+        "quantization": state.recipe if state is not None else None,
+        "versions": _versions(),
+    }
+    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return metadata
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def load_metadata(export_dir: str | Path) -> dict[str, Any]:
+    """`export.json` of an export folder, checked for format and version."""
+    path = Path(export_dir) / METADATA_FILE
+    if not path.is_file():
+        raise ExportError(f"{path}: not found (not an `nvila-core export` folder)")
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path}: unsupported format {data.get('format')!r}")
+    return data

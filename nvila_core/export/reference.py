@@ -1,0 +1,110 @@
+"""Reference inputs and outputs in Polygraphy's JSON format, and onnxruntime sessions.
+
+CI has no GPU, so every exported graph is run once with onnxruntime on seeded inputs and both
+sides are saved the way `polygraphy run --save-inputs/--save-outputs` writes them. On the GPU box
+`polygraphy run model.onnx --trt --load-inputs X.inputs.json --load-outputs X.outputs.json`
+(or `nvila-core build-engine`) compares TensorRT against exactly these numbers (trt.md §1.8).
+
+Format (polygraphy/json/serde.py, comparator/struct.py): an array is
+`{"array": base64(.npy bytes, saved without pickle), "polygraphy_class": "ndarray"}`;
+`--load-inputs` takes a JSON list of feed dicts (one per iteration); `--load-outputs` takes a
+`RunResults`: `{"lst": [[runner, [IterationResult...]]], "polygraphy_class": "RunResults"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNNER_NAME = "onnxrt-runner-N0-nvila_core"
+_CLASS = "polygraphy_class"
+
+Feed = dict[str, np.ndarray]
+
+
+def encode_array(array: np.ndarray) -> dict[str, str]:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return {"array": base64.b64encode(buffer.getvalue()).decode(), _CLASS: "ndarray"}
+
+
+def decode_array(data: dict[str, Any]) -> np.ndarray:
+    if data.get(_CLASS) != "ndarray":
+        raise ValueError(f"not a Polygraphy ndarray: {sorted(data)}")
+    raw = base64.b64decode(data["array"].encode(), validate=True)
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def save_inputs(feeds: Sequence[Feed], path: Path) -> None:
+    """A `--load-inputs` file: one feed dict per iteration."""
+    data = [{name: encode_array(value) for name, value in feed.items()} for feed in feeds]
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_inputs(path: Path) -> list[Feed]:
+    return [
+        {name: decode_array(value) for name, value in feed.items()}
+        for feed in json.loads(path.read_text())
+    ]
+
+
+def save_outputs(outputs: Sequence[Feed], path: Path, runner: str = RUNNER_NAME) -> None:
+    """A `--load-outputs` file: one `IterationResult` per iteration of `runner`."""
+    iterations = [
+        {
+            "outputs": {
+                name: {"values": encode_array(value), _CLASS: "LazyArray"}
+                for name, value in result.items()
+            },
+            "runtime": None,
+            "runner_name": runner,
+            _CLASS: "IterationResult",
+        }
+        for result in outputs
+    ]
+    data = {"lst": [[runner, iterations]], _CLASS: "RunResults"}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_outputs(path: Path) -> list[Feed]:
+    """The iterations of the first runner in a `RunResults` file."""
+    data = json.loads(path.read_text())
+    if data.get(_CLASS) != "RunResults" or not data.get("lst"):
+        raise ValueError(f"{path}: not a Polygraphy RunResults file")
+    _, iterations = data["lst"][0]
+    return [
+        {name: decode_array(value["values"]) for name, value in it["outputs"].items()}
+        for it in iterations
+    ]
+
+
+def make_session(
+    path: Path, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",)
+):
+    """An onnxruntime session (`threads` 0: onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # the default (warning) floods logs with constant-folding notes
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
+def run_session(session, feeds: Sequence[Feed]) -> list[Feed]:
+    names = [output.name for output in session.get_outputs()]
+    return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |actual - expected| / max |expected|: one scale-free number per tensor."""
+    expected = np.asarray(expected, dtype=np.float64)
+    diff = np.abs(np.asarray(actual, dtype=np.float64) - expected)
+    if diff.size == 0:
+        return 0.0
+    return float(diff.max() / max(float(np.abs(expected).max()), 1e-12))

@@ -1,0 +1,383 @@
+"""Training data: navigation episode folders -> NaVILA samples -> weighted mixtures -> batches.
+
+Episode folders are the format `nvila-sim rollout` writes (docs/simulator.md "Dataset";
+`mcap_import` writes the same). nvila_core reads that JSON itself: it must not depend on the
+robot-side package. One action of an episode is one sample (navila.md §1.2-1.4): the frames seen
+up to that action, sampled NaVILA-style to 8 (7 history + current, black frames in front when the
+episode is young), the instruction, and the answer "The next action is move forward 75 cm.".
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from nvila_core.model.processing import MediaItem, NVILAProcessor
+from nvila_core.model.prompting import (
+    apply_chat_template,
+    navigation_prompt,
+    normalize_instruction,
+    sample_history_indices,
+    stop_token_ids,
+)
+from nvila_core.train.distributed import EpochSampler
+
+EPISODE_FORMAT = "nvila_nav.sim.dataset"
+EPISODE_FORMAT_VERSION = 1
+ANSWER_PREFIX = "The next action is "
+IGNORE_INDEX = -100  # label of every position that is not an answer token
+SPLITS = ("train", "val")
+
+
+class DataError(ValueError):
+    """A dataset or mixture file that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class NavSample:
+    """One supervised navigation step, frames already sampled (None = a black pad frame)."""
+
+    sample_id: str  # "<source>/<episode dir>/<action index>"
+    source: str
+    instruction: str
+    frame_paths: tuple[Path | None, ...]
+    answer: str
+
+    @property
+    def episode_key(self) -> str:
+        return self.sample_id.rsplit("/", 1)[0]
+
+
+# ---------------------------------------------------------------- episode folders
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def _episode_samples(folder: Path, source: str, num_frames: int) -> list[NavSample]:
+    meta_path = folder / "meta.json"
+    meta = _read_json(meta_path)
+    try:
+        frames = [folder / f["file"] for f in meta["frames"]]
+        instruction = str(meta["instruction"])
+        actions = [(str(a["text"]), int(a["frame_index"])) for a in meta["actions"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{meta_path}: malformed episode ({err!r})") from err
+    samples = []
+    for k, (text, frame_index) in enumerate(actions):
+        if not text or not 0 <= frame_index < len(frames):
+            raise DataError(
+                f"{meta_path}: action {k} ({text!r}) shows frame {frame_index} of {len(frames)}"
+            )
+        indices = sample_history_indices(frame_index + 1, num_frames)
+        samples.append(
+            NavSample(
+                sample_id=f"{source}/{folder.name}/{k:04d}",
+                source=source,
+                instruction=instruction,
+                frame_paths=tuple(None if i is None else frames[i] for i in indices),
+                answer=f"{ANSWER_PREFIX}{text}.",
+            )
+        )
+    return samples
+
+
+def read_episodes(root: str | Path, source_name: str, num_frames: int = 8) -> list[list[NavSample]]:
+    """The samples of every episode of an episode-folder dataset, one list per episode."""
+    root = Path(root)
+    index = _read_json(root / "index.json")
+    if index.get("format") != EPISODE_FORMAT or index.get("version") != EPISODE_FORMAT_VERSION:
+        raise DataError(
+            f"{root / 'index.json'}: not a {EPISODE_FORMAT} v{EPISODE_FORMAT_VERSION} dataset "
+            f"(format {index.get('format')!r}, version {index.get('version')!r})"
+        )
+    episodes = []
+    for entry in index.get("episodes", []):
+        episodes.append(_episode_samples(root / entry["dir"], source_name, num_frames))
+    return episodes
+
+
+def read_episode_dataset(
+    root: str | Path, source_name: str, num_frames: int = 8
+) -> list[NavSample]:
+    """One sample per action of every episode, frames 0..frame_index sampled NaVILA-style."""
+    return [s for episode in read_episodes(root, source_name, num_frames) for s in episode]
+
+
+# ---------------------------------------------------------------- mixtures
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of a mixture: an episode folder, its sampling weight and its split."""
+
+    name: str
+    path: Path
+    weight: float = 1.0
+    split: str | None = None  # "train", "val", or None: episodes split by val_fraction
+
+
+@dataclass
+class Mixture:
+    """Weighted datasets with a deterministic train/val split and order.
+
+    `weight` is a sampling multiplicity per epoch: 2 shows every sample twice, 0.5 a seeded half.
+    Datasets without a `split` hold out `val_fraction` of their episodes (whole episodes, so no
+    episode is in both). Everything depends on `seed` only.
+    """
+
+    datasets: list[DatasetSpec]
+    seed: int = 0
+    val_fraction: float = 0.0
+    num_frames: int = 8
+    max_val_samples: int | None = None
+    source: str = "<inline>"
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise DataError(f"{self.source}: a mixture needs at least one dataset")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise DataError(f"{self.source}: dataset names must be unique, got {names}")
+        for spec in self.datasets:
+            if spec.weight < 0:
+                raise DataError(f"{self.source}: dataset {spec.name!r} has a negative weight")
+            if spec.split is not None and spec.split not in SPLITS:
+                raise DataError(
+                    f"{self.source}: dataset {spec.name!r} split must be one of {SPLITS}"
+                )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise DataError(f"{self.source}: val_fraction must be in [0, 1)")
+        if self.num_frames < 1:
+            raise DataError(f"{self.source}: num_frames must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<inline>") -> Mixture:
+        """A mixture from its YAML mapping; relative dataset paths are relative to the cwd."""
+        if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
+            raise DataError(f"{source}: a mixture is a mapping with a 'datasets' list")
+        known = {"datasets", "seed", "val_fraction", "num_frames", "max_val_samples"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(f"{source}: unknown mixture keys {unknown} (known: {sorted(known)})")
+        specs = []
+        for entry in data["datasets"]:
+            if not isinstance(entry, dict) or "name" not in entry or "path" not in entry:
+                raise DataError(f"{source}: every dataset needs 'name' and 'path', got {entry!r}")
+            extra = sorted(set(entry) - {"name", "path", "weight", "split"})
+            if extra:
+                raise DataError(f"{source}: dataset {entry['name']!r} has unknown keys {extra}")
+            specs.append(
+                DatasetSpec(
+                    name=str(entry["name"]),
+                    path=Path(entry["path"]),
+                    weight=float(entry.get("weight", 1.0)),
+                    split=entry.get("split"),
+                )
+            )
+        return cls(
+            datasets=specs,
+            seed=int(data.get("seed", 0)),
+            val_fraction=float(data.get("val_fraction", 0.0)),
+            num_frames=int(data.get("num_frames", 8)),
+            max_val_samples=data.get("max_val_samples"),
+            source=source,
+        )
+
+    @cached_property
+    def _splits(self) -> tuple[list[NavSample], list[NavSample]]:
+        rng = np.random.default_rng(self.seed)
+        train: list[NavSample] = []
+        val: list[NavSample] = []
+        for spec in self.datasets:
+            episodes = read_episodes(spec.path, spec.name, self.num_frames)
+            if spec.split == "val":
+                val += [s for e in episodes for s in e]
+                continue
+            if spec.split is None and self.val_fraction > 0:
+                # per-dataset seed: adding a dataset does not reshuffle the others' splits
+                split_rng = np.random.default_rng([self.seed, zlib.crc32(spec.name.encode())])
+                held = round(self.val_fraction * len(episodes))
+                order = split_rng.permutation(len(episodes))
+                val += [s for i in sorted(order[:held]) for s in episodes[i]]
+                episodes = [episodes[i] for i in sorted(order[held:])]
+            samples = [s for e in episodes for s in e]
+            whole, fraction = divmod(spec.weight, 1.0)
+            train += samples * int(whole)
+            extra = round(fraction * len(samples))
+            if extra:
+                picked = rng.choice(len(samples), size=extra, replace=False)
+                train += [samples[i] for i in sorted(picked)]
+        order = rng.permutation(len(train))
+        train = [train[i] for i in order]
+        if self.max_val_samples is not None:
+            val = val[: int(self.max_val_samples)]
+        return train, val
+
+    def train_samples(self) -> list[NavSample]:
+        """Weighted training samples in the mixture's seeded order."""
+        return list(self._splits[0])
+
+    def val_samples(self) -> list[NavSample]:
+        """Held-out samples in file order (at most `max_val_samples`)."""
+        return list(self._splits[1])
+
+
+def load_mixture(path: str | Path) -> Mixture:
+    """A mixture from its YAML file (format in docs/training.md)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise DataError(f"cannot read mixture {path}: {err}") from err
+    return Mixture.from_dict(data, source=str(path))
+
+
+# ---------------------------------------------------------------- model inputs
+@dataclass
+class Example:
+    """One sample as model inputs; `labels[i]` is the target of position i (-100: none)."""
+
+    input_ids: torch.Tensor  # [L] prompt + answer ids, one id per media item
+    labels: torch.Tensor  # [L] the answer ids and the end token, IGNORE_INDEX elsewhere
+    media: list[MediaItem]
+    prompt_length: int  # ids before the answer: exactly what inference feeds the model
+    answer: str
+    sample_id: str
+
+
+@dataclass
+class Batch:
+    """Examples side by side; the model pads after splicing (media lengths differ per sample)."""
+
+    input_ids: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    media: list[list[MediaItem]]
+    prompt_lengths: list[int]
+    answers: list[str]
+    sample_ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def load_frame(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        raise DataError(f"cannot read frame {path}: {err}") from err
+
+
+class NavDataset(Dataset):
+    """NavSamples -> `Example`s: frames loaded with PIL and resized to ViT tiles on the fly.
+
+    The prompt ids are the processor's, exactly as `Engine.navigate` builds them, so a trained
+    model sees at inference what it was trained on; the answer and its end token follow as
+    rendered by `apply_chat_template(..., assistant=answer)`.
+    """
+
+    def __init__(self, samples: Sequence[NavSample], processor: NVILAProcessor):
+        self.samples = list(samples)
+        self.processor = processor
+        config = processor.config
+        self._template = config.chat_template
+        self._stops = set(stop_token_ids(processor.tokenizer, config.chat_template))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Example:
+        sample = self.samples[index]
+        present = [load_frame(p) for p in sample.frame_paths if p is not None]
+        if not present:
+            raise DataError(f"sample {sample.sample_id} has no frame")
+        black = Image.new("RGB", present[-1].size)
+        loaded = iter(present)
+        frames = [black if p is None else next(loaded) for p in sample.frame_paths]
+        prompt = navigation_prompt(normalize_instruction(sample.instruction), len(frames))
+        inputs = self.processor(prompt, frames=frames)
+        full = apply_chat_template(self._template, prompt, assistant=sample.answer)
+        if not full.startswith(inputs.prompt_text):
+            raise DataError(
+                f"chat template {self._template!r}: the answer does not extend the prompt"
+            )
+        tail = self.processor.tokenizer(full[len(inputs.prompt_text) :], add_special_tokens=False)
+        answer_ids = list(tail.input_ids)
+        ends = [i for i, t in enumerate(answer_ids) if t in self._stops]
+        if not ends:
+            raise DataError(f"sample {sample.sample_id}: the answer has no end token")
+        labelled = ends[0] + 1  # the answer and its end token; what follows is template padding
+        ids = inputs.input_ids + answer_ids
+        limit = self.processor.config.model_max_length
+        if len(ids) > limit:
+            raise DataError(f"sample {sample.sample_id}: {len(ids)} ids > model_max_length {limit}")
+        labels = [IGNORE_INDEX] * len(inputs.input_ids) + answer_ids[:labelled]
+        labels += [IGNORE_INDEX] * (len(answer_ids) - labelled)
+        return Example(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            labels=torch.tensor(labels, dtype=torch.long),
+            media=inputs.media,
+            prompt_length=len(inputs.input_ids),
+            answer=sample.answer,
+            sample_id=sample.sample_id,
+        )
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    return Batch(
+        input_ids=[e.input_ids for e in examples],
+        labels=[e.labels for e in examples],
+        media=[e.media for e in examples],
+        prompt_lengths=[e.prompt_length for e in examples],
+        answers=[e.answer for e in examples],
+        sample_ids=[e.sample_id for e in examples],
+    )
+
+
+def make_loader(
+    dataset: NavDataset,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_workers: int = 2,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> DataLoader:
+    """A DataLoader over `dataset` whose order depends on (seed, epoch) only.
+
+    Two workers keep both CPU cores busy decoding JPEGs while the model trains; the seeded
+    `EpochSampler` makes the order independent of the worker count and shards it over ranks.
+    """
+    sampler = EpochSampler(
+        len(dataset),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+    )

@@ -1,0 +1,302 @@
+"""Stage recipes: a model, a tokenizer and an ordered list of training stages, as YAML.
+
+NVILA is trained in five stages that differ in what is trainable, the learning rate, the data
+and the media settings (nvila.md §5.1); a recipe writes that down once (`config/train/*.yaml`,
+format in docs/training.md). `run_recipe` runs the stages in order, each starting from the
+previous stage's final model, skips finished stages and resumes an interrupted one from its
+newest checkpoint, so a killed run continues with `nvila-core train --recipe R` again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import PreTrainedTokenizerBase
+
+from nvila_core.model.checkpoint import load_checkpoint
+from nvila_core.model.configuration import NVILAConfig
+from nvila_core.model.modeling import NVILAModel
+from nvila_core.model.processing import NVILAProcessor
+from nvila_core.model.temporal import TemporalPooler
+from nvila_core.model.tokenizer import build_tokenizer, load_tokenizer
+from nvila_core.train.data import Mixture, NavDataset, load_mixture, make_loader
+from nvila_core.train.distributed import DistContext, init_distributed
+from nvila_core.train.trainer import (
+    FINAL_DIR,
+    TrainConfig,
+    Trainer,
+    is_complete,
+    latest_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_SOURCES = ("preset", "config", "checkpoint")
+# Settings a stage may change without touching the weights' shapes (nvila.md §5.1: stage 5
+# switches to resized frames, more of them, and temporal pooling).
+MODEL_OVERRIDES = ("image_aspect_ratio", "num_video_frames", "video_pool_sizes", "model_max_length")
+_STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
+_RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Fine-tuning learning-rate ratios live on the stage, so there is one source of truth.
+_FINETUNE_LR_KEYS = ("vision_lr_ratio", "projector_lr")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file and the stage."""
+
+
+@dataclass
+class Stage:
+    name: str
+    train: TrainConfig
+    data: Mixture
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: dict[str, Any]  # one of {preset: NAME}, {config: {...}}, {checkpoint: PATH}
+    stages: list[Stage]
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    source: str = "<inline>"
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        known = ", ".join(s.name for s in self.stages)
+        raise RecipeError(f"{self.source}: no stage {name!r} (stages: {known})")
+
+
+def _mixture(spec: Any, where: str) -> Mixture:
+    if isinstance(spec, str):
+        return load_mixture(spec)
+    if isinstance(spec, dict):
+        return Mixture.from_dict(spec, source=where)
+    raise RecipeError(f"{where}: 'data' must be a mixture file path or a mixture mapping")
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<inline>") -> Recipe:
+    """A recipe from its YAML mapping; every stage is validated, no data is read."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping")
+    unknown = sorted(set(data) - set(_RECIPE_KEYS))
+    if unknown:
+        raise RecipeError(f"{source}: unknown recipe keys {unknown} (known: {list(_RECIPE_KEYS)})")
+    model = data.get("model")
+    if not isinstance(model, dict) or len(set(model) & set(MODEL_SOURCES)) != 1:
+        raise RecipeError(f"{source}: 'model' needs exactly one of {', '.join(MODEL_SOURCES)}")
+    stages_data = data.get("stages")
+    if not isinstance(stages_data, list) or not stages_data:
+        raise RecipeError(f"{source}: 'stages' must be a non-empty list")
+    defaults = dict(data.get("defaults") or {})
+    stages = []
+    for n, entry in enumerate(stages_data):
+        merged = {**defaults, **(entry or {})}
+        name = str(merged.get("name", ""))
+        where = f"{source} stage {n + 1} ({name or 'unnamed'})"
+        if not _NAME.match(name):
+            raise RecipeError(f"{where}: a stage needs a name of letters, digits, '_', '.', '-'")
+        if "data" not in merged and "data" not in data:
+            raise RecipeError(f"{where}: no 'data' (per stage or at the top level)")
+        overrides = dict(merged.get("model_overrides") or {})
+        bad = sorted(set(overrides) - set(MODEL_OVERRIDES))
+        if bad:
+            raise RecipeError(
+                f"{where}: model_overrides may set {list(MODEL_OVERRIDES)}, not {bad}"
+            )
+        train = {k: v for k, v in merged.items() if k not in _STAGE_KEYS}
+        lr_keys = sorted(set(train.get("finetune") or {}) & set(_FINETUNE_LR_KEYS))
+        if lr_keys:
+            raise RecipeError(f"{where}: set {lr_keys} on the stage, not under 'finetune'")
+        try:
+            config = TrainConfig.from_dict({**train, "name": name})
+            mixture = _mixture(merged.get("data", data.get("data")), where)
+        except ValueError as err:
+            raise RecipeError(f"{where}: {err}") from err
+        if "num_frames" in merged:
+            mixture = dataclasses.replace(mixture, num_frames=int(merged["num_frames"]))
+        stages.append(Stage(name, config, mixture, overrides))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{source}: stage names must be unique, got {names}")
+    return Recipe(
+        name=str(data.get("name", Path(source).stem)),
+        model=dict(model),
+        stages=stages,
+        tokenizer=dict(data.get("tokenizer") or {}),
+        seed=int(data.get("seed", 0)),
+        source=source,
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise RecipeError(f"cannot read recipe {path}: {err}") from err
+    return recipe_from_dict(data, source=str(path))
+
+
+# ---------------------------------------------------------------- running
+def _model_config(recipe: Recipe) -> NVILAConfig:
+    spec = recipe.model
+    if "preset" in spec:
+        return NVILAConfig.preset(str(spec["preset"]))
+    return NVILAConfig.from_dict({"name": recipe.name, **spec["config"]})
+
+
+def initial_model(recipe: Recipe, stage: Stage) -> tuple[NVILAModel, PreTrainedTokenizerBase]:
+    """The first stage's starting point: a checkpoint, or random weights (seeded) and a BPE
+    tokenizer built for the config's vocabulary (with `tokenizer.train_on_instructions`, the
+    first stage's training instructions join its corpus)."""
+    if "checkpoint" in recipe.model:
+        return load_checkpoint(recipe.model["checkpoint"], dtype=torch.float32)
+    config = _model_config(recipe)
+    corpus: list[str] = []
+    if recipe.tokenizer.get("train_on_instructions"):
+        corpus = sorted({s.instruction for s in stage.data.train_samples()})
+    tokenizer = build_tokenizer(int(config.llm_config["vocab_size"]), config.chat_template, corpus)
+    model = NVILAModel.from_config(config, seed=recipe.seed, tokenizer=tokenizer, dtype="float32")
+    return model, tokenizer
+
+
+def apply_model_overrides(model: NVILAModel, overrides: dict[str, Any]) -> None:
+    """A stage's media settings on the model (validated like any NVILAConfig).
+
+    An image mode that changes the projector's input width (dynamic-S2 concatenates one ViT
+    width per scale) would not fit the trained weights, so it is refused.
+    """
+    if not overrides:
+        return
+    config = dataclasses.replace(model.config, **overrides)
+    if config.mm_hidden_size != model.config.mm_hidden_size:
+        raise RecipeError(
+            f"model_overrides {overrides} change the projector input from "
+            f"{model.config.mm_hidden_size} to {config.mm_hidden_size} channels"
+        )
+    model.config = config
+    model.temporal = TemporalPooler(config.video_pool_sizes)
+
+
+def _finetune_hooks(cfg: TrainConfig) -> dict[str, Any]:
+    """prepare/finalize hooks of a stage with a `finetune` section (LoRA, LayerNorm-only, ...)."""
+    if not cfg.finetune:
+        return {}
+    from nvila_core.train.finetune import FinetuneConfig, apply_finetune, merge_lora
+
+    def prepare(model: NVILAModel, stage_cfg: TrainConfig) -> NVILAModel:
+        settings = FinetuneConfig(
+            **stage_cfg.finetune,
+            vision_lr_ratio=stage_cfg.vision_lr_ratio,
+            projector_lr=stage_cfg.projector_lr,
+        )
+        return apply_finetune(model, settings)
+
+    return {"prepare_model": prepare, "finalize_model": merge_lora}
+
+
+def stage_dir(out_dir: str | Path, recipe: Recipe, stage: Stage) -> Path:
+    return Path(out_dir) / f"{recipe.stages.index(stage) + 1:02d}-{stage.name}"
+
+
+def run_stage(
+    recipe: Recipe,
+    stage: Stage,
+    out_dir: str | Path,
+    resume: bool = True,
+    max_steps: int | None = None,
+    ctx: DistContext | None = None,
+) -> Path:
+    """Train one stage from the previous stage's final model; returns its final model folder."""
+    folder = stage_dir(out_dir, recipe, stage)
+    index = recipe.stages.index(stage)
+    checkpoint = latest_checkpoint(folder) if resume else None
+    if not resume and folder.is_dir() and any(folder.iterdir()):
+        raise RecipeError(f"{folder} already holds a run; resume it or pick another --out")
+    cfg = (
+        stage.train if max_steps is None else dataclasses.replace(stage.train, max_steps=max_steps)
+    )
+    ctx = ctx or init_distributed(cfg.device)
+    if index == 0:
+        model, tokenizer = initial_model(recipe, stage)
+    else:
+        previous = stage_dir(out_dir, recipe, recipe.stages[index - 1]) / FINAL_DIR
+        if not is_complete(previous.parent):
+            raise RecipeError(f"stage {stage.name!r} starts from {previous}, which is not finished")
+        model, tokenizer = load_checkpoint(previous, dtype=torch.float32)
+    if checkpoint is not None:
+        tokenizer = load_tokenizer(checkpoint / "llm")
+    apply_model_overrides(model, stage.model_overrides)
+    processor = NVILAProcessor(model.config, tokenizer)
+    train_loader = make_loader(
+        NavDataset(stage.data.train_samples(), processor),
+        cfg.batch_size,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    val_samples = stage.data.val_samples()
+    val_loader = None
+    if val_samples:
+        val_loader = make_loader(
+            NavDataset(val_samples, processor),
+            cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.num_workers,
+            drop_last=False,
+        )
+    if ctx.is_main:
+        where = f"resuming from {checkpoint}" if checkpoint else "starting"
+        log.info("stage %s: %s (%d train samples)", stage.name, where, len(train_loader.dataset))
+    trainer = Trainer(
+        model,
+        tokenizer,
+        cfg,
+        train_loader,
+        val_loader,
+        out_dir=folder,
+        ctx=ctx,
+        **_finetune_hooks(cfg),
+    )
+    trainer.train(resume_from=checkpoint)
+    return folder / FINAL_DIR
+
+
+def run_recipe(
+    recipe: Recipe,
+    out_dir: str | Path,
+    resume: bool = True,
+    stage: str | None = None,
+    max_steps: int | None = None,
+    ctx: DistContext | None = None,
+) -> Path:
+    """Run the recipe's stages in order (or only `stage`) under `out_dir/NN-<stage>/`.
+
+    With `resume`, finished stages are skipped and an interrupted stage continues from its
+    newest checkpoint. Returns the final model folder of the last stage run.
+    """
+    stages = [recipe.stage(stage)] if stage else recipe.stages
+    ctx = ctx or init_distributed(stages[0].train.device)
+    final = None
+    for current in stages:
+        folder = stage_dir(out_dir, recipe, current)
+        if resume and is_complete(folder):
+            if ctx.is_main:
+                log.info("stage %s: already finished in %s", current.name, folder)
+            final = folder / FINAL_DIR
+            continue
+        final = run_stage(recipe, current, out_dir, resume, max_steps, ctx)
+    return final

@@ -1,0 +1,224 @@
+"""Exported ONNX graphs reproduce torch (float32, and quantized vs the torch simulation), carry
+the Q/DQ patterns TensorRT expects, and ship Polygraphy-loadable reference data."""
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+from polygraphy.comparator import RunResults
+from polygraphy.json import load_json
+from transformers import DynamicCache
+
+from nvila_core.export import export_model, load_metadata, qdq
+from nvila_core.export.graphs import kv_names
+from nvila_core.export.reference import (
+    RUNNER_NAME,
+    load_inputs,
+    load_outputs,
+    make_session,
+    run_session,
+)
+from nvila_core.export.trt_rules import check_file
+from nvila_core.quant import simulated
+from nvila_core.runtime.engine import Engine
+
+# Measured on the tiny model (relative max error): float32 graphs <= 1.1e-6, quantized graphs
+# vs the torch simulation <= 1e-6; the asserts leave an order of magnitude and more.
+ATOL = 1e-4
+
+
+def _pixels(count, size, seed=3):
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _vision_matches(export_dir, model):
+    session = make_session(export_dir / "vision.onnx", threads=1)
+    pixels = _pixels(5, model.config.tile_size)  # traced with 2 frames: the axis is dynamic
+    tokens, features = session.run(["tokens", "features"], {"pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.from_numpy(tokens), model.frame_features(pixels), rtol=0, atol=ATOL
+        )
+        torch.testing.assert_close(
+            torch.from_numpy(features), model.vision_tower(pixels), rtol=0, atol=ATOL
+        )
+
+
+def _llm_matches(export_dir, model, steps=3):
+    """Prefill of 7 embeddings, then `steps` greedy decode steps, each on its own KV cache."""
+    session = make_session(export_dir / "llm.onnx", threads=1)
+    dims = load_metadata(export_dir)["llm"]
+    layers = dims["num_layers"]
+    ids = torch.randint(0, 400, (1, 7), generator=torch.Generator().manual_seed(0))
+    embedding = model.llm.get_input_embeddings()
+    step_input = embedding(ids).detach()
+    cache = DynamicCache(config=model.llm.config)
+    empty = np.zeros((1, dims["num_key_value_heads"], 0, dims["head_dim"]), np.float32)
+    past = dict.fromkeys(kv_names(layers, "past_key_values"), empty)
+    length = 0
+    for _ in range(1 + steps):
+        new = step_input.shape[1]
+        feed = {
+            "inputs_embeds": step_input.numpy(),
+            "attention_mask": np.ones((1, length + new), np.int64),
+            "position_ids": np.arange(length, length + new, dtype=np.int64)[None],
+            **past,
+        }
+        out = run_session(session, [feed])[0]
+        with torch.no_grad():
+            ref = model(step_input, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        torch.testing.assert_close(torch.from_numpy(out["logits"]), ref.logits, rtol=0, atol=ATOL)
+        for i, layer in enumerate(cache.layers):
+            got_k, got_v = out[f"present.{i}.key"], out[f"present.{i}.value"]
+            torch.testing.assert_close(torch.from_numpy(got_k), layer.keys, rtol=0, atol=ATOL)
+            torch.testing.assert_close(torch.from_numpy(got_v), layer.values, rtol=0, atol=ATOL)
+        length += new
+        past = {
+            f"past_key_values.{i}.{k}": out[f"present.{i}.{k}"]
+            for i in range(layers)
+            for k in ("key", "value")
+        }
+        token = int(np.argmax(out["logits"][0, -1]))
+        step_input = embedding(torch.tensor([[token]])).detach()
+        assert out["present.0.key"].shape[2] == length
+
+
+def test_fp32_vision_matches_torch(fp32_export, tiny_model):
+    _vision_matches(fp32_export, tiny_model)
+
+
+def test_fp32_llm_prefill_and_decode_match_torch(fp32_export, tiny_model):
+    _llm_matches(fp32_export, tiny_model)
+
+
+def test_quantized_vision_matches_the_torch_simulation(quant_export, quantized):
+    model, state = quantized
+    with simulated(model, state):
+        _vision_matches(quant_export, model)
+
+
+def test_quantized_llm_prefill_and_decode_match_the_torch_simulation(quant_export, quantized):
+    model, state = quantized
+    with simulated(model, state):
+        _llm_matches(quant_export, model)
+
+
+def test_quantized_graphs_hold_symmetric_qdq(quant_export, quantized):
+    _, state = quantized
+    vision = onnx.load(str(quant_export / "vision.onnx"))
+    onnx.checker.check_model(vision, full_check=True)
+    inits = {i.name: i for i in vision.graph.initializer}
+    quantize = [n for n in vision.graph.node if n.op_type == "QuantizeLinear"]
+    int8_linears = {**state.select("vision_tower."), **state.select("mm_projector.")}
+    assert len(quantize) == len(int8_linears)
+    for node in quantize:
+        assert inits[node.input[2]].data_type == TensorProto.INT8
+        assert numpy_helper.to_array(inits[node.input[2]]) == 0
+        assert list(inits[node.input[1]].dims) == []  # per-tensor activation scale
+    assert not any(
+        name.endswith(".weight_t") and name.rsplit(".", 1)[0] in int8_linears for name in inits
+    )
+
+    llm = onnx.load(str(quant_export / "llm.onnx"))
+    onnx.checker.check_model(llm, full_check=True)
+    assert max(o.version for o in llm.opset_import if o.domain == "") == 21
+    inits = {i.name: i for i in llm.graph.initializer}
+    blocks = [n for n in llm.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(blocks) == len(state.select("llm."))
+    for node in blocks:
+        attrs = {a.name: a.i for a in node.attribute}
+        assert len(node.input) == 2  # no zero point
+        assert inits[node.input[0]].data_type == TensorProto.INT4
+        assert inits[node.input[1]].data_type == TensorProto.FLOAT16
+        assert attrs["axis"] == 0 and attrs["block_size"] in (64, 128)
+    assert "llm.lm_head.weight_t" in inits  # lm_head stays float
+
+
+def test_reference_data_loads_in_polygraphy_and_matches_onnxruntime(quant_export):
+    metadata = load_metadata(quant_export)
+    for name, graph in metadata["graphs"].items():
+        feeds = load_json(str(quant_export / graph["reference_inputs"]))
+        assert isinstance(feeds, list) and all(isinstance(f, dict) for f in feeds)
+        results = RunResults.load(str(quant_export / graph["reference_outputs"]))
+        (runner, iterations), *_ = list(results.items())
+        assert runner == RUNNER_NAME
+        assert len(iterations) == len(feeds) == (2 if name == "llm" else 1)
+        session = make_session(quant_export / graph["files"][0], threads=1)
+        again = run_session(session, [{k: np.asarray(v) for k, v in f.items()} for f in feeds])
+        for fresh, stored, ours in zip(
+            again, iterations, load_outputs(quant_export / graph["reference_outputs"]), strict=True
+        ):
+            for key in graph["outputs"]:
+                np.testing.assert_array_equal(fresh[key], stored[key])
+                np.testing.assert_array_equal(ours[key], stored[key])
+        for ours, theirs in zip(
+            load_inputs(quant_export / graph["reference_inputs"]), feeds, strict=True
+        ):
+            assert ours.keys() == theirs.keys()
+    llm_feeds = load_inputs(quant_export / "llm.inputs.json")
+    assert llm_feeds[0]["past_key_values.0.key"].shape[2] == 0  # prefill, then one decode step
+    assert llm_feeds[1]["inputs_embeds"].shape[1] == 1
+
+
+def test_metadata_describes_the_export(quant_export, fp32_export, tiny_config):
+    metadata = load_metadata(quant_export)
+    assert metadata["model"]["llm_config"] == tiny_config.llm_config
+    assert metadata["quantization"]["w8a8"]["alpha"] == 0.3
+    assert metadata["quantization"]["w4a16"]["block_size"] == 128
+    for file in metadata["tokenizer"]["files"]:
+        assert (quant_export / file).is_file()
+    graphs = metadata["graphs"]
+    assert set(graphs) == {"vision", "projector", "llm"}
+    assert graphs["llm"]["precision"] == ["int4_block"] and graphs["vision"]["precision"] == [
+        "int8_channel"
+    ]
+    profile = graphs["llm"]["trt_profile"]
+    assert profile["past_key_values.0.key"]["min"][2] == 0
+    assert profile["inputs_embeds"]["max"][1] == tiny_config.model_max_length
+    assert graphs["vision"]["trt_profile"]["pixel_values"]["max"][0] >= 17  # 1 + 4 + 12 tiles
+    fp32 = json.loads((fp32_export / "export.json").read_text())
+    assert fp32["quantization"] is None
+    for exported in (graphs, fp32["graphs"]):
+        for graph in exported.values():
+            assert max(graph["torch_relative_error"].values()) <= graph["torch_tolerance"] == 1e-4
+
+
+@pytest.mark.parametrize("name", ["vision", "projector", "llm"])
+def test_float_exports_stay_in_trt_opset_range(fp32_export, name):
+    model = onnx.load(str(fp32_export / f"{name}.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain == "") == 18
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def test_float16_quantized_export_is_the_deployment_form(tmp_path, quantized, tiny_tokenizer):
+    """FP16 activations: INT4 DQ feeds MatMul directly (no Cast), INT8 scales are FP16."""
+    model, state = quantized
+    half = copy.deepcopy(model).half()
+    metadata = export_model(half, tiny_tokenizer, tmp_path, state)
+    for name, graph in metadata["graphs"].items():
+        assert graph["dtype"] == "float16"
+        assert max(graph["torch_relative_error"].values()) <= graph["torch_tolerance"] == 5e-2
+        assert check_file(tmp_path / f"{name}.onnx") == []
+    assert metadata["graphs"]["vision"]["opset"] == 19  # FP16 Q/DQ scales
+    llm = onnx.load(str(tmp_path / "llm.onnx"))
+    assert not any(n.op_type == "Cast" and n.name.endswith("/weight_cast") for n in llm.graph.node)
+    consumers = {i for n in llm.graph.node if n.op_type == "MatMul" for i in n.input}
+    dq_outputs = [n.output[0] for n in llm.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq_outputs and set(dq_outputs) <= consumers
+
+
+def test_large_graphs_keep_weights_in_external_data(
+    tmp_path, monkeypatch, tiny_model, tiny_tokenizer
+):
+    """Above the size limit (1 GB; 0 here) weights go to <graph>.onnx.data, and still run."""
+    monkeypatch.setattr(qdq, "_EXTERNAL_DATA_BYTES", 0)
+    metadata = export_model(tiny_model, tiny_tokenizer, tmp_path)
+    assert metadata["graphs"]["llm"]["files"] == ["llm.onnx", "llm.onnx.data"]
+    assert (tmp_path / "llm.onnx.data").stat().st_size > (tmp_path / "llm.onnx").stat().st_size
+    assert check_file(tmp_path / "llm.onnx") == []
+    engine = Engine.from_pretrained(tmp_path, backend="onnxruntime")
+    assert engine.generate("Hello", max_new_tokens=3).token_ids

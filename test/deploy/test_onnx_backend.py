@@ -1,0 +1,71 @@
+"""`Engine(backend="onnxruntime")` over an export folder answers like the torch backend."""
+
+import pytest
+import torch
+
+from nvila_core.quant import simulated
+from nvila_core.runtime.engine import Engine, TorchBackend
+from nvila_core.runtime.onnx_backend import OnnxRuntimeBackend
+
+INSTRUCTION = "walk past the sofa and stop at the kitchen door"
+
+
+@pytest.fixture(scope="module")
+def ort_engine(fp32_export):
+    return Engine.from_pretrained(fp32_export, backend="onnxruntime", cache_frames=64)
+
+
+def test_navigation_matches_torch_and_uses_the_frame_cache(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames
+):
+    assert isinstance(ort_engine.backend, OnnxRuntimeBackend)
+    assert ort_engine.backend_name == "onnxruntime"
+    ort_engine.clear_cache()
+    torch_engine = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    history = make_frames(9)
+    for step in range(1, len(history) + 1):
+        frames, keys = history[:step], list(range(step))
+        ours = ort_engine.navigate(INSTRUCTION, frames, keys, max_new_tokens=6, output_logits=True)
+        ref = torch_engine.navigate(INSTRUCTION, frames, keys, max_new_tokens=6, output_logits=True)
+        assert ours.token_ids == ref.token_ids and ours.text == ref.text
+        torch.testing.assert_close(ours.logits, ref.logits, rtol=0, atol=1e-4)
+        assert ours.timings["prompt_tokens"] == ref.timings["prompt_tokens"]
+        # first step: the frame and the black padding frame; then only the new frame
+        assert ours.timings["vit_passes"] == (2 if step == 1 else 1)
+        assert ours.timings["cached_frames"] == (6 if step == 1 else 7)
+    assert ort_engine.cache_info()["size"] == len(history) + 1
+
+
+def test_dynamic_s2_image_and_video_match_torch(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames
+):
+    torch_engine = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    image = make_frames(1, height=100, width=150)[0]
+    ours = ort_engine.generate("Describe the scene.", images=[image], max_new_tokens=6)
+    ref = torch_engine.generate("Describe the scene.", images=[image], max_new_tokens=6)
+    assert ours.token_ids == ref.token_ids
+    assert ours.timings["vit_passes"] == ref.timings["vit_passes"] > 5  # all S2 tiles
+    video = make_frames(8)
+    ours = ort_engine.generate("What happens?", video=video, max_new_tokens=6)
+    ref = torch_engine.generate("What happens?", video=video, max_new_tokens=6)
+    assert ours.token_ids == ref.token_ids
+
+
+def test_quantized_export_matches_the_simulated_torch_model(
+    quant_export, quantized, tiny_tokenizer, make_frames
+):
+    model, state = quantized
+    engine = Engine.from_pretrained(quant_export, backend="onnxruntime")
+    frames = make_frames(8)
+    ours = engine.navigate(INSTRUCTION, frames, max_new_tokens=6, output_logits=True)
+    with simulated(model, state):
+        ref = Engine(TorchBackend(model), model.config, tiny_tokenizer).navigate(
+            INSTRUCTION, frames, max_new_tokens=6, output_logits=True
+        )
+    assert ours.token_ids == ref.token_ids
+    torch.testing.assert_close(ours.logits, ref.logits, rtol=0, atol=1e-3)
+
+
+def test_export_backend_needs_an_export_folder(tmp_path):
+    with pytest.raises(ValueError, match="not an `nvila-core export` folder"):
+        Engine.from_pretrained(tmp_path, backend="onnxruntime")
