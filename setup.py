@@ -22,6 +22,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
+    package_data={"nvila_nav.voice": ["data/*.txt.gz"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -44,6 +45,7 @@ setup(
             "motion_controller = nvila_nav.nodes.motion_controller:main",
             "sim = nvila_nav.nodes.simulator:main",
             "evaluator = nvila_nav.nodes.evaluator:main",
+            "voice_teleop = nvila_nav.nodes.voice_teleop:main",
         ],
     },
 )

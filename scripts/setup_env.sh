@@ -5,14 +5,15 @@
 #   - Python >= 3.10 virtual environment in .venv
 #   - torch installed first and explicitly (CPU build, torch==2.13.0) unless one is already importable
 #   - ROS 2: a sourced ROS install is used when its rclpy imports; otherwise the pinned PyPI wheels
-#   - Debian packages for headless rendering (EGL/Mesa) and speech, via apt when running as root
+#   - Debian packages for headless rendering (EGL/Mesa), speech synthesis for tests (espeak-ng) and
+#     the microphone (PortAudio), via apt when running as root
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${NVILA_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
-DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 espeak-ng)
+DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 espeak-ng libportaudio2)
 
 log() { printf '[setup_env] %s\n' "$*"; }
 
@@ -31,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     log "WARNING: missing Debian packages: ${missing[*]}"
     log "         install them with: sudo apt-get install ${missing[*]}"
-    log "         (EGL/Mesa packages are needed for headless MuJoCo rendering, espeak-ng for speech tests)"
+    log "         (EGL/Mesa: headless MuJoCo rendering; espeak-ng: speech tests; libportaudio2: microphone)"
   fi
 fi
 

@@ -53,6 +53,7 @@ NODE_CLASSES = {
     "motion_controller": "nvila_nav.nodes.motion_controller:MotionControllerNode",
     "sim": "nvila_nav.nodes.simulator:SimulatorNode",
     "evaluator": "nvila_nav.nodes.evaluator:EvaluatorNode",
+    "voice_teleop": "nvila_nav.nodes.voice_teleop:VoiceTeleopNode",
 }
 
 # Robot-side remappings: the camera topic names differ per robot; these are the defaults the
@@ -86,6 +87,19 @@ GRAPHS: dict[str, GraphSpec] = {
         description="embedded simulator + navigator + motion_controller + evaluator",
         overrides_file="sim_eval.yaml",
         done_when="evaluator",
+    ),
+    "voice": GraphSpec(
+        nodes=(
+            NodeSpec(
+                executable="voice_teleop",
+                name="voice_teleop",
+                params_files=("voice_teleop.yaml",),
+                remappings=(("cmd_vel", "cmd_vel"),),
+            ),
+            NAVIGATOR,
+            MOTION_CONTROLLER,
+        ),
+        description="voice instructions on a robot: voice_teleop + navigator + motion_controller",
     ),
 }
 
@@ -197,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nvila-nav-bringup",
         description="Start a nvila_nav graph in one process (what `ros2 launch` starts).",
     )
-    parser.add_argument("graph", choices=sorted(GRAPHS), help="navigation | sim_eval")
+    parser.add_argument("graph", choices=sorted(GRAPHS), help=" | ".join(sorted(GRAPHS)))
     parser.add_argument(
         "--params-file",
         action="append",

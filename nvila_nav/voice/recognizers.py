@@ -1,0 +1,282 @@
+"""Speech recognisers behind one streaming interface: start, feed, finish.
+
+- `pocketsphinx` (default): offline with no download. Its bundled en-us acoustic model decodes
+  with the navigation language model (nvila_nav/voice/language.py) as audio arrives, so the
+  result is ready right after the end of speech; an utterance it is unsure of is decoded again
+  with the bundled general English model (the free-form fallback) and the more confident
+  transcript wins.
+- `faster_whisper`: a CTranslate2 Whisper model from a local directory.
+- `whisper`: an openai-whisper checkpoint (.pt) from a local path, read with
+  `torch.load(weights_only=True)`.
+
+Whisper backends decode the whole utterance at the end and need `model_path`: they never download
+(a missing path is an error, not a fetch). Audio is 16 kHz mono int16.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from nvila_nav.voice import language
+from nvila_nav.voice.text import normalize
+
+BACKENDS = ("pocketsphinx", "faster_whisper", "whisper")
+LANGUAGE_MODELS = ("navigation", "grammar")
+_FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
+
+
+class RecognizerUnavailable(RuntimeError):
+    """The chosen backend cannot run here (package or model missing); the message says why."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    words: tuple[str, ...]
+    confidence: float
+    """0..1: the mean word posterior (pocketsphinx) or the mean token probability (Whisper)."""
+    search: str
+    """Which model produced it: "navigation", "grammar", "freeform" or the Whisper backend."""
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+class Recognizer(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def feed(self, pcm: np.ndarray) -> None: ...
+
+    def finish(self) -> Transcript: ...
+
+
+def transcribe(recognizer: Recognizer, pcm: np.ndarray) -> Transcript:
+    """One whole utterance."""
+    recognizer.start()
+    recognizer.feed(pcm)
+    return recognizer.finish()
+
+
+class PocketsphinxRecognizer:
+    """Streaming pocketsphinx with the navigation language model and a free-form fallback."""
+
+    name = "pocketsphinx"
+
+    def __init__(
+        self,
+        language_model: str = "navigation",
+        wake_phrase: str = language.DEFAULT_WAKE_PHRASE,
+        fallback_below: float = 0.0,
+    ):
+        """`fallback_below`: re-decode with the general English model when the confidence is
+        below this (0 disables the fallback)."""
+        if language_model not in LANGUAGE_MODELS:
+            raise ValueError(f"language_model must be one of {LANGUAGE_MODELS}")
+        import pocketsphinx
+
+        self._ps = pocketsphinx
+        self._model_dir = Path(pocketsphinx.get_model_path()) / "en-us"
+        self._files = tempfile.TemporaryDirectory(prefix="nvila-voice-")
+        folder = Path(self._files.name)
+        grammar = language.command_grammar(wake_phrase)
+        if language_model == "grammar":
+            sentences = list(grammar.expand())
+            search = {"jsgf": str(self._write(folder / "navigation.jsgf", grammar.to_jsgf()))}
+        else:
+            sentences = language.lm_sentences(wake_phrase, language.read_corpus())
+            arpa = language.build_arpa(sentences)
+            search = {"lm": str(self._write(folder / "navigation.arpa", arpa))}
+        words = {w for sentence in sentences for w in sentence.split()}
+        cmudict = str(self._model_dir / "cmudict-en-us.dict")
+        dict_file = self._write(folder / "navigation.dict", language.dictionary(words, cmudict))
+        self.search = language_model
+        self._decoder = self._make_decoder(dict=str(dict_file), **search)
+        self._freeform = None
+        self.fallback_below = fallback_below
+        self._audio: list[np.ndarray] = []
+
+    @staticmethod
+    def _write(path: Path, text: str) -> Path:
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def _make_decoder(self, **search: str):
+        # dither: synthetic and gated audio has stretches of exact zeros, which wreck the
+        # log-energy features (espeak-ng speech: 31 % → 12 % WER with dither alone).
+        return self._ps.Decoder(
+            hmm=str(self._model_dir / "en-us"),
+            samprate=16000,
+            dither=True,
+            seed=1,
+            loglevel="FATAL",
+            **search,
+        )
+
+    def start(self) -> None:
+        self._audio = []
+        self._decoder.start_utt()
+
+    def feed(self, pcm: np.ndarray) -> None:
+        """Decodes as it goes, so `finish` has little left to do."""
+        if self.fallback_below > 0:
+            self._audio.append(pcm)
+        self._decoder.process_raw(pcm.astype(np.int16).tobytes())
+
+    def finish(self) -> Transcript:
+        self._decoder.end_utt()
+        best = _result(self._decoder, self.search)
+        if best.confidence < self.fallback_below and self._audio:
+            if self._freeform is None:
+                self._freeform = self._make_decoder(
+                    lm=str(self._model_dir / "en-us.lm.bin"),
+                    dict=str(self._model_dir / "cmudict-en-us.dict"),
+                )
+            self._freeform.start_utt()
+            self._freeform.process_raw(np.concatenate(self._audio).tobytes(), full_utt=True)
+            self._freeform.end_utt()
+            freeform = _result(self._freeform, "freeform")
+            if freeform.confidence > best.confidence:
+                best = freeform
+        self._audio = []
+        return best
+
+
+def _clean(words: list[str]) -> tuple[str, ...]:
+    """Drop fillers and alternate-pronunciation marks ("around(2)" → "around")."""
+    return tuple(re.sub(r"\(\d+\)$", "", w) for w in words if not _FILLER.match(w))
+
+
+def _result(decoder, search: str) -> Transcript:
+    hyp = decoder.hyp()
+    if hyp is None or not hyp.hypstr.strip():
+        return Transcript((), 0.0, search)
+    posteriors = [seg.prob for seg in decoder.seg() if not _FILLER.match(seg.word)]
+    confidence = float(np.mean(posteriors)) if posteriors else 0.0
+    return Transcript(_clean(hyp.hypstr.split()), confidence, search)
+
+
+class BufferedRecognizer:
+    """Buffers the utterance and hands it to `transcribe` (float audio → text, confidence) at
+    the end; how the Whisper backends run."""
+
+    def __init__(self, name: str, transcribe: Callable[[np.ndarray], tuple[str, float]]):
+        self.name = name
+        self._transcribe = transcribe
+        self._audio: list[np.ndarray] = []
+
+    def start(self) -> None:
+        self._audio = []
+
+    def feed(self, pcm: np.ndarray) -> None:
+        self._audio.append(pcm)
+
+    def finish(self) -> Transcript:
+        audio, self._audio = self._audio, []
+        if not audio:
+            return Transcript((), 0.0, self.name)
+        text, confidence = self._transcribe(np.concatenate(audio).astype(np.float32) / 32768.0)
+        return Transcript(tuple(normalize(text).split()), confidence, self.name)
+
+
+def _mean_probability(avg_logprobs: list[float]) -> float:
+    return float(np.mean(np.exp(avg_logprobs))) if avg_logprobs else 0.0
+
+
+def faster_whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedRecognizer:
+    """A CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json)."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as error:
+        raise RecognizerUnavailable(
+            "backend faster_whisper needs the faster-whisper package (pip install faster-whisper)"
+        ) from error
+    model = WhisperModel(str(model_dir), device=device, compute_type="int8", local_files_only=True)
+
+    def transcribe(audio: np.ndarray) -> tuple[str, float]:
+        segments = list(
+            model.transcribe(audio, language="en", beam_size=1, condition_on_previous_text=False)[0]
+        )
+        return " ".join(s.text for s in segments), _mean_probability(
+            [s.avg_logprob for s in segments]
+        )
+
+    return BufferedRecognizer("faster_whisper", transcribe)
+
+
+def whisper_recognizer(checkpoint: Path, device: str = "cpu") -> BufferedRecognizer:
+    """An openai-whisper checkpoint, read as weights only (no arbitrary unpickling)."""
+    try:
+        import torch
+        from whisper.model import ModelDimensions, Whisper
+    except ImportError as error:
+        raise RecognizerUnavailable(
+            "backend whisper needs the openai-whisper package (pip install openai-whisper)"
+        ) from error
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    model = Whisper(ModelDimensions(**state["dims"]))
+    model.load_state_dict(state["model_state_dict"])
+    model.to(device)
+
+    def transcribe(audio: np.ndarray) -> tuple[str, float]:
+        result = model.transcribe(
+            audio, language="en", fp16=False, condition_on_previous_text=False
+        )
+        segments = result.get("segments", [])
+        return result.get("text", ""), _mean_probability([s["avg_logprob"] for s in segments])
+
+    return BufferedRecognizer("whisper", transcribe)
+
+
+def _whisper_checkpoint(path: Path) -> Path:
+    """A .pt file, or the only .pt file in a directory."""
+    if path.is_file():
+        return path
+    checkpoints = sorted(path.glob("*.pt"))
+    if len(checkpoints) != 1:
+        raise RecognizerUnavailable(
+            f"backend whisper: {path} must be a .pt checkpoint or a directory with exactly one "
+            f"(found {len(checkpoints)})"
+        )
+    return checkpoints[0]
+
+
+def make_recognizer(
+    backend: str = "pocketsphinx",
+    model_path: str = "",
+    language_model: str = "navigation",
+    wake_phrase: str = language.DEFAULT_WAKE_PHRASE,
+    fallback_below: float = 0.0,
+    device: str = "cpu",
+) -> Recognizer:
+    """The backend by name. Whisper backends take only a local `model_path`, checked first,
+    so a missing model is a clear error and never a download."""
+    if backend == "pocketsphinx":
+        return PocketsphinxRecognizer(language_model, wake_phrase, fallback_below)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown speech backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if not model_path:
+        raise RecognizerUnavailable(
+            f"backend {backend} needs model_path: a local model directory (nothing is downloaded)"
+        )
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise RecognizerUnavailable(
+            f"backend {backend}: model_path {path} does not exist (nothing is downloaded)"
+        )
+    if backend == "faster_whisper":
+        if not (path / "model.bin").is_file():
+            raise RecognizerUnavailable(
+                f"backend faster_whisper: {path} is not a CTranslate2 model directory "
+                "(no model.bin)"
+            )
+        return faster_whisper_recognizer(path, device=device)
+    return whisper_recognizer(_whisper_checkpoint(path), device=device)
