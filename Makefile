@@ -24,7 +24,7 @@ test: lint
 	$(PY) -m pytest
 
 bench: venv
-	$(PY) -m nvila_nav.sim.bench --out outputs/bench
+	$(PY) -m nvila_nav.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
