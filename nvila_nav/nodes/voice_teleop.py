@@ -128,8 +128,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "model_path",
         "",
-        "Local Whisper model: a CTranslate2 directory (faster_whisper) or a .pt checkpoint or "
-        f"its directory (whisper). Never downloaded. {_RESTART}",
+        "Local Whisper model: a CTranslate2 directory (faster_whisper) or a Hugging Face "
+        f"safetensors directory (whisper). Never downloaded. {_RESTART}",
         read_only=True,
     ),
     ParameterSpec(

@@ -6,8 +6,8 @@
   with the bundled general English model (the free-form fallback) and the more confident
   transcript wins.
 - `faster_whisper`: a CTranslate2 Whisper model from a local directory.
-- `whisper`: an openai-whisper checkpoint (.pt) from a local path, read with
-  `torch.load(weights_only=True)`.
+- `whisper`: a Hugging Face Whisper model directory (config.json, *.safetensors, tokenizer and
+  preprocessor files) run with transformers; safetensors only, nothing is unpickled.
 
 Whisper backends decode the whole utterance at the end and need `model_path`: they never download
 (a missing path is an error, not a fetch). Audio is 16 kHz mono int16.
@@ -212,41 +212,44 @@ def faster_whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedR
     return BufferedRecognizer("faster_whisper", transcribe)
 
 
-def whisper_recognizer(checkpoint: Path, device: str = "cpu") -> BufferedRecognizer:
-    """An openai-whisper checkpoint, read as weights only (no arbitrary unpickling)."""
+def whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedRecognizer:
+    """A Hugging Face Whisper directory, loaded from safetensors with transformers."""
     try:
         import torch
-        from whisper.model import ModelDimensions, Whisper
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
     except ImportError as error:
-        raise RecognizerUnavailable(
-            "backend whisper needs the openai-whisper package (pip install openai-whisper)"
-        ) from error
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
-    model = Whisper(ModelDimensions(**state["dims"]))
-    model.load_state_dict(state["model_state_dict"])
-    model.to(device)
+        raise RecognizerUnavailable("backend whisper needs torch and transformers") from error
+    processor = WhisperProcessor.from_pretrained(str(model_dir), local_files_only=True)
+    model = WhisperForConditionalGeneration.from_pretrained(
+        str(model_dir), local_files_only=True, use_safetensors=True
+    ).to(device)
+    model.eval()
 
     def transcribe(audio: np.ndarray) -> tuple[str, float]:
-        result = model.transcribe(
-            audio, language="en", fp16=False, condition_on_previous_text=False
-        )
-        segments = result.get("segments", [])
-        return result.get("text", ""), _mean_probability([s["avg_logprob"] for s in segments])
+        features = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        with torch.inference_mode():
+            out = model.generate(
+                features.to(device),
+                language="en",
+                task="transcribe",
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        text = processor.batch_decode(out.sequences, skip_special_tokens=True)[0]
+        scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        return text, _mean_probability([float(scores[0].mean())] if scores.numel() else [])
 
     return BufferedRecognizer("whisper", transcribe)
 
 
-def _whisper_checkpoint(path: Path) -> Path:
-    """A .pt file, or the only .pt file in a directory."""
-    if path.is_file():
-        return path
-    checkpoints = sorted(path.glob("*.pt"))
-    if len(checkpoints) != 1:
+def _whisper_directory(path: Path) -> Path:
+    """A directory holding a Hugging Face Whisper model in safetensors."""
+    if not (path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))):
         raise RecognizerUnavailable(
-            f"backend whisper: {path} must be a .pt checkpoint or a directory with exactly one "
-            f"(found {len(checkpoints)})"
+            f"backend whisper: {path} must be a Hugging Face Whisper model directory with "
+            "config.json and *.safetensors (checkpoints are never unpickled)"
         )
-    return checkpoints[0]
+    return path
 
 
 def make_recognizer(
@@ -279,4 +282,4 @@ def make_recognizer(
                 "(no model.bin)"
             )
         return faster_whisper_recognizer(path, device=device)
-    return whisper_recognizer(_whisper_checkpoint(path), device=device)
+    return whisper_recognizer(_whisper_directory(path), device=device)

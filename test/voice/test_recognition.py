@@ -115,7 +115,8 @@ def test_whisper_backends_never_download(tmp_path):
             make_recognizer(backend, str(tmp_path / "missing"))
     with pytest.raises(RecognizerUnavailable, match=r"no model\.bin"):
         make_recognizer("faster_whisper", str(tmp_path))
-    with pytest.raises(RecognizerUnavailable, match="exactly one"):
+    (tmp_path / "model.pt").write_bytes(b"not loaded")  # a pickle checkpoint is refused, unread
+    with pytest.raises(RecognizerUnavailable, match="never unpickled"):
         make_recognizer("whisper", str(tmp_path))
     with pytest.raises(ValueError, match="unknown speech backend"):
         make_recognizer("cloud")
