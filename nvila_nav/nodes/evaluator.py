@@ -21,7 +21,6 @@ records `odom` and `action` until the agent says "stop" or a limit is hit (then 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -52,6 +51,7 @@ from nvila_nav.evaluation import (
     write_episode_result,
     write_summary,
 )
+from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.sim.episodes import Episode, read_episodes
 
@@ -164,26 +164,6 @@ class _Stopping(Exception):
     """The node is being destroyed while the run is under way."""
 
 
-def _yaw(q: Any) -> float:
-    """Yaw of a quaternion (REP 103); this form does not need the quaternion to be normalised."""
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), q.w * q.w + q.x * q.x - q.y * q.y - q.z * q.z)
-
-
-def _logged(callback: Callable[..., None]) -> Callable[..., None]:
-    """Log and drop a callback's failure, so a bad message never raises into the executor."""
-
-    @functools.wraps(callback)
-    def guarded(self: EvaluatorNode, *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception:
-            self.get_logger().error(
-                f"{callback.__name__} failed, input dropped:\n{traceback.format_exc()}"
-            )
-
-    return guarded
-
-
 class EvaluatorNode(Node):
     """Drives the sim and the navigator through a list of episodes and writes VLN-CE metrics."""
 
@@ -248,12 +228,12 @@ class EvaluatorNode(Node):
 
     # --- subscriptions --------------------------------------------------------------------
 
-    @_logged
+    @logged
     def _on_odom(self, msg: Odometry) -> None:
         stamp = msg.header.stamp
         t = stamp.sec + stamp.nanosec * 1e-9
         position = msg.pose.pose.position
-        pose = (t, position.x, position.y, _yaw(msg.pose.pose.orientation))
+        pose = (t, position.x, position.y, quaternion_yaw(msg.pose.pose.orientation))
         if not all(math.isfinite(v) for v in pose):
             self.get_logger().warning("dropped odometry with non-finite values")
             return
@@ -264,14 +244,14 @@ class EvaluatorNode(Node):
                 self._recorder.add_pose(*pose)
             self._changed.notify_all()
 
-    @_logged
+    @logged
     def _on_action(self, msg: String) -> None:
         with self._lock:
             if self._recorder is not None and self._odom is not None:
                 self._recorder.add_action(self._odom[0], msg.data)
                 self._changed.notify_all()
 
-    @_logged
+    @logged
     def _on_sim_episode(self, msg: String) -> None:
         data = json.loads(msg.data)
         with self._lock:

@@ -27,17 +27,13 @@ follow docs/ros_interfaces.md. Behaviour decisions:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import sys
 import threading
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Quaternion, Twist, TwistStamped
+from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -53,6 +49,7 @@ from nvila_nav.controller import (
     MotionController,
     Pose2D,
 )
+from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 
 _DEFAULT_LIMITS = ControllerLimits()
@@ -187,26 +184,6 @@ def _result_word(state: ControllerState) -> str:
     return _RESULT_WORDS.get(state, state.value)
 
 
-def _yaw(q: Quaternion) -> float:
-    """Yaw of a quaternion (REP 103); this form does not need the quaternion to be normalised."""
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), q.w * q.w + q.x * q.x - q.y * q.y - q.z * q.z)
-
-
-def _logged(callback: Callable[..., None]) -> Callable[..., None]:
-    """Log and drop a callback's failure, so a bad message never raises into the executor."""
-
-    @functools.wraps(callback)
-    def guarded(self: MotionControllerNode, *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception:
-            self.get_logger().error(
-                f"{callback.__name__} failed, input dropped:\n{traceback.format_exc()}"
-            )
-
-    return guarded
-
-
 class MotionControllerNode(Node):
     """Runs `MotionController` at a fixed rate on odometry and publishes its twist on cmd_vel."""
 
@@ -270,7 +247,7 @@ class MotionControllerNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    @_logged
+    @logged
     def _on_action(self, msg: String) -> None:
         text = msg.data.strip()
         action = parse_action(text)
@@ -288,17 +265,17 @@ class MotionControllerNode(Node):
             if self._controller.state is not ControllerState.EXECUTING:
                 self._tick()
 
-    @_logged
+    @logged
     def _on_odom(self, msg: Odometry) -> None:
         position = msg.pose.pose.position
-        pose = Pose2D(position.x, position.y, _yaw(msg.pose.pose.orientation))
+        pose = Pose2D(position.x, position.y, quaternion_yaw(msg.pose.pose.orientation))
         stamp = msg.header.stamp
         stamp_s = stamp.sec + stamp.nanosec * 1e-9
         with self._lock:
             self._pose = pose
             self._odom_stamp_s = stamp_s if stamp_s > 0 else self._now_s()
 
-    @_logged
+    @logged
     def _on_estop(self, msg: Bool) -> None:
         active = bool(msg.data)
         with self._lock:
@@ -311,12 +288,12 @@ class MotionControllerNode(Node):
         elif changed:
             self.get_logger().info("e-stop released")
 
-    @_logged
+    @logged
     def _on_navigator_status(self, _msg: DiagnosticArray) -> None:
         with self._lock:
             self._controller.heartbeat(self._now_s())
 
-    @_logged
+    @logged
     def _on_control_timer(self) -> None:
         with self._lock:
             self._tick()
@@ -368,7 +345,7 @@ class MotionControllerNode(Node):
         else:
             self.get_logger().warning(message)
 
-    @_logged
+    @logged
     def _on_diagnostics_timer(self) -> None:
         with self._lock:
             now_s = self._now_s()

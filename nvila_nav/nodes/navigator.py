@@ -26,7 +26,6 @@ Topics, types and QoS follow docs/ros_interfaces.md. Node-level decisions:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import threading
@@ -51,6 +50,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from nvila_nav.history import FrameHistory
 from nvila_nav.image_conversion import ImageConversionError, image_to_rgb
 from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator
+from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.policies import (
     POLICY_KINDS,
@@ -188,27 +188,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 _LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
-
-
-def _logged(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Log and drop a callback's failure, so a bad message never raises into the executor."""
-
-    @functools.wraps(callback)
-    def guarded(self: NavigatorNode, *args: Any) -> Any:
-        try:
-            return callback(self, *args)
-        except Exception:
-            self.get_logger().error(
-                f"{callback.__name__} failed, input dropped:\n{traceback.format_exc()}"
-            )
-            return None
-
-    return guarded
-
-
-def _yaw(q: Any) -> float:
-    """Yaw of a quaternion (REP 103); this form does not need the quaternion to be normalised."""
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), q.w * q.w + q.x * q.x - q.y * q.y - q.z * q.z)
 
 
 class NavigatorNode(LifecycleNode):
@@ -441,7 +420,7 @@ class NavigatorNode(LifecycleNode):
 
     # --- callbacks -------------------------------------------------------------------------
 
-    @_logged
+    @logged
     def _on_image(self, msg: Image) -> None:
         try:
             rgb = image_to_rgb(msg)
@@ -462,7 +441,7 @@ class NavigatorNode(LifecycleNode):
             self.get_logger().warning("camera stamps went backwards: frame history restarted")
         self._wake.set()
 
-    @_logged
+    @logged
     def _on_instruction(self, msg: String) -> None:
         if not self._active:
             self.get_logger().warning(f"inactive: ignored instruction {msg.data!r}")
@@ -472,19 +451,21 @@ class NavigatorNode(LifecycleNode):
         self.get_logger().info(f"instruction: {msg.data!r}")
         self._wake.set()
 
-    @_logged
+    @logged
     def _on_action_result(self, msg: String) -> None:
         with self._lock:
             self._publish(self._navigator.on_result(msg.data, self._now_s()))
         self._wake.set()
 
-    @_logged
+    @logged
     def _on_odom(self, msg: Odometry) -> None:
         pose = msg.pose.pose
         with self._lock:
-            self._navigator.set_pose(pose.position.x, pose.position.y, _yaw(pose.orientation))
+            self._navigator.set_pose(
+                pose.position.x, pose.position.y, quaternion_yaw(pose.orientation)
+            )
 
-    @_logged
+    @logged
     def _on_episode(self, msg: String) -> None:
         episode = json.loads(msg.data)
         if not isinstance(episode, dict):
@@ -493,7 +474,7 @@ class NavigatorNode(LifecycleNode):
             self._navigator.set_episode(episode)
         self.get_logger().info(f"episode {episode.get('episode_id')!r} from sim/episode")
 
-    @_logged
+    @logged
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
             changed = self._navigator.set_estop(bool(msg.data), self._now_s())
@@ -516,7 +497,7 @@ class NavigatorNode(LifecycleNode):
         response.message = "history, instruction and feature cache cleared"
         return response
 
-    @_logged
+    @logged
     def _on_status_timer(self) -> None:
         with self._lock:
             if self._navigator is None:

@@ -25,7 +25,6 @@ the contract. Behaviour decisions:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -33,7 +32,6 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from nvila_nav.image_conversion import rgb_to_image_fields
+from nvila_nav.nodes.callbacks import logged
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.sim.env import Observation, RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import Episode, read_episodes
@@ -190,22 +189,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "base_frame_id", "base_link", f"child_frame_id of odom. {_RESTART}", read_only=True
     ),
 )
-
-
-def _logged(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Log and drop a subscription callback's failure, so bad input never reaches the executor."""
-
-    @functools.wraps(callback)
-    def guarded(self: SimulatorNode, *args: Any) -> Any:
-        try:
-            return callback(self, *args)
-        except Exception:
-            self.get_logger().error(
-                f"{callback.__name__} failed, input dropped:\n{traceback.format_exc()}"
-            )
-            return None
-
-    return guarded
 
 
 def _describe(exc: Exception) -> str:
@@ -423,7 +406,7 @@ class SimulatorNode(Node):
 
     # --- commands -------------------------------------------------------------------------
 
-    @_logged
+    @logged
     def _on_cmd_vel(self, msg: Twist | TwistStamped) -> None:
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
         vx, wz = float(twist.linear.x), float(twist.angular.z)
