@@ -41,6 +41,7 @@ setup(
             "nvila-core = nvila_core.cli:main",
             "nvila-sim = nvila_nav.sim.cli:main",
             "nvila-nav-bringup = nvila_nav.nodes.bringup:main",
+            "nvila-nav-report = nvila_nav.report:main",
             "navigator = nvila_nav.nodes.navigator:main",
             "motion_controller = nvila_nav.nodes.motion_controller:main",
             "sim = nvila_nav.nodes.simulator:main",

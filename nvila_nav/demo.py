@@ -5,9 +5,9 @@ navigator, the motion controller and the evaluator as ROS 2 nodes talking over D
 policy, then prints the VLN-CE metrics table and where the per-episode JSON and top-down plots are.
 
 Policies: `expert` is the simulator's oracle (it tests the graph independently of model quality);
-`nvila` runs the NVILA engine — by default the `tiny` preset with RANDOM weights, so expect no
-success: it shows the model path end to end (frames → history → engine → parsed action →
-controller). Point --model at a trained checkpoint to evaluate it instead.
+`nvila` runs the NVILA engine on `models/navila-nano`, the navigation model trained in this
+repository (README "navila-nano"): frames → history → engine → parsed action → controller.
+Point --model at another checkpoint (or the `tiny` preset, random weights) to run that instead.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from pathlib import Path
 from nvila_nav.metrics import format_table
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
 
+NANO = Path(__file__).resolve().parent.parent / "models" / "navila-nano"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nvila-nav-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=5, help="val_unseen episodes to run")
-    parser.add_argument("--model", default="tiny", help="nvila policy: checkpoint dir or preset")
+    parser.add_argument("--model", default=str(NANO), help="nvila policy: checkpoint dir or preset")
     parser.add_argument(
-        "--model-episodes", type=int, default=1, help="episodes for the nvila policy (0: skip)"
+        "--model-episodes", type=int, default=5, help="episodes for the nvila policy (0: skip)"
     )
-    parser.add_argument("--model-max-actions", type=int, default=10)
+    parser.add_argument("--model-max-actions", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--real-time-factor", type=float, default=3.0)
     return parser
@@ -41,7 +43,7 @@ def run_policy(
 ) -> dict:
     """One `nvila-nav-bringup sim_eval` run; returns the evaluator's summary."""
     out.mkdir(parents=True, exist_ok=True)
-    params = {"evaluator": {"policy_label": label, **(extra or {})}}
+    params = {"evaluator": extra or {}}
     params_file = out / "demo_params.yaml"
     params_file.write_text(json.dumps({n: {"ros__parameters": v} for n, v in params.items()}))
     command = [
@@ -53,6 +55,8 @@ def run_policy(
         policy,
         "--model",
         args.model,
+        "--label",
+        label,
         "--episodes",
         str(episodes),
         "--output-dir",
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     expert = run_policy("expert", "expert (oracle)", episodes_file, args.out / "expert", args)
     results["expert (oracle)"] = expert["metrics"]
     if args.model_episodes > 0:
-        label = f"nvila ({args.model})"
+        label = f"nvila ({Path(args.model).name})"
         model_episodes = write_episodes(
             args.out / "val_unseen_model.json.gz", episodes[: args.model_episodes]
         )
@@ -105,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model == "tiny":
         print(
             "policies: expert = the simulator's oracle driver; nvila (tiny) = the NVILA engine "
-            "with RANDOM weights, so it is not expected to succeed. A trained navigation model "
-            "replaces it when one ships."
+            "with RANDOM weights, so it is not expected to succeed."
         )
     return 0
 

@@ -3,19 +3,21 @@
 A policy sees what NaVILA sees (the instruction and 8 frames: 7 sampled from the instruction's
 history, then the current one) plus the odometry pose and the simulator's episode, and answers
 with raw text and its parsed `Action`. `NVILAPolicy` runs the model; `ExpertPolicy` is the
-simulator's shortest-path oracle, so the ROS graph can be tested independently of model quality.
+simulator's shortest-path oracle, so the ROS graph can be tested independently of model quality;
+`RandomPolicy` and `ForwardPolicy` are the blind baselines a trained model must beat.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from nvila_nav.actions import Action, parse_action
+from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -24,7 +26,7 @@ from nvila_nav.sim.world import world_for_scene
 if TYPE_CHECKING:
     from nvila_core.runtime.engine import Engine
 
-POLICY_KINDS: tuple[str, ...] = ("nvila", "expert")
+POLICY_KINDS: tuple[str, ...] = ("nvila", "expert", "random", "forward")
 
 
 class PolicyUnavailable(RuntimeError):
@@ -87,11 +89,15 @@ class NVILAPolicy:
 
     name = "nvila"
 
-    def __init__(self, engine: Engine, max_new_tokens: int = 32):
+    def __init__(self, engine: Engine, max_new_tokens: int = 32, blank_frames: bool = False):
+        """blank_frames: the model only ever sees black frames (no feature cache keys either):
+        the instruction-only ablation, for a model trained with `blank_frames: true` in its data
+        mixture (docs/training.md)."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.engine = engine
         self.max_new_tokens = max_new_tokens
+        self.blank_frames = blank_frames
 
     @property
     def num_frames(self) -> int:
@@ -104,10 +110,13 @@ class NVILAPolicy:
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         start = time.perf_counter()
+        frames, keys = list(request.frames), request.frame_keys
+        if self.blank_frames:
+            frames, keys = [np.zeros_like(frame) for frame in frames], None
         result = self.engine.navigate(
             request.instruction,
-            list(request.frames),
-            frame_keys=None if request.frame_keys is None else list(request.frame_keys),
+            frames,
+            frame_keys=None if keys is None else list(keys),
             max_new_tokens=self.max_new_tokens,
         )
         return PolicyDecision(
@@ -191,6 +200,48 @@ class ExpertPolicy:
         self.reset()
 
 
+class RandomPolicy:
+    """Uniform over NaVILA's ten actions (stop included): the chance-level baseline.
+
+    Each instruction gets its own generator, seeded by (seed, instruction text), so a run is
+    reproducible episode by episode while different episodes get different action sequences."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        self._rng: np.random.Generator | None = None
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        if self._rng is None:
+            self._rng = np.random.default_rng([self.seed, zlib.crc32(request.instruction.encode())])
+        action = ALL_ACTIONS[int(self._rng.integers(len(ALL_ACTIONS)))]
+        return PolicyDecision(text=action.to_answer(), action=action, latency_s=0.0)
+
+    def close(self) -> None:
+        """Holds nothing."""
+
+
+class ForwardPolicy:
+    """Always "move forward 75 cm" and never stop: the no-perception baseline (episodes end at the
+    evaluator's action or time limit)."""
+
+    name = "forward"
+    ACTION = Action.forward(75)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        return PolicyDecision(text=self.ACTION.to_answer(), action=self.ACTION, latency_s=0.0)
+
+    def close(self) -> None:
+        """Holds nothing."""
+
+
 def make_policy(
     kind: str,
     model: str = "tiny",
@@ -199,11 +250,18 @@ def make_policy(
     dtype: str | None = None,
     cache_frames: int = 128,
     max_new_tokens: int = 32,
+    seed: int = 0,
+    blank_frames: bool = False,
 ) -> Policy:
-    """The policy `kind` ("nvila" loads `model`, which may take long; "expert" ignores the model
-    arguments). device "auto" picks CUDA when available; dtype None/"" keeps the checkpoint's."""
+    """The policy `kind` ("nvila" loads `model`, which may take long; "expert", "random" and
+    "forward" ignore the model arguments). device "auto" picks CUDA when available; dtype None/""
+    keeps the checkpoint's; `seed` seeds "random"; `blank_frames` blinds "nvila"."""
     if kind == "expert":
         return ExpertPolicy()
+    if kind == "random":
+        return RandomPolicy(seed)
+    if kind == "forward":
+        return ForwardPolicy()
     if kind != "nvila":
         raise ValueError(f"unknown policy {kind!r}; choose from {', '.join(POLICY_KINDS)}")
     # Imported here so the expert policy runs without torch.
@@ -216,4 +274,4 @@ def make_policy(
     engine = Engine.from_pretrained(
         model, backend=backend, device=device, dtype=dtype or None, cache_frames=cache_frames
     )
-    return NVILAPolicy(engine, max_new_tokens=max_new_tokens)
+    return NVILAPolicy(engine, max_new_tokens=max_new_tokens, blank_frames=blank_frames)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nvila_core.runtime.engine import Engine
-from nvila_nav.actions import ActionKind, parse_action
+from nvila_nav.actions import ALL_ACTIONS, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
 from nvila_nav.policies import (
     ExpertPolicy,
@@ -157,3 +157,37 @@ def test_make_policy():
     policy.close()
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("oracle")
+
+
+def test_random_policy_is_uniform_reproducible_and_differs_between_instructions():
+    policy = make_policy("random", seed=3)
+    frame = [np.zeros((4, 4, 3), np.uint8)]
+    first = [policy.decide(PolicyRequest(INSTRUCTION, frame)).action for _ in range(2000)]
+    counts = {a: first.count(a) for a in ALL_ACTIONS}
+    assert set(counts) == set(ALL_ACTIONS) and min(counts.values()) > 2000 / 10 * 0.7
+    policy.reset()  # the next instruction; the same one again replays the same sequence
+    assert [policy.decide(PolicyRequest(INSTRUCTION, frame)).action for _ in range(50)] == first[
+        :50
+    ]
+    policy.reset()
+    other = [policy.decide(PolicyRequest("Go to the sofa.", frame)).action for _ in range(50)]
+    assert other != first[:50]
+
+
+def test_forward_policy_never_stops():
+    policy = make_policy("forward")
+    decision = policy.decide(PolicyRequest(INSTRUCTION, [np.zeros((4, 4, 3), np.uint8)]))
+    assert decision.text == "The next action is move forward 75 cm."
+    assert decision.action.kind is ActionKind.FORWARD and decision.action.amount == 75
+
+
+def test_blank_frames_policy_gives_the_model_black_frames_only(engine, make_frames):
+    frames = make_frames(8, height=48, width=64)
+    engine.clear_cache()
+    blind = NVILAPolicy(engine, max_new_tokens=6, blank_frames=True)
+    seen = blind.decide(PolicyRequest(INSTRUCTION, frames, list(range(8))))
+    again = blind.decide(PolicyRequest(INSTRUCTION, frames, list(range(8))))
+    black = [np.zeros_like(f) for f in frames]
+    reference = NVILAPolicy(engine, max_new_tokens=6).decide(PolicyRequest(INSTRUCTION, black))
+    engine.clear_cache()
+    assert seen.text == reference.text and again.text == reference.text

@@ -202,9 +202,12 @@ class NVILAModel(nn.Module):
         self,
         media: Sequence[MediaItem],
         frame_tokens: Sequence[torch.Tensor | None] | None = None,
+        dedupe_frames: bool = False,
     ) -> EncodedMedia:
         """Embeddings of every item; the frames of all frame/video items lacking `frame_tokens`
-        go through the vision tower in one batch."""
+        go through the vision tower in one batch. dedupe_frames: pixel-identical frames (the
+        black padding of young episodes, a blank-frames ablation) pass through it once and share
+        the result, gradients included; a training batch has many, inference has its cache."""
         given = list(frame_tokens) if frame_tokens is not None else [None] * len(media)
         if len(given) != len(media):
             raise ValueError(f"{len(given)} frame_tokens entries for {len(media)} media items")
@@ -212,8 +215,13 @@ class NVILAModel(nn.Module):
         vit_passes = 0
         if pending:
             pixels = torch.cat([media[i].pixel_values for i in pending], dim=0)
-            features = self.frame_features(pixels)
-            vit_passes += pixels.shape[0]
+            if dedupe_frames:
+                unique, inverse = torch.unique(pixels.flatten(1), dim=0, return_inverse=True)
+                features = self.frame_features(unique.view(-1, *pixels.shape[1:]))[inverse]
+                vit_passes += unique.shape[0]
+            else:
+                features = self.frame_features(pixels)
+                vit_passes += pixels.shape[0]
             sizes = [media[i].pixel_values.shape[0] for i in pending]
             for i, chunk in zip(pending, features.split(sizes, dim=0), strict=True):
                 given[i] = chunk

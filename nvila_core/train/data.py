@@ -9,6 +9,7 @@ episode is young), the instruction, and the answer "The next action is move forw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from collections.abc import Sequence
@@ -145,6 +146,8 @@ class Mixture:
     val_fraction: float = 0.0
     num_frames: int = 8
     max_val_samples: int | None = None
+    blank_frames: bool = False
+    """Instruction-only ablation: every frame is black (the no-image baseline, docs/training.md)."""
     source: str = "<inline>"
 
     def __post_init__(self) -> None:
@@ -170,7 +173,14 @@ class Mixture:
         """A mixture from its YAML mapping; relative dataset paths are relative to the cwd."""
         if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
             raise DataError(f"{source}: a mixture is a mapping with a 'datasets' list")
-        known = {"datasets", "seed", "val_fraction", "num_frames", "max_val_samples"}
+        known = {
+            "datasets",
+            "seed",
+            "val_fraction",
+            "num_frames",
+            "max_val_samples",
+            "blank_frames",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise DataError(f"{source}: unknown mixture keys {unknown} (known: {sorted(known)})")
@@ -195,6 +205,7 @@ class Mixture:
             val_fraction=float(data.get("val_fraction", 0.0)),
             num_frames=int(data.get("num_frames", 8)),
             max_val_samples=data.get("max_val_samples"),
+            blank_frames=bool(data.get("blank_frames", False)),
             source=source,
         )
 
@@ -226,6 +237,8 @@ class Mixture:
         train = [train[i] for i in order]
         if self.max_val_samples is not None:
             val = val[: int(self.max_val_samples)]
+        if self.blank_frames:
+            train, val = ([_blank(s) for s in part] for part in (train, val))
         return train, val
 
     def train_samples(self) -> list[NavSample]:
@@ -235,6 +248,10 @@ class Mixture:
     def val_samples(self) -> list[NavSample]:
         """Held-out samples in file order (at most `max_val_samples`)."""
         return list(self._splits[1])
+
+
+def _blank(sample: NavSample) -> NavSample:
+    return dataclasses.replace(sample, frame_paths=(None,) * len(sample.frame_paths))
 
 
 def load_mixture(path: str | Path) -> Mixture:
@@ -304,9 +321,8 @@ class NavDataset(Dataset):
     def __getitem__(self, index: int) -> Example:
         sample = self.samples[index]
         present = [load_frame(p) for p in sample.frame_paths if p is not None]
-        if not present:
-            raise DataError(f"sample {sample.sample_id} has no frame")
-        black = Image.new("RGB", present[-1].size)
+        # all None: a blank_frames mixture; the processor resizes the black frame to its tiles
+        black = Image.new("RGB", present[-1].size if present else (64, 64))
         loaded = iter(present)
         frames = [black if p is None else next(loaded) for p in sample.frame_paths]
         prompt = navigation_prompt(normalize_instruction(sample.instruction), len(frames))

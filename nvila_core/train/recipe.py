@@ -44,6 +44,7 @@ MODEL_SOURCES = ("preset", "config", "checkpoint")
 MODEL_OVERRIDES = ("image_aspect_ratio", "num_video_frames", "video_pool_sizes", "model_max_length")
 _STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
 _RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")
+_BASE_KEY = "base"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Fine-tuning learning-rate ratios live on the stage, so there is one source of truth.
 _FINETUNE_LR_KEYS = ("vision_lr_ratio", "projector_lr")
@@ -140,13 +141,40 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<inline>") -> Recipe:
     )
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """override on top of base: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file's mapping with its `base:` chain resolved (relative to the file)."""
+    if path.resolve() in seen:
+        raise RecipeError(f"recipe {path}: 'base' chain loops ({' -> '.join(map(str, seen))})")
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise RecipeError(f"cannot read recipe {path}: {err}") from err
-    return recipe_from_dict(data, source=str(path))
+    if not isinstance(data, dict) or _BASE_KEY not in data:
+        return data
+    data = dict(data)
+    base_path = path.parent / str(data.pop(_BASE_KEY))
+    base = _read_recipe_data(base_path, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise RecipeError(f"recipe {path}: base {base_path} is not a mapping")
+    return _deep_merge(base, data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """A recipe file. `base: other.yaml` (relative to the file) starts from that recipe: the
+    file's mappings merge into the base's key by key, its lists (stages, datasets) replace."""
+    path = Path(path)
+    return recipe_from_dict(_read_recipe_data(path), source=str(path))
 
 
 # ---------------------------------------------------------------- running

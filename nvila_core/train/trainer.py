@@ -240,8 +240,9 @@ def splice_labels(
 class LossModule(nn.Module):
     """model + batch -> per-sample losses; the unit that DDP / FSDP wrap.
 
-    All frames of the batch go through the vision tower together; the spliced sequences are
-    right-padded into one LLM call (padding never reaches a real token under the causal mask).
+    All frames of the batch go through the vision tower together (pixel-identical ones once);
+    the spliced sequences are right-padded into one LLM call (padding never reaches a real token
+    under the causal mask).
     """
 
     def __init__(self, model: NVILAModel, loss_fn: LossFn = answer_cross_entropy):
@@ -253,7 +254,7 @@ class LossModule(nn.Module):
         model = self.model
         device = model.device
         flat = [item for media in batch.media for item in media]
-        encoded = model.encode_media_items(flat).embeds if flat else []
+        encoded = model.encode_media_items(flat, dedupe_frames=True).embeds if flat else []
         embeds, labels, start = [], [], 0
         for ids, sample_labels, media in zip(
             batch.input_ids, batch.labels, batch.media, strict=True

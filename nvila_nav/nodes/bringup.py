@@ -25,6 +25,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 
+from nvila_nav.policies import POLICY_KINDS
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -222,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     shortcuts = parser.add_argument_group(
         "shortcuts", "common parameters, written to one more params file after --params-file"
     )
-    shortcuts.add_argument("--policy", choices=("nvila", "expert"), help="navigator policy")
+    shortcuts.add_argument("--policy", choices=POLICY_KINDS, help="navigator policy")
     shortcuts.add_argument("--model", help="navigator model: checkpoint directory or preset")
+    shortcuts.add_argument(
+        "--label", help="sim_eval: the evaluator's policy_label (default: the --policy value)"
+    )
     shortcuts.add_argument("--episodes", type=Path, help="sim_eval: R2R-format episodes file")
     shortcuts.add_argument("--max-episodes", type=int, help="sim_eval: episodes to run (0: all)")
     shortcuts.add_argument("--output-dir", type=Path, help="sim_eval: evaluator output folder")
@@ -241,7 +246,7 @@ def shortcut_parameters(args: argparse.Namespace) -> dict[str, dict[str, object]
 
     put("navigator", "policy", args.policy)
     put("navigator", "model", args.model)
-    put("evaluator", "policy_label", args.policy)
+    put("evaluator", "policy_label", args.label or args.policy)
     if args.episodes is not None:
         put("sim", "episodes_file", str(args.episodes.resolve()))
         put("evaluator", "episodes_file", str(args.episodes.resolve()))

@@ -77,8 +77,24 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "policy",
         "nvila",
         "nvila: the NVILA/NaVILA model; expert: the simulator's shortest-path oracle on "
-        f"sim/episode and odom (tests the graph without a trained model). {_CONFIGURE}",
+        "sim/episode and odom (tests the graph without a trained model); random: uniform over "
+        "the ten actions (seeded by random_seed); forward: always move forward 75 cm "
+        f"(baselines). {_CONFIGURE}",
         choices=POLICY_KINDS,
+    ),
+    ParameterSpec(
+        "random_seed",
+        0,
+        "Seed of the random policy (with the instruction text: reproducible per episode). "
+        f"{_CONFIGURE}",
+        min_value=0,
+        max_value=2**31 - 1,
+    ),
+    ParameterSpec(
+        "blank_frames",
+        False,
+        "nvila only: the model sees black frames instead of the camera (the instruction-only "
+        f"ablation baseline; never on a robot). {_CONFIGURE}",
     ),
     ParameterSpec(
         "model",
@@ -243,6 +259,8 @@ class NavigatorNode(LifecycleNode):
                 params["dtype"],
                 params["cache_frames"],
                 params["max_new_tokens"],
+                params["random_seed"],
+                params["blank_frames"],
             )
             if isinstance(policy, NVILAPolicy) and policy.num_frames != params["num_frames"]:
                 policy.close()

@@ -1,7 +1,7 @@
 """`nvila-sim`: generate episodes, roll out the expert into a dataset, view a rollout.
 
 nvila-sim episodes --split train --n 500 --seed 0 --out data/sim/train.json.gz
-nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts
+nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts --perturb 0.15
 nvila-sim view --episodes data/sim/train.json.gz --index 0 --out outputs/view.png
 """
 
@@ -47,7 +47,14 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     entries: list[dict] = [{}] * len(episodes)
     with Simulator(camera) as sim:
         for i in tqdm(order, desc="rollout", unit="ep"):
-            run = run_expert(sim, episodes[i], render=True, frame_hz=args.frame_hz)
+            run = run_expert(
+                sim,
+                episodes[i],
+                render=True,
+                frame_hz=args.frame_hz,
+                perturb=args.perturb,
+                seed=args.seed * 1_000_003 + i,
+            )
             entries[i] = write_episode(out, run, camera, image_format=args.image_format)
     write_index(out, entries, args.frame_hz, camera)
     ok = sum(e["success"] for e in entries)
@@ -106,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output dataset directory")
     p.add_argument("--limit", type=int, default=None, help="only the first N episodes")
     p.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
+    p.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="probability that a step executes a random action instead of the expert's (DART); "
+        "labels stay the expert's",
+    )
+    p.add_argument("--seed", type=int, default=0, help="perturbation seed")
     _add_camera_args(p, 640, 480)
     p.set_defaults(func=_cmd_rollout)
 

@@ -10,8 +10,10 @@ Layout (format "nvila_nav.sim.dataset", version 1)::
 
 meta.json holds "episode" (the R2R episode dict), "instruction", "frame_hz", "camera",
 "frames" [{"file", "t", "pose": [x, y, yaw]}], "actions" [{"t", "text", "kind", "amount",
-"frame_index", "pose"}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
-{"success", "stopped", "distance_to_goal", "path_length"}. A NaVILA training sample is one
+"frame_index", "pose"[, "executed"]}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
+{"success", "stopped", "distance_to_goal", "path_length"}. "text" is always the expert's action,
+the training label; "executed" appears where a perturbed rollout (`run_expert(perturb=...)`)
+drove something else from that state. A NaVILA training sample is one
 action: its input frames are frames[0 .. frame_index] (NaVILA samples 8 of them), its target is
 `Action.to_answer()`, e.g. "The next action is move forward 75 cm.".
 """
@@ -146,6 +148,7 @@ def write_episode(
                 "amount": a.action.amount,
                 "frame_index": a.frame_index,
                 "pose": _pose(a.pose),
+                **({"executed": a.executed.to_text()} if a.executed is not None else {}),
             }
             for a in run.actions
         ],

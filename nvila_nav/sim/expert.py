@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nvila_nav.actions import FORWARD_CM, Action, ActionKind, quantize_turn
+from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, quantize_turn
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
@@ -40,12 +40,14 @@ _MOVE_CLEARANCE = ROBOT_RADIUS + 0.03
 
 @dataclass(frozen=True)
 class ActionStep:
-    """One decision: sim time, the action, the frame current at that time, the pose."""
+    """One decision: sim time, the expert's action (the training label), the frame current at that
+    time, the pose, and the action actually executed when a perturbation replaced the label."""
 
     t: float
     action: Action
     frame_index: int
     pose: Pose
+    executed: Action | None = None
 
 
 @dataclass
@@ -200,14 +202,34 @@ class _Recorder:
             self.record(self.sim.step(vx, wz, CONTROL_DT, render=self.render and frame_due))
 
 
+PERTURBATIONS = (
+    *(Action.left(d) for d in TURN_DEG),
+    *(Action.right(d) for d in TURN_DEG),
+    *(Action.forward(cm) for cm in FORWARD_CM[:2]),
+)
+"""What a perturbed step executes instead of the expert's action: any turn, a short move."""
+
+
 def run_expert(
     sim: Simulator,
     episode: Episode,
     render: bool = True,
     frame_hz: float = 2.0,
     max_actions: int = 400,
+    perturb: float = 0.0,
+    seed: int = 0,
 ) -> ExpertRun:
-    """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed)."""
+    """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed).
+
+    perturb > 0 executes, with that probability per non-stop step, a random action from
+    PERTURBATIONS instead of the expert's while still recording the expert's as the label (DART,
+    Laskey et al. 2017): a model trained only on perfect paths never sees how to recover from
+    its own mistakes, and a learnt policy makes mistakes. Perturbed runs may fail to reach the goal
+    (the step budget is raised) but every label is still the expert's best action in that state.
+    """
+    if not 0.0 <= perturb < 1.0:
+        raise ValueError(f"perturb must be in [0, 1), got {perturb}")
+    rng = np.random.default_rng(seed)
     run = ExpertRun(episode=episode, frame_hz=frame_hz)
     recorder = _Recorder(sim, run, render)
     recorder.record(sim.reset(episode, render=render))
@@ -215,9 +237,15 @@ def run_expert(
     for _ in range(max_actions):
         pose = sim.pose
         action = expert.next_action(pose)
-        run.actions.append(ActionStep(sim.time, action, len(run.frame_times) - 1, pose))
+        executed = None
+        if not action.is_stop and perturb > 0.0 and rng.random() < perturb:
+            executed = PERTURBATIONS[rng.integers(len(PERTURBATIONS))]
+            if executed == action:
+                executed = None
+        frame = len(run.frame_times) - 1
+        run.actions.append(ActionStep(sim.time, action, frame, pose, executed))
         if action.is_stop:
             run.stopped = True
             break
-        recorder.execute(action)
+        recorder.execute(executed or action)
     return run

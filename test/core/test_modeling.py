@@ -135,6 +135,31 @@ def test_batched_frame_encoding_matches_per_item_encoding(tiny_model):
             torch.testing.assert_close(embeds, tiny_model.encode_media(item), rtol=0, atol=1e-6)
 
 
+def test_deduplicated_frames_give_the_same_embeddings_and_gradients(tiny_model):
+    config = tiny_model.config
+    black = torch.zeros(1, 3, config.tile_size, config.tile_size)
+    video = frame_item(config, 3, frames=3, kind="video")
+    video = MediaItem("video", torch.cat([black, black, video.pixel_values]))
+    media = [MediaItem("frame", black.clone()), video]
+
+    def run(dedupe: bool):
+        tiny_model.zero_grad()
+        encoded = tiny_model.encode_media_items(media, dedupe_frames=dedupe)
+        torch.cat(encoded.embeds).square().sum().backward()
+        grads = [p.grad.clone() for p in tiny_model.vision_tower.parameters() if p.grad is not None]
+        return encoded, grads
+
+    plain, plain_grads = run(False)
+    assert plain_grads
+    deduped, deduped_grads = run(True)
+    tiny_model.zero_grad()
+    assert plain.vit_passes == 6 and deduped.vit_passes == 4  # three black frames -> one pass
+    for a, b in zip(plain.embeds, deduped.embeds, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    for a, b in zip(plain_grads, deduped_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_temporal_pooling_halves_the_video_blocks(tiny_config, tiny_tokenizer):
     config = dataclasses.replace(tiny_config, video_pool_sizes=[[2, 1, 1]])
     model = NVILAModel.from_config(config, seed=0, tokenizer=tiny_tokenizer)

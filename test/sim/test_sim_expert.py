@@ -7,7 +7,7 @@ from nvila_nav.actions import FORWARD_CM, TURN_DEG, ActionKind, parse_action
 from nvila_nav.metrics import episode_metrics
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import generate_episodes
-from nvila_nav.sim.expert import run_expert
+from nvila_nav.sim.expert import PERTURBATIONS, run_expert
 from nvila_nav.sim.robot import CameraConfig
 
 
@@ -41,6 +41,24 @@ def test_expert_succeeds_on_50_episodes(sim, split):
             )
         assert run.actions[-1].action.is_stop and sum(s.action.is_stop for s in run.actions) == 1
     assert np.mean(ndtw) > 0.8  # it follows the described route, not just any route
+
+
+def test_perturbed_rollouts_label_with_the_expert_and_recover(sim):
+    episodes = generate_episodes("train", 10, seed=3)
+    runs = [run_expert(sim, e, render=False, perturb=0.3, seed=i) for i, e in enumerate(episodes)]
+    perturbed = [s for run in runs for s in run.actions if s.executed is not None]
+    steps = sum(len(run.actions) for run in runs)
+    assert 0.15 * steps < len(perturbed) < 0.35 * steps
+    assert all(s.executed in PERTURBATIONS and s.executed != s.action for s in perturbed)
+    assert not any(s.action.is_stop for s in perturbed)  # a stop is never replaced
+    assert sum(run.success for run in runs) >= 9  # the expert recovers from the detours
+    # the same seed replays the same perturbations; the labels are the expert's in that state
+    again = run_expert(sim, episodes[0], render=False, perturb=0.3, seed=0)
+    assert [(s.action, s.executed) for s in again.actions] == [
+        (s.action, s.executed) for s in runs[0].actions
+    ]
+    with pytest.raises(ValueError, match="perturb"):
+        run_expert(sim, episodes[0], render=False, perturb=1.0)
 
 
 def test_every_decision_has_the_frame_taken_at_that_instant(sim):

@@ -13,6 +13,7 @@ from nvila_core.model.tokenizer import build_tokenizer
 from nvila_core.train.data import (
     IGNORE_INDEX,
     DataError,
+    Mixture,
     NavDataset,
     collate,
     load_mixture,
@@ -151,6 +152,19 @@ def test_black_pad_frames_for_a_young_episode(nav_dataset):
     pads = [m.pixel_values for m in example.media[:7]]
     assert all(torch.all(p == -1.0) for p in pads)  # black after SigLIP normalisation
     assert not torch.all(example.media[7].pixel_values == -1.0)
+
+
+def test_blank_frames_mixture_keeps_answers_and_blacks_every_frame(
+    rollout, tiny_config, tiny_tokenizer
+):
+    spec = {"datasets": [{"name": "sim", "path": str(rollout)}], "blank_frames": True}
+    blank = Mixture.from_dict(spec).train_samples()
+    sighted = Mixture.from_dict({**spec, "blank_frames": False}).train_samples()
+    assert [(s.sample_id, s.answer) for s in blank] == [(s.sample_id, s.answer) for s in sighted]
+    assert all(p is None for s in blank for p in s.frame_paths)
+    example = NavDataset(blank[:1], NVILAProcessor(tiny_config, tiny_tokenizer))[0]
+    assert len(example.media) == 8
+    assert all(torch.all(m.pixel_values == -1.0) for m in example.media)
 
 
 def test_llama3_template_labels_end_with_end_of_text(rollout, tiny_vila15_config):

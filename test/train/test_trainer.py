@@ -13,7 +13,7 @@ from nvila_core.model.checkpoint import load_checkpoint
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.train.data import NavDataset, collate, make_loader, read_episode_dataset
-from nvila_core.train.recipe import load_recipe, recipe_from_dict, run_recipe
+from nvila_core.train.recipe import RecipeError, load_recipe, recipe_from_dict, run_recipe
 from nvila_core.train.trainer import (
     MODULES,
     LossModule,
@@ -273,7 +273,8 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     ]
     assert stages[4].model_overrides["video_pool_sizes"] == [[8, 1, 1]]
     nano = load_recipe(RECIPES / "navila-nano.yaml")
-    assert [s.name for s in nano.stages] == ["pretrain", "navigation-sft"]
+    assert [s.name for s in nano.stages] == ["navigation"]
+    assert nano.stages[0].train.max_steps == 900
 
 
 def _tiny_recipe(rollout, **stage_extra):
@@ -287,6 +288,19 @@ def _tiny_recipe(rollout, **stage_extra):
             {"name": "language", "trainable": ["llm"]},
         ],
     }
+
+
+def test_a_recipe_with_a_base_states_only_what_differs(tmp_path):
+    blind = load_recipe(RECIPES / "navila-nano-blind.yaml")
+    nano = load_recipe(RECIPES / "navila-nano.yaml")
+    assert blind.name == "navila-nano-blind" and blind.model == nano.model
+    assert blind.stages[0].train == nano.stages[0].train
+    assert blind.stages[0].data.blank_frames and not nano.stages[0].data.blank_frames
+    assert blind.stages[0].data.datasets == nano.stages[0].data.datasets
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
+    with pytest.raises(RecipeError, match="loops"):
+        load_recipe(tmp_path / "a.yaml")
 
 
 def test_run_recipe_chains_stages_and_skips_finished_ones(tmp_path, rollout, tiny_config):
