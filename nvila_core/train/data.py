@@ -32,6 +32,7 @@ from nvila_core.model.prompting import (
     sample_history_indices,
     stop_token_ids,
 )
+from nvila_core.model.tokenizer import IMAGE_TOKEN
 from nvila_core.train.distributed import EpochSampler
 
 EPISODE_FORMAT = "nvila_nav.sim.dataset"
@@ -49,11 +50,14 @@ class DataError(ValueError):
 class NavSample:
     """One supervised navigation step, frames already sampled (None = a black pad frame)."""
 
-    sample_id: str  # "<source>/<episode dir>/<action index>"
+    sample_id: str  # "<source>/<episode dir>/<action index>" or "<source>/<record id>"
     source: str
     instruction: str
     frame_paths: tuple[Path | None, ...]
     answer: str
+    prompt: str | None = None
+    """None: NaVILA's navigation prompt around `instruction`. Otherwise an image-text sample
+    (LLaVA format): this user text, whose `<image>` placeholders take `frame_paths` in order."""
 
     @property
     def episode_key(self) -> str:
@@ -112,6 +116,52 @@ def read_episodes(root: str | Path, source_name: str, num_frames: int = 8) -> li
     for entry in index.get("episodes", []):
         episodes.append(_episode_samples(root / entry["dir"], source_name, num_frames))
     return episodes
+
+
+def read_llava_dataset(path: str | Path, source_name: str) -> list[list[NavSample]]:
+    """Image-text samples from a LLaVA-format JSON list (the format of NVILA's image data):
+    `{"id", "image": path relative to the file | [paths], "conversations": [{"from": "human",
+    "value": "<image>\\n..."}, {"from": "gpt", "value": ...}]}`, one group per record.
+
+    Every image is shown as one resized frame, exactly as navigation frames are, so what a model
+    learns to see here is what it sees when it navigates. Multi-turn records are refused, not
+    silently cut."""
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read JSON ({err})") from err
+    if not isinstance(records, list):
+        raise DataError(f"{path}: a LLaVA-format file is a JSON list of records")
+    groups = []
+    for n, record in enumerate(records):
+        where = f"{path} record {n} ({record.get('id', '?') if isinstance(record, dict) else '?'})"
+        try:
+            turns = record["conversations"]
+            images = record.get("image") or []
+            images = [images] if isinstance(images, str) else list(images)
+            speakers = [t["from"] for t in turns]
+            prompt, answer = str(turns[0]["value"]), str(turns[1]["value"])
+        except (KeyError, TypeError, IndexError, AttributeError) as err:
+            raise DataError(f"{where}: malformed record ({err!r})") from err
+        if speakers != ["human", "gpt"]:
+            raise DataError(f"{where}: one human turn then one gpt turn expected, got {speakers}")
+        if prompt.count(IMAGE_TOKEN) != len(images):
+            raise DataError(
+                f"{where}: {prompt.count(IMAGE_TOKEN)} {IMAGE_TOKEN} for {len(images)} images"
+            )
+        sample_id = f"{source_name}/{record.get('id', n)}"
+        frames = tuple(path.parent / p for p in images)
+        groups.append([NavSample(sample_id, source_name, "", frames, answer, prompt)])
+    return groups
+
+
+def _read_groups(spec: DatasetSpec, num_frames: int) -> list[list[NavSample]]:
+    """A mixture entry's samples grouped by episode: a `.json` file is LLaVA image-text data,
+    a folder holds navigation episodes."""
+    if spec.path.suffix == ".json":
+        return read_llava_dataset(spec.path, spec.name)
+    return read_episodes(spec.path, spec.name, num_frames)
 
 
 def read_episode_dataset(
@@ -215,7 +265,7 @@ class Mixture:
         train: list[NavSample] = []
         val: list[NavSample] = []
         for spec in self.datasets:
-            episodes = read_episodes(spec.path, spec.name, self.num_frames)
+            episodes = _read_groups(spec, self.num_frames)
             if spec.split == "val":
                 val += [s for e in episodes for s in e]
                 continue
@@ -325,8 +375,13 @@ class NavDataset(Dataset):
         black = Image.new("RGB", present[-1].size if present else (64, 64))
         loaded = iter(present)
         frames = [black if p is None else next(loaded) for p in sample.frame_paths]
-        prompt = navigation_prompt(normalize_instruction(sample.instruction), len(frames))
-        inputs = self.processor(prompt, frames=frames)
+        prompt = sample.prompt
+        if prompt is None:
+            prompt = navigation_prompt(normalize_instruction(sample.instruction), len(frames))
+        try:
+            inputs = self.processor(prompt, frames=frames)
+        except ValueError as err:
+            raise DataError(f"sample {sample.sample_id}: {err}") from err
         full = apply_chat_template(self._template, prompt, assistant=sample.answer)
         if not full.startswith(inputs.prompt_text):
             raise DataError(

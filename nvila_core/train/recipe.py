@@ -185,16 +185,24 @@ def _model_config(recipe: Recipe) -> NVILAConfig:
     return NVILAConfig.from_dict({"name": recipe.name, **spec["config"]})
 
 
-def initial_model(recipe: Recipe, stage: Stage) -> tuple[NVILAModel, PreTrainedTokenizerBase]:
+def initial_model(recipe: Recipe) -> tuple[NVILAModel, PreTrainedTokenizerBase]:
     """The first stage's starting point: a checkpoint, or random weights (seeded) and a BPE
     tokenizer built for the config's vocabulary (with `tokenizer.train_on_instructions`, the
-    first stage's training instructions join its corpus)."""
+    training texts of every stage join its corpus: navigation instructions, image-text prompts
+    and answers)."""
     if "checkpoint" in recipe.model:
         return load_checkpoint(recipe.model["checkpoint"], dtype=torch.float32)
     config = _model_config(recipe)
     corpus: list[str] = []
     if recipe.tokenizer.get("train_on_instructions"):
-        corpus = sorted({s.instruction for s in stage.data.train_samples()})
+        texts = {
+            text
+            for each in recipe.stages
+            for s in each.data.train_samples()
+            for text in (s.instruction, s.prompt, s.answer if s.prompt is not None else None)
+            if text
+        }
+        corpus = sorted(texts)
     tokenizer = build_tokenizer(int(config.llm_config["vocab_size"]), config.chat_template, corpus)
     model = NVILAModel.from_config(config, seed=recipe.seed, tokenizer=tokenizer, dtype="float32")
     return model, tokenizer
@@ -258,7 +266,7 @@ def run_stage(
     )
     ctx = ctx or init_distributed(cfg.device)
     if index == 0:
-        model, tokenizer = initial_model(recipe, stage)
+        model, tokenizer = initial_model(recipe)
     else:
         previous = stage_dir(out_dir, recipe, recipe.stages[index - 1]) / FINAL_DIR
         if not is_complete(previous.parent):

@@ -786,8 +786,11 @@ class Trainer:
                     embeds = model.embed_inputs(ids[:length].tolist(), media)
                     out = greedy_decode(model, embeds, stops, self.cfg.eval_max_new_tokens)
                 text = self.tokenizer.decode(out.token_ids, skip_special_tokens=True)
-                predicted = normalize_action(text)
-                correct += int(predicted is not None and predicted == normalize_action(answer))
+                target = normalize_action(answer)
+                if target is None:  # an image-text answer (a caption): exact match
+                    correct += int(text.strip() == answer.strip())
+                else:
+                    correct += int(normalize_action(text) == target)
                 decoded += 1
         return {
             "val_loss": loss_sum / max(samples, 1),

@@ -3,6 +3,7 @@
 nvila-sim episodes --split train --n 500 --seed 0 --out data/sim/train.json.gz
 nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts --perturb 0.15
 nvila-sim view --episodes data/sim/train.json.gz --index 0 --out outputs/view.png
+nvila-sim captions --split train --n 20000 --seed 0 --out data/sim/train_captions
 """
 
 from __future__ import annotations
@@ -90,11 +91,25 @@ def _cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_camera_args(p: argparse.ArgumentParser, width: int, height: int) -> None:
+def _cmd_captions(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.captions import write_caption_dataset
+
+    path = write_caption_dataset(args.out, args.split, args.n, seed=args.seed, camera=_camera(args))
+    print(f"wrote {args.n} {args.split} captioned frames to {path}")
+    return 0
+
+
+def _add_camera_args(
+    p: argparse.ArgumentParser, width: int, height: int, frame_hz: bool = True
+) -> None:
+    """Camera options; `frame_hz` only for commands that record frames over sim time."""
     p.add_argument("--width", type=int, default=width, help="camera width in pixels")
     p.add_argument("--height", type=int, default=height, help="camera height in pixels")
     p.add_argument("--hfov", type=float, default=79.0, help="horizontal field of view, degrees")
-    p.add_argument("--frame-hz", type=float, default=2.0, help="frame rate in sim time (NaVILA: 2)")
+    if frame_hz:
+        p.add_argument(
+            "--frame-hz", type=float, default=2.0, help="frame rate in sim time (NaVILA: 2)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .png or .gif")
     _add_camera_args(p, 640, 480)
     p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser("captions", help="render captioned frames at random poses (LLaVA JSON)")
+    p.add_argument("--split", required=True, choices=sorted(SPLIT_SCENES))
+    p.add_argument("--n", type=int, required=True, help="number of captioned frames")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    _add_camera_args(p, 320, 240, frame_hz=False)
+    p.set_defaults(func=_cmd_captions)
     return parser
 
 

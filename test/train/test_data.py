@@ -222,3 +222,88 @@ def test_unreadable_frames_are_reported(tmp_path, tiny_config, tiny_tokenizer, r
         dataset[0]
     Image.new("RGB", (4, 4)).save(broken)
     assert len(dataset[0].media) == 1
+
+
+def _write_llava(folder, records):
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for k in range(2):
+        Image.new("RGB", (32, 24), (200, 30 * k, 10)).save(folder / "img" / f"{k}.jpg")
+    path = folder / "captions.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_llava_image_text_samples_are_frames_with_their_own_prompt(
+    tmp_path, rollout, tiny_config, tiny_tokenizer
+):
+    human = {"from": "human", "value": "<image>\nDescribe what you see."}
+    records = [
+        {
+            "id": f"r{k}",
+            "image": f"img/{k}.jpg",
+            "conversations": [human, {"from": "gpt", "value": f"A red wall {k}."}],
+        }
+        for k in range(2)
+    ]
+    records.append(
+        {
+            "id": "text",
+            "conversations": [
+                {"from": "human", "value": "Say hi."},
+                {"from": "gpt", "value": "Hi."},
+            ],
+        }
+    )
+    path = _write_llava(tmp_path, records)
+    spec = {"datasets": [{"name": "cap", "path": str(path)}, {"name": "nav", "path": str(rollout)}]}
+    samples = {s.sample_id: s for s in Mixture.from_dict(spec).train_samples()}
+    assert samples["cap/r1"].frame_paths == (tmp_path / "img" / "1.jpg",)
+    processor = NVILAProcessor(tiny_config, tiny_tokenizer)
+    dataset = NavDataset([samples["cap/r1"], samples["cap/text"]], processor)
+    image, text = dataset[0], dataset[1]
+    # the same single resized "frame" item a navigation frame is, and exactly what inference builds
+    expected = processor(
+        "<image>\nDescribe what you see.", frames=[Image.open(samples["cap/r1"].frame_paths[0])]
+    )
+    assert [m.kind for m in image.media] == ["frame"]
+    assert image.input_ids[: image.prompt_length].tolist() == expected.input_ids
+    answer = image.labels[image.labels != IGNORE_INDEX]
+    assert tiny_tokenizer.decode(answer[:-1]) == "A red wall 1."
+    assert (
+        text.media == []
+        and tiny_tokenizer.decode(text.labels[text.labels != IGNORE_INDEX][:-1]) == "Hi."
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (
+            {
+                "id": "a",
+                "image": "img/0.jpg",
+                "conversations": [
+                    {"from": "human", "value": "no placeholder"},
+                    {"from": "gpt", "value": "x"},
+                ],
+            },
+            "0 <image> for 1 images",
+        ),
+        (
+            {
+                "id": "b",
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "gpt", "value": "a"},
+                    {"from": "human", "value": "q2"},
+                ],
+            },
+            "one human turn",
+        ),
+        ({"id": "c", "conversations": "oops"}, "malformed"),
+    ],
+)
+def test_bad_llava_records_name_the_record(tmp_path, record, message):
+    path = _write_llava(tmp_path, [record])
+    with pytest.raises(DataError, match=message):
+        Mixture.from_dict({"datasets": [{"name": "x", "path": str(path)}]}).train_samples()

@@ -1,0 +1,162 @@
+"""Image-caption pairs from the simulator, for grounding pretraining before navigation training.
+
+A model trained from scratch cannot learn what a "red door" looks like from next-action labels
+alone, so NVILA's recipe first trains on image-text pairs. Here every caption is computed from
+the world itself, so it is true by construction: the room the robot stands in, how far it can
+drive straight ahead, and the landmarks in view with their side and distance. The wording is
+fixed (no paraphrases) so that the only thing to learn is the image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from nvila_nav.sim.env import Simulator
+from nvila_nav.sim.episodes import SPLIT_SCENES
+from nvila_nav.sim.geometry import Pose, wrap_angle
+from nvila_nav.sim.navgrid import ROBOT_RADIUS
+from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.world import World, scene_id, world_for_scene
+
+MAX_LANDMARKS = 4
+CAMERA_FORWARD = ROBOT_RADIUS - 0.05
+"""Where `robot.robot_body` mounts the head camera, ahead of the base centre (m). Bearings are
+taken from there: near the edge of the image, the base centre would see a wider angle."""
+PROMPT = "<image>\nDescribe what you see."
+_STEP = 0.05
+"""March step (m) for the clear-ahead distance: half a nav-grid cell."""
+
+
+def describe_view(world: World, pose: Pose, hfov_deg: float, max_range: float = 8.0) -> str:
+    """The true caption of the camera view at `pose`, e.g. "In the bedroom. Clear ahead for
+    2.5 m. I see the blue sofa ahead, 2 m, and the red door on the left, 4.5 m."
+
+    Landmarks are listed when the bearing of their centre, seen from the camera, is within
+    hfov/2 of the heading, the nearest point of their footprint is within `max_range`, and no
+    wall (furniture does not count) blocks the line from the camera to them; the 4 nearest.
+    """
+    parts = []
+    room = world.room_at(pose.x, pose.y)
+    if room is not None:
+        parts.append(f"In the {room.name}.")
+    clear = _clear_ahead(world, pose, max_range)
+    parts.append("Blocked ahead." if clear < 0.5 else f"Clear ahead for {_metres(clear)} m.")
+    cam = (
+        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
+        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
+    )
+    half = math.radians(hfov_deg) / 2
+    seen = []
+    for lm in world.landmarks:
+        bearing = wrap_angle(math.atan2(lm.y - cam[1], lm.x - cam[0]) - pose.yaw)
+        distance = lm.footprint.distance_to(*cam)
+        if abs(bearing) <= half and distance <= max_range and world.nav.visible(cam, (lm.x, lm.y)):
+            seen.append((distance, lm.name, bearing))
+    seen.sort()
+    items = [
+        f"the {name} {_side(bearing, half)}, {_metres(d)} m"
+        for d, name, bearing in seen[:MAX_LANDMARKS]
+    ]
+    if not items:
+        parts.append("I see no landmark.")
+    elif len(items) == 1:
+        parts.append(f"I see {items[0]}.")
+    else:
+        parts.append(f"I see {', '.join(items[:-1])}, and {items[-1]}.")
+    return " ".join(parts)
+
+
+def _clear_ahead(world: World, pose: Pose, max_range: float) -> float:
+    """How far the base can drive straight on before its body would touch a wall or furniture."""
+    dx, dy = math.cos(pose.yaw), math.sin(pose.yaw)
+    clear = 0.0
+    for t in np.arange(0.0, max_range + 1e-9, _STEP):
+        if world.nav.clearance_at(pose.x + t * dx, pose.y + t * dy) < ROBOT_RADIUS:
+            break
+        clear = float(t)
+    return clear
+
+
+def _side(bearing: float, half: float) -> str:
+    """The field of view split into five equal sectors; bearing is positive to the left."""
+    fifth = 2 * half / 5
+    if abs(bearing) <= fifth / 2:
+        return "ahead"
+    side = "left" if bearing > 0 else "right"
+    return f"on the {side}" if abs(bearing) <= 1.5 * fifth else f"on the far {side}"
+
+
+def _metres(d: float) -> str:
+    """Rounded to 0.5 m, at least 0.5 m: "0.5", "2", "4.5"."""
+    return f"{max(0.5, math.floor(d * 2 + 0.5) / 2):g}"
+
+
+def random_view_poses(world: World, n: int, rng: np.random.Generator) -> list[Pose]:
+    """n poses where the robot fits (clearance >= its radius), uniform over that floor area.
+
+    One draw per pose, in order, so a larger n only appends poses.
+    """
+    nav = world.nav
+    rows, cols = np.nonzero(nav.clearance >= ROBOT_RADIUS)
+    poses = []
+    for _ in range(n):
+        k = int(rng.integers(len(rows)))
+        # Inside the cell's middle, so the pose never rounds into a neighbouring cell.
+        u, v = rng.uniform(0.1, 0.9, 2)
+        yaw = float(rng.uniform(-math.pi, math.pi))
+        x = nav.origin[0] + (cols[k] + u) * nav.res
+        y = nav.origin[1] + (rows[k] + v) * nav.res
+        poses.append(Pose(round(float(x), 4), round(float(y), 4), round(yaw, 5)))
+    return poses
+
+
+def write_caption_dataset(
+    out_dir: str | Path,
+    split: str,
+    n: int,
+    seed: int = 0,
+    camera: CameraConfig | None = None,
+) -> Path:
+    """Render n captioned frames from the split's scenes; returns the LLaVA-format JSON's path.
+
+    Sample k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
+    scene's poses come from its own generator seeded by (seed, split, scene): val_seen reuses the
+    training scenes but not their views. Rendering is grouped by scene so each MuJoCo model is
+    built once.
+    """
+    camera = camera or CameraConfig(width=320, height=240)
+    scenes = [scene_id(i) for i in SPLIT_SCENES[split]]
+    out = Path(out_dir)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    by_scene: dict[str, list[int]] = {}
+    for k in range(n):
+        by_scene.setdefault(scenes[k % len(scenes)], []).append(k)
+    records: list[dict] = [{}] * n
+    with Simulator(camera) as sim, tqdm(total=n, desc="captions", unit="img") as bar:
+        for scene, ks in by_scene.items():
+            world = world_for_scene(scene)
+            rng = np.random.default_rng([seed, zlib.crc32(split.encode()), world.index])
+            for k, pose in zip(ks, random_view_poses(world, len(ks), rng), strict=True):
+                rel = f"frames/{scene.rsplit('/', 1)[-1]}_{k:06d}.jpg"
+                Image.fromarray(sim.reset_to(scene, pose).rgb).save(out / rel, quality=92)
+                records[k] = {
+                    "id": f"{scene}/{k}",
+                    "image": rel,
+                    "conversations": [
+                        {"from": "human", "value": PROMPT},
+                        {"from": "gpt", "value": describe_view(world, pose, camera.hfov_deg)},
+                    ],
+                    "scene_id": scene,
+                    "pose": [pose.x, pose.y, pose.yaw],
+                }
+                bar.update()
+    path = out / "captions.json"
+    path.write_text(json.dumps(records, indent=1))
+    return path

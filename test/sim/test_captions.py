@@ -1,0 +1,124 @@
+"""Captions: true statements about the view, and the LLaVA-format caption dataset."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nvila_nav.sim import cli
+from nvila_nav.sim.captions import (
+    CAMERA_FORWARD,
+    PROMPT,
+    describe_view,
+    random_view_poses,
+    write_caption_dataset,
+)
+from nvila_nav.sim.env import RenderingUnavailable, Simulator
+from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.navgrid import ROBOT_RADIUS
+from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.world import world_for_scene
+
+HFOV = 79.0
+SCENE = "nvsim/scene_1000"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return world_for_scene(SCENE)
+
+
+def _facing(x, y, lm):
+    return Pose(x, y, math.atan2(lm.y - y, lm.x - x))
+
+
+def test_landmark_in_front_is_ahead_and_gone_when_turned_around(world):
+    furniture = [lm for lm in world.landmarks if lm.kind != "door"]
+    assert len(furniture) >= 10
+    for lm in furniture:
+        pose = _facing(*lm.approach, lm)
+        caption = describe_view(world, pose, HFOV)
+        # The approach point is 0.9 m in front of the landmark; the camera is 0.2 m nearer.
+        assert re.search(rf"the {lm.name} ahead, (0\.5|1) m", caption), caption
+        turned = Pose(pose.x, pose.y, pose.yaw + math.pi)
+        assert lm.name not in describe_view(world, turned, HFOV)
+
+
+def test_landmark_behind_a_wall_is_not_listed(world):
+    nav = world.nav
+    rows, cols = np.nonzero(nav.clearance >= ROBOT_RADIUS)
+    checked = 0
+    for lm in world.landmarks:
+        for i, j in zip(rows[::37], cols[::37], strict=True):
+            x, y = nav.centre(i, j)
+            room = world.room_at(x, y)
+            pose = _facing(x, y, lm)
+            cam = (x + CAMERA_FORWARD * math.cos(pose.yaw), y + CAMERA_FORWARD * math.sin(pose.yaw))
+            if (
+                room is None
+                or room.index == lm.room
+                or math.dist((x, y), (lm.x, lm.y)) > 6
+                or nav.visible(cam, (lm.x, lm.y))
+            ):
+                continue
+            assert lm.name not in describe_view(world, pose, HFOV)
+            checked += 1
+    assert checked > 50
+
+
+def test_clear_ahead_is_shorter_facing_a_near_wall(world):
+    hall = next(r for r in world.rooms if r.name == "hallway").rect
+    x, y = hall.x0 + 0.6, (hall.y0 + hall.y1) / 2
+    assert world.nav.clearance_at(x, y) >= ROBOT_RADIUS
+
+    def clear(yaw):
+        caption = describe_view(world, Pose(x, y, yaw), HFOV)
+        match = re.search(r"Clear ahead for ([\d.]+) m\.", caption)
+        return float(match.group(1)) if match else 0.0
+
+    assert clear(math.pi) <= 0.5  # the hallway's end wall, 0.54 m from the base centre
+    assert clear(0.0) >= 4.0  # down the hallway's length
+
+
+def test_caption_names_the_room_and_camera_offset_matches_the_model(world):
+    lm = next(lm for lm in world.landmarks if lm.kind == "bed")
+    caption = describe_view(world, _facing(*lm.approach, lm), HFOV)
+    assert caption.startswith(f"In the {world.rooms[lm.room].name}. ")
+    with Simulator(CameraConfig(64, 48)) as sim:
+        sim.load_scene(SCENE)
+        assert sim.model.camera("head").pos[0] == pytest.approx(CAMERA_FORWARD)
+
+
+def test_random_poses_fit_the_robot_and_more_poses_only_append(world):
+    poses = random_view_poses(world, 50, np.random.default_rng(3))
+    assert all(world.nav.clearance_at(p.x, p.y) >= ROBOT_RADIUS for p in poses)
+    assert len({world.room_at(p.x, p.y).index for p in poses if world.room_at(p.x, p.y)}) >= 4
+    assert random_view_poses(world, 20, np.random.default_rng(3)) == poses[:20]
+
+
+def test_cli_captions_defaults_to_320x240_without_frame_rate():
+    args = cli.build_parser().parse_args(["captions", "--split", "train", "--n", "3", "--out", "x"])
+    assert (args.width, args.height, args.hfov) == (320, 240, HFOV)
+    assert not hasattr(args, "frame_hz")
+
+
+def test_caption_dataset_is_llava_json_matching_describe_view(tmp_path):
+    try:
+        path = write_caption_dataset(tmp_path, "val_unseen", 4, seed=1, camera=CameraConfig(64, 48))
+    except RenderingUnavailable as exc:
+        pytest.skip(str(exc))
+    records = json.loads(path.read_text())
+    assert len(records) == 4 and len({r["id"] for r in records}) == 4
+    for r in records:
+        human, gpt = r["conversations"]
+        assert human == {"from": "human", "value": PROMPT}
+        assert gpt["from"] == "gpt"
+        assert r["id"].startswith(r["scene_id"] + "/")
+        world = world_for_scene(r["scene_id"])
+        assert gpt["value"] == describe_view(world, Pose(*r["pose"]), HFOV)
+        with Image.open(path.parent / r["image"]) as im:
+            assert im.format == "JPEG" and im.size == (64, 48)
+    assert len({r["scene_id"] for r in records}) == 4
