@@ -42,6 +42,7 @@ setup(
             "nvila-sim = nvila_nav.sim.cli:main",
             "nvila-nav-bringup = nvila_nav.nodes.bringup:main",
             "nvila-nav-report = nvila_nav.report:main",
+            "nvila-nav-agreement = nvila_nav.agreement:main",
             "navigator = nvila_nav.nodes.navigator:main",
             "motion_controller = nvila_nav.nodes.motion_controller:main",
             "sim = nvila_nav.nodes.simulator:main",
