@@ -131,6 +131,31 @@ def _llm_feed(
     }
 
 
+def _relative_errors(
+    actual: list[dict[str, np.ndarray]], expected: list[dict[str, np.ndarray]], names: list[str]
+) -> dict[str, float]:
+    """Per output, the worst relative max error over the iterations."""
+    pairs = list(zip(actual, expected, strict=True))
+    return {n: max(relative_error(a[n], e[n]) for a, e in pairs) for n in names}
+
+
+def int8_activation_tolerance(float_tolerance: float, rounding_error: float) -> float:
+    """How far a graph with static INT8 activations may be from its torch simulation.
+
+    Both sides round each activation to its per-tensor step after float sums that differ in the
+    last bits, so a value within that noise of a rounding boundary gets the neighbouring code;
+    the layers after it shift many values by a fraction of a step and some of those flip too.
+    A deep graph thus ends as a second rounding of the same float model: on `make bench`'s
+    random 12-block SigLIP over half of the last blocks' codes differ and ORT is 3e-2 from the
+    simulation, which is itself 3.5e-2 from the float model. A fixed 1e-4 cannot hold that, a
+    bound from the quantization can: with `rounding_error` = relative max error of the float
+    model vs the simulation, |onnx - sim| <= |onnx - float| + |float - sim| <= 2 x that, as ORT
+    rounds no worse than the simulation. Faults that move ORT further than rounding can (a wrong
+    scale, layout or op) still fail; smaller ones are left to the tests' bit-close tiny model.
+    """
+    return float_tolerance + 2 * rounding_error
+
+
 @torch.no_grad()
 def _torch_outputs(
     module: torch.nn.Module, feed: dict[str, np.ndarray], names: list[str], device: torch.device
@@ -213,16 +238,19 @@ def _export_graph(
     with simulated(model, sim_state):
         module = spec.torch_graph(model)
         expected = [_torch_outputs(module, f, output_names, model.device) for f in feeds]
-    errors = {
-        name: max(relative_error(o[name], e[name]) for o, e in zip(outputs, expected, strict=True))
-        for name in output_names
-    }
-    tolerance = TORCH_TOLERANCE[float_name]
-    worst = max(errors, key=errors.__getitem__)
-    if errors[worst] > tolerance:
+    errors = _relative_errors(outputs, expected, output_names)
+    tolerances = dict.fromkeys(output_names, TORCH_TOLERANCE[float_name])
+    rounding: dict[str, float] = {}
+    if any(q.act_scale is not None for q in linears.values()):
+        module = spec.torch_graph(model)
+        unquantized = [_torch_outputs(module, f, output_names, model.device) for f in feeds]
+        rounding = _relative_errors(unquantized, expected, output_names)
+        tolerances = {n: int8_activation_tolerance(tolerances[n], rounding[n]) for n in errors}
+    worst = max(errors, key=lambda n: errors[n] / tolerances[n])
+    if errors[worst] > tolerances[worst]:
         raise ExportError(
             f"{spec.name}.onnx output {worst!r} differs from torch by {errors[worst]:.2e} "
-            f"(relative max error; tolerance {tolerance:.0e})"
+            f"(relative max error; tolerance {tolerances[worst]:.1e})"
         )
     precision = sorted({q.scheme for q in linears.values()}) or [float_name]
     return {
@@ -237,7 +265,8 @@ def _export_graph(
         "quantized_linears": len(linears),
         "trt_profile": _profiles(spec.name, model),
         "torch_relative_error": errors,
-        "torch_tolerance": tolerance,
+        "torch_tolerance": tolerances,
+        **({"int8_rounding_error": rounding} if rounding else {}),
         "trt_tolerance": TRT_TOLERANCE["quantized" if linears else float_name],
     }
 

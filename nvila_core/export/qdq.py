@@ -7,8 +7,8 @@ DequantizeLinear, in exactly the patterns TensorRT's explicit quantization impor
 
 - W8A8 (`int8_channel`): x -> QuantizeLinear(scale, zp=int8 0) -> DequantizeLinear -> MatMul,
   weight INT8 [K, N] -> DequantizeLinear(per-channel scale [N], zp=int8 0, axis=1) -> MatMul;
-- W4A16 (`int4_block`): weight INT4 [K, N] -> DequantizeLinear(FP16 scales [K/B, N], axis=0,
-  block_size=B, no zero point) -> MatMul (with a Cast to float32 in float32 graphs).
+- W4A16 (`int4_block`): weight INT4 [K, N] -> DequantizeLinear(scales [K/B, N], axis=0,
+  block_size=B, no zero point) -> MatMul, the scales in the MatMul's dtype (see `_int4_nodes`).
 
 Block DequantizeLinear needs opset 21 and FP16 scales opset 19, so such graphs are re-stamped
 from the exporter's opset 18: no op these graphs use changed semantics in 19-21 (the changes
@@ -98,35 +98,36 @@ def _int8_nodes(
 
 
 def _int4_nodes(
-    q: QuantizedLinear, matmul: onnx.NodeProto, float_type: int
+    q: QuantizedLinear, matmul: onnx.NodeProto, np_float: np.dtype
 ) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """INT4 DequantizeLinear straight into the MatMul, its scales in the graph's float type.
+
+    DequantizeLinear outputs its scales' type. onnxruntime fuses DQ -> MatMul into its 4-bit
+    `MatMulNBits` only when nothing sits between them, so a Cast after FP16 scales in a float32
+    graph left every decode step dequantizing every weight (12-15x slower than float32). Hence:
+    float16 graphs, the TensorRT deployment form, keep FP16 scales (DQ outputs FP16, TensorRT's
+    W4A16 pattern); float32 graphs store the same FP16 values widened to float32, losslessly
+    (TensorRT takes 16- or 32-bit scales). Casting the activations to FP16 around the MatMul
+    instead also fuses, but onnxruntime's CPU provider then drops that FP32 -> FP16 -> FP32 round
+    trip, so it would not compute what TensorRT computes from the same file.
+    """
     base = q.name
     codes = q.qweight.numpy().T  # [K, N]
-    scales = q.scales.numpy().T.astype(np.float16)  # [K / B, N]
+    scales = q.scales.numpy().T.astype(np.float16).astype(np_float)  # [K / B, N]
     inits = [
         int4_tensor(f"{base}.weight_q", codes),
         numpy_helper.from_array(np.ascontiguousarray(scales), f"{base}.weight_scale"),
     ]
-    dq_out = f"{base}.weight_dq"
-    nodes = [
-        helper.make_node(
-            "DequantizeLinear",
-            [f"{base}.weight_q", f"{base}.weight_scale"],
-            [dq_out],
-            name=f"{base}/weight_dequantize",
-            axis=0,
-            block_size=q.block_size,
-        )
-    ]
-    if float_type != TensorProto.FLOAT16:
-        nodes.append(
-            helper.make_node(
-                "Cast", [dq_out], [f"{base}.weight"], name=f"{base}/weight_cast", to=float_type
-            )
-        )
-        dq_out = f"{base}.weight"
-    matmul.input[1] = dq_out
-    return nodes, inits
+    node = helper.make_node(
+        "DequantizeLinear",
+        [f"{base}.weight_q", f"{base}.weight_scale"],
+        [f"{base}.weight_dq"],
+        name=f"{base}/weight_dequantize",
+        axis=0,
+        block_size=q.block_size,
+    )
+    matmul.input[1] = f"{base}.weight_dq"
+    return [node], inits
 
 
 def quantize_graph(model: onnx.ModelProto, linears: dict[str, QuantizedLinear]) -> onnx.ModelProto:
@@ -156,7 +157,7 @@ def quantize_graph(model: onnx.ModelProto, linears: dict[str, QuantizedLinear]) 
         if q.scheme == "int8_channel":
             new_nodes, inits = _int8_nodes(q, matmul, np_float)
         else:
-            new_nodes, inits = _int4_nodes(q, matmul, float_type)
+            new_nodes, inits = _int4_nodes(q, matmul, np_float)
         inserted[users[weight][0]].extend(new_nodes)
         new_inits.extend(inits)
     ordered = []

@@ -3,8 +3,8 @@
 Both are symmetric (no zero points) because TensorRT's explicit quantization only accepts zero
 points that are absent or all zero (trt.md §1.3-1.4):
 - "int4_block" (W4A16): codes in [-8, 7], one FP16 scale per block of `block_size` input
-  channels of each output row; the ONNX form is `DequantizeLinear(INT4, FP16 scales, axis=0,
-  block_size)` feeding `MatMul`.
+  channels of each output row; the ONNX form is `DequantizeLinear(INT4, scales, axis=0,
+  block_size)` feeding `MatMul` (the FP16 scales stored in the graph's float type).
 - "int8_channel" (W8A8): codes in [-127, 127], one scale per output channel, plus one static
   per-tensor INT8 scale for the linear's input activation.
 
@@ -52,14 +52,16 @@ def quantize_int4_blocks(
 
 
 def dequantize_int4_blocks(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """float32 [out, in] from int4 codes and per-block FP16 scales.
+    """float32 [out, in] from int4 codes and per-block FP16 scales, exactly.
 
-    The product is rounded to FP16, as DequantizeLinear with FP16 scales outputs FP16.
+    A 4-bit code times an FP16 scale fits float32's mantissa, so this is what a float32 graph's
+    DequantizeLinear (scales widened to float32) computes; rounding it to FP16 gives what a
+    float16 graph's computes.
     """
     out_features, in_features = codes.shape
     block_size = in_features // scales.shape[1]
-    blocks = codes.half().reshape(out_features, -1, block_size) * scales.half()[..., None]
-    return blocks.reshape(out_features, in_features).float()
+    blocks = codes.float().reshape(out_features, -1, block_size) * scales.float()[..., None]
+    return blocks.reshape(out_features, in_features)
 
 
 def quantize_int8_channels(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
