@@ -6,8 +6,9 @@ policy, then prints the VLN-CE metrics table and where the per-episode JSON and 
 
 Policies: `expert` is the simulator's oracle (it tests the graph independently of model quality);
 `nvila` runs the NVILA engine on `models/navila-nano`, the navigation model trained in this
-repository (README "navila-nano"): frames → history → engine → parsed action → controller.
-Point --model at another checkpoint (or the `tiny` preset, random weights) to run that instead.
+repository, when that checkpoint is present, and otherwise on the `tiny` preset (random weights,
+not expected to succeed): frames → history → engine → parsed action → controller. Point --model
+at another checkpoint or preset to run that instead.
 """
 
 from __future__ import annotations
