@@ -166,8 +166,7 @@ def aggregate(episodes: Sequence[EpisodeMetrics]) -> dict[str, float | int]:
     return result
 
 
-# (header, key, scale, format) per column; fractions are shown as percentages.
-_COLUMNS = (
+COLUMNS = (
     ("N", "count", 1, "{:.0f}"),
     ("SR%", "sr", 100, "{:.1f}"),
     ("SPL%", "spl", 100, "{:.1f}"),
@@ -178,17 +177,24 @@ _COLUMNS = (
     ("TL(m)", "path_length", 1, "{:.2f}"),
     ("Steps", "steps", 1, "{:.1f}"),
 )
+"""(header, `aggregate` key, scale, format) of the metrics tables: the console's and README's."""
+
+
+def metric_cells(metrics: dict[str, float | int]) -> list[str]:
+    """One table row's numbers, formatted as COLUMNS says (fractions as percentages)."""
+    cells = []
+    for _, key, scale, fmt in COLUMNS:
+        value = metrics.get(key, math.nan)
+        cells.append(fmt.format(value * scale) if math.isfinite(value) else "n/a")
+    return cells
 
 
 def format_table(results: dict[str, dict[str, float | int]]) -> str:
     """Fixed-width table with one row per policy, for comparing `aggregate` outputs in a log."""
     name_width = max([len("Policy"), *(len(name) for name in results)])
-    header = "Policy".ljust(name_width) + "".join(f"{h:>8}" for h, *_ in _COLUMNS)
+    header = "Policy".ljust(name_width) + "".join(f"{h:>8}" for h, *_ in COLUMNS)
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
-        cells = []
-        for _, key, scale, fmt in _COLUMNS:
-            value = metrics.get(key, math.nan)
-            cells.append(fmt.format(value * scale) if math.isfinite(value) else "n/a")
+        cells = metric_cells(metrics)
         lines.append(name.ljust(name_width) + "".join(f"{c:>8}" for c in cells))
     return "\n".join(lines)

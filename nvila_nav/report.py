@@ -3,7 +3,7 @@
 Each run is an evaluator output folder (`nvila-nav-bringup sim_eval --output-dir DIR`, see
 nvila_nav/nodes/evaluator.py). The report writes into `--out`:
 
-- `table.md` / `table.csv`: SR, SPL, OSR, NE, nDTW and mean actions per run, aggregated from the
+- `table.md` / `table.csv`: the VLN-CE metrics table (`metrics.COLUMNS`) per run, aggregated from the
   per-episode results with `metrics.aggregate` (so an unfinished run without summary.json works);
 - `episode_lengths.png`: actions and path length per episode, per run, beside the expert's
   reference path length from the episodes file;
@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from nvila_nav.metrics import EpisodeMetrics, aggregate
+from nvila_nav.metrics import COLUMNS, EpisodeMetrics, aggregate, metric_cells
 from nvila_nav.sim.episodes import Episode, read_episodes
 from nvila_nav.sim.geometry import Pose, polyline_length
 from nvila_nav.sim.topdown import draw_topdown
@@ -41,16 +41,6 @@ if TYPE_CHECKING:
     # Type-only: MuJoCo is needed for GIFs alone, and it picks its GL backend when imported.
     from nvila_nav.sim.env import Simulator
 
-# (header, aggregate key, scale, format); fractions become percentages, as in the README.
-COLUMNS = (
-    ("episodes", "count", 1, "{:.0f}"),
-    ("SR %", "sr", 100, "{:.1f}"),
-    ("SPL %", "spl", 100, "{:.1f}"),
-    ("OSR %", "osr", 100, "{:.1f}"),
-    ("NE m", "ne", 1, "{:.2f}"),
-    ("nDTW", "ndtw", 1, "{:.3f}"),
-    ("mean actions", "steps", 1, "{:.1f}"),
-)
 MAX_GIF_FRAMES = 120
 """A 500-action episode would make a GIF of hundreds of MB; longer ones are evenly thinned."""
 FRAME_MS, LAST_FRAME_MS = 600, 2500
@@ -146,14 +136,10 @@ def check_coverage(runs: list[Run], episodes: dict[str, Episode]) -> list[str]:
 
 def table(runs: list[Run]) -> list[list[str]]:
     """Header row, then one row per run, with the numbers as printed."""
-    rows = [["policy", *(header for header, *_ in COLUMNS)]]
+    rows = [["Policy", *(header for header, *_ in COLUMNS)]]
     for run in runs:
         metrics = aggregate([EpisodeMetrics(**r["metrics"]) for r in run.results.values()])
-        cells = [run.name]
-        for _, key, scale, fmt in COLUMNS:
-            value = metrics[key]
-            cells.append(fmt.format(value * scale) if math.isfinite(value) else "n/a")
-        rows.append(cells)
+        rows.append([run.name, *metric_cells(metrics)])
     return rows
 
 

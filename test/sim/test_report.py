@@ -81,28 +81,25 @@ def test_table_plot_and_failure_list(runs, tmp_path, capsys):
     def mean(results, key, scale=1):
         return np.mean([r["metrics"][key] for r in results]) * scale
 
+    def row(name, results, sr, osr, steps):
+        return [
+            name,
+            "2",
+            sr,
+            f"{mean(results, 'spl', 100):.1f}",
+            osr,
+            f"{mean(results, 'ndtw', 100):.1f}",
+            f"{mean(results, 'sdtw', 100):.1f}",
+            f"{mean(results, 'ne'):.2f}",
+            f"{mean(results, 'path_length'):.2f}",
+            steps,
+        ]
+
+    header = ["Policy", "N", "SR%", "SPL%", "OSR%", "nDTW%", "SDTW%", "NE(m)", "TL(m)", "Steps"]
     expected = [
-        ["policy", "episodes", "SR %", "SPL %", "OSR %", "NE m", "nDTW", "mean actions"],
-        [
-            "good",
-            "2",
-            "50.0",
-            f"{mean(good, 'spl', 100):.1f}",
-            "50.0",
-            f"{mean(good, 'ne'):.2f}",
-            f"{mean(good, 'ndtw'):.3f}",
-            "3.0",
-        ],
-        [
-            "bad",
-            "2",
-            "0.0",
-            "0.0",
-            "0.0",
-            f"{mean(bad, 'ne'):.2f}",
-            f"{mean(bad, 'ndtw'):.3f}",
-            "2.0",
-        ],
+        header,
+        row("good", good, "50.0", "50.0", "3.0"),
+        row("bad", bad, "0.0", "0.0", "2.0"),
     ]
     with open(tmp_path / "table.csv", newline="") as f:
         assert list(csv.reader(f)) == expected
