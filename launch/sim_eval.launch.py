@@ -21,17 +21,17 @@ def generate_launch_description():
         [
             Node(
                 package="nvila_nav",
-                executable="sim",
-                name="sim",
-                parameters=[PathJoinSubstitution([config, "sim.yaml"]), sim_eval],
-                output="screen",
-            ),
-            Node(
-                package="nvila_nav",
                 executable="navigator",
                 name="navigator",
                 parameters=[PathJoinSubstitution([config, "navigator.yaml"]), sim_eval],
                 remappings=[("rgb", "rgb")],
+                output="screen",
+            ),
+            Node(
+                package="nvila_nav",
+                executable="sim",
+                name="sim",
+                parameters=[PathJoinSubstitution([config, "sim.yaml"]), sim_eval],
                 output="screen",
             ),
             Node(

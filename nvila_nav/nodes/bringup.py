@@ -80,9 +80,12 @@ GRAPHS: dict[str, GraphSpec] = {
         description="on a robot: navigator + motion_controller",
     ),
     "sim_eval": GraphSpec(
+        # The navigator comes first: configuring it loads the model stack (torch, and triton's
+        # LLVM through transformers), which segfaults if Mesa's LLVM is already loaded by the
+        # simulator's EGL renderer in this process; the other order works.
         nodes=(
-            NodeSpec(executable="sim", name="sim", params_files=("sim.yaml",)),
             NAVIGATOR,
+            NodeSpec(executable="sim", name="sim", params_files=("sim.yaml",)),
             MOTION_CONTROLLER,
             NodeSpec(executable="evaluator", name="evaluator", params_files=("evaluator.yaml",)),
         ),

@@ -2,10 +2,14 @@
 evaluator, started by the same bringup that mirrors launch/sim_eval.launch.py."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from ros_harness import isolated_context
 
+from nvila_nav.actions import parse_action
 from nvila_nav.nodes.bringup import Bringup, write_params_file
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
 
@@ -75,6 +79,34 @@ def test_tiny_nvila_model_runs_an_episode_through_the_graph(tmp_path, ros_domain
     (episode_file,) = (tmp_path / "eval" / "episodes").glob("*.json")
     result = json.loads(episode_file.read_text())
     assert result["policy"] == "nvila"
+
+
+def test_bringup_command_runs_a_model_in_a_fresh_process(tmp_path, ros_domain_id):
+    """`python -m nvila_nav.nodes.bringup sim_eval --policy nvila` as a user runs it: one process
+    that loads the model stack (torch, triton) and renders with EGL. Loading the model after the
+    renderer started segfaults, which no in-process test sees (pytest imported torch first).
+    With `decoding: choose` even the random tiny model's answers are actions."""
+    episodes = write_episodes(
+        tmp_path / "episodes.json.gz", generate_episodes("val_unseen", 1, seed=0)
+    )
+    params = {
+        "sim": {"real_time_factor": 2.0, "width": 160, "height": 120},
+        "navigator": {"decoding": "choose"},
+        "evaluator": {"max_actions": 4, "max_episode_time_s": 40.0, "settle_time_s": 0.5},
+    }
+    command = [sys.executable, "-m", "nvila_nav.nodes.bringup", "sim_eval"]
+    command += ["--episodes", str(episodes), "--output-dir", str(tmp_path / "eval")]
+    command += ["--policy", "nvila", "--model", "tiny"]
+    command += ["--params-file", str(write_params_file(params, tmp_path / "params.yaml"))]
+    command += ["--ros-args", "--log-level", "warn"]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(ros_domain_id)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["metrics"]["count"] == 1
+    (episode_file,) = (tmp_path / "eval" / "episodes").glob("*.json")
+    actions = json.loads(episode_file.read_text())["actions"]
+    assert actions and all(parse_action(a["text"]) is not None for a in actions)
 
 
 def test_onnxruntime_backend_drives_the_navigator_in_the_sim_graph(
