@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nvila_nav.actions import Action, parse_action
+from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
+from nvila_nav.policies import DECODINGS
 from nvila_nav.sim.episodes import read_episodes
 from nvila_nav.sim.robot import CameraConfig
 
@@ -61,13 +62,16 @@ def compare(
     episodes_file: str | Path,
     limit: int | None = None,
     camera: CameraConfig | None = None,
+    decoding: str = "generate",
 ) -> list[StepRecord]:
-    """Every model's parsed answer at every step of the expert's rollout of each episode."""
+    """Every model's parsed answer at every step of the expert's rollout of each episode;
+    `decoding` as the navigator's parameter (generate | choose)."""
     from nvila_core.runtime.engine import Engine
     from nvila_nav.sim.env import Simulator
     from nvila_nav.sim.expert import run_expert
 
     engines = {s.name: Engine.from_pretrained(s.path, backend=s.backend) for s in specs}
+    answers = [action.to_answer() for action in ALL_ACTIONS] if decoding == "choose" else None
     episodes = read_episodes(episodes_file)[:limit]
     records = []
     with Simulator(camera or CameraConfig(width=320, height=240)) as sim:
@@ -79,11 +83,13 @@ def compare(
                 frames = run.frames[: step.frame_index + 1]
                 keys = list(range(len(frames)))
                 texts = {
-                    name: engine.navigate(episode.instruction_text, frames, keys).text
+                    name: engine.navigate(
+                        episode.instruction_text, frames, keys, answers=answers
+                    ).text
                     for name, engine in engines.items()
                 }
-                answers = {name: parse_action(text) for name, text in texts.items()}
-                records.append(StepRecord(episode.episode_id, k, step.action, answers, texts))
+                parsed = {name: parse_action(text) for name, text in texts.items()}
+                records.append(StepRecord(episode.episode_id, k, step.action, parsed, texts))
     return records
 
 
@@ -140,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="only the first N episodes")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
+    parser.add_argument(
+        "--decoding",
+        choices=DECODINGS,
+        default="generate",
+        help="generate: greedy text, parsed; choose: the most probable of the ten actions",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/agreement"))
     return parser
 
@@ -151,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model names must be unique, got {names}", file=sys.stderr)
         return 2
     camera = CameraConfig(width=args.width, height=args.height)
-    records = compare(args.model, args.episodes, args.limit, camera)
+    records = compare(args.model, args.episodes, args.limit, camera, args.decoding)
     summary = summarize(records, names[0])
     write_outputs(records, summary, args.out)
     print(f"{'model':<24} {'steps':>6} {'= ' + names[0]:>14} {'= expert':>10} {'same text':>10}")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nvila_core.runtime.engine import Engine
 
 POLICY_KINDS: tuple[str, ...] = ("nvila", "expert", "random", "forward")
+DECODINGS: tuple[str, ...] = ("generate", "choose")
 
 
 class PolicyUnavailable(RuntimeError):
@@ -89,15 +90,27 @@ class NVILAPolicy:
 
     name = "nvila"
 
-    def __init__(self, engine: Engine, max_new_tokens: int = 32, blank_frames: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        max_new_tokens: int = 32,
+        blank_frames: bool = False,
+        decoding: str = "generate",
+    ):
         """blank_frames: the model only ever sees black frames (no feature cache keys either):
         the instruction-only ablation, for a model trained with `blank_frames: true` in its data
-        mixture (docs/training.md)."""
+        mixture (docs/training.md). decoding: "generate" (greedy text, parsed) or "choose" (the
+        most probable of the ten action answers, `Engine.choose`)."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.engine = engine
         self.max_new_tokens = max_new_tokens
         self.blank_frames = blank_frames
+        self.answers = None
+        if decoding == "choose":
+            self.answers = [action.to_answer() for action in ALL_ACTIONS]
 
     @property
     def num_frames(self) -> int:
@@ -118,6 +131,7 @@ class NVILAPolicy:
             frames,
             frame_keys=None if keys is None else list(keys),
             max_new_tokens=self.max_new_tokens,
+            answers=self.answers,
         )
         return PolicyDecision(
             text=result.text,
@@ -252,10 +266,12 @@ def make_policy(
     max_new_tokens: int = 32,
     seed: int = 0,
     blank_frames: bool = False,
+    decoding: str = "generate",
 ) -> Policy:
     """The policy `kind` ("nvila" loads `model`, which may take long; "expert", "random" and
     "forward" ignore the model arguments). device "auto" picks CUDA when available; dtype None/""
-    keeps the checkpoint's; `seed` seeds "random"; `blank_frames` blinds "nvila"."""
+    keeps the checkpoint's; `seed` seeds "random"; `blank_frames` blinds "nvila"; `decoding`
+    is "nvila"'s generate | choose."""
     if kind == "expert":
         return ExpertPolicy()
     if kind == "random":
@@ -274,4 +290,4 @@ def make_policy(
     engine = Engine.from_pretrained(
         model, backend=backend, device=device, dtype=dtype or None, cache_frames=cache_frames
     )
-    return NVILAPolicy(engine, max_new_tokens=max_new_tokens, blank_frames=blank_frames)
+    return NVILAPolicy(engine, max_new_tokens, blank_frames, decoding)

@@ -3,9 +3,13 @@
 # navigator, motion controller, evaluator over Fast DDS) on the same 100 val_unseen episodes,
 # then `nvila-nav-report` (table, episode-length plot, failure GIFs).
 #   scripts/evaluate_navila_nano.sh [POLICY ...]   default: all of them; a finished run is kept
+# Runs in parallel need their own ROS_DOMAIN_ID each (two sim_eval graphs on one domain hear
+# each other's episodes and camera), e.g. ROS_DOMAIN_ID=11 scripts/evaluate_navila_nano.sh random.
 # Policies: navila-nano (models/navila-nano), random, forward, navila-nano-blind (the
 # instruction-only model, $BLIND), navila-nano-w8a8-w4a16 (navila-nano quantized with both
-# recipes, calibrated on train rollouts, exported to ONNX and run by onnxruntime, $DEPLOY).
+# recipes, calibrated on train rollouts, exported to ONNX and run by onnxruntime, $DEPLOY);
+# the models choose the most probable of the ten action sentences (navigator decoding: choose),
+# navila-nano-generate is navila-nano with NaVILA's greedy generation instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -46,14 +50,18 @@ POLICIES=("$@")
 RUNS=()
 for p in "${POLICIES[@]}"; do
   case $p in
-    navila-nano) run "$p" --policy nvila --model "$NANO" ;;
+    navila-nano)
+      run "$p" --policy nvila --model "$NANO" --params-file "$(navigator_params choose.yaml 'decoding: choose')" ;;
+    navila-nano-generate) run "$p" --policy nvila --model "$NANO" ;;
     random) run "$p" --policy random ;;
     forward) run "$p" --policy forward ;;
     navila-nano-blind)
-      run "$p" --policy nvila --model "$BLIND" --params-file "$(navigator_params blind.yaml 'blank_frames: true')" ;;
+      run "$p" --policy nvila --model "$BLIND" \
+        --params-file "$(navigator_params blind.yaml 'blank_frames: true' 'decoding: choose')" ;;
     navila-nano-w8a8-w4a16)
       deploy
-      run "$p" --policy nvila --model "$DEPLOY" --params-file "$(navigator_params ort.yaml 'backend: onnxruntime')" ;;
+      run "$p" --policy nvila --model "$DEPLOY" \
+        --params-file "$(navigator_params ort.yaml 'backend: onnxruntime' 'decoding: choose')" ;;
     *) echo "unknown policy $p" >&2; exit 2 ;;
   esac
   RUNS+=(--run "$p=$OUT/$p")
@@ -62,5 +70,5 @@ done
 if [[ " ${POLICIES[*]} " == *" navila-nano-w8a8-w4a16 "* && ! -f $OUT/agreement/summary.json ]]; then
   # next-action agreement of the deployed form with fp32 on the same (teacher-forced) inputs
   "$PY" -m nvila_nav.agreement --model "fp32=$NANO" --model "w8a8-w4a16=$DEPLOY:onnxruntime" \
-    --episodes "$EPISODES" --out "$OUT/agreement"
+    --episodes "$EPISODES" --decoding choose --out "$OUT/agreement"
 fi

@@ -191,3 +191,19 @@ def test_blank_frames_policy_gives_the_model_black_frames_only(engine, make_fram
     reference = NVILAPolicy(engine, max_new_tokens=6).decide(PolicyRequest(INSTRUCTION, black))
     engine.clear_cache()
     assert seen.text == reference.text and again.text == reference.text
+
+
+def test_choose_decoding_always_names_one_of_the_ten_actions(engine, make_frames):
+    """The random tiny model never writes a parseable sentence; choosing still yields an action."""
+    policy = NVILAPolicy(engine, decoding="choose")
+    frames = make_frames(8, height=48, width=64)
+    engine.clear_cache()
+    for step in (1, 4, 8):
+        decision = policy.decide(PolicyRequest(INSTRUCTION, pad_frames(frames[:step])))
+        assert decision.action in ALL_ACTIONS
+        assert decision.text == decision.action.to_answer()
+        assert decision.timings["answers"] == len(ALL_ACTIONS)
+    generated = NVILAPolicy(engine, max_new_tokens=12).decide(PolicyRequest(INSTRUCTION, frames))
+    assert generated.action is None  # what choose replaces
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        NVILAPolicy(engine, decoding="beam")

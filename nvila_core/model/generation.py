@@ -1,8 +1,9 @@
 """Greedy decoding for NVILA: one prefill over the spliced prompt, then one token per step.
 
-NVILA and NaVILA are evaluated greedily (nvila.md §4.4, navila.md §1.2), so this is all the robot
-needs. Two paths produce the same tokens: the KV-cache path used in production and a
-full-recomputation path that exists to prove the cache changes nothing.
+NVILA and NaVILA are evaluated greedily (nvila.md §4.4, navila.md §1.2). Two paths produce the
+same tokens: the KV-cache path used in production and a full-recomputation path that exists to
+prove the cache changes nothing. `score_continuations` instead ranks a closed set of answers
+(the robot's action grammar) by their probability after the same prefill.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class GenerationResult:
     stopped_by: str
     timings: dict[str, float | int] = field(default_factory=dict)
     logits: torch.Tensor | None = None  # [steps, vocab], only with output_logits=True
+    answer_log_probs: list[float] | None = None  # per candidate, only from `Engine.choose`
 
 
 def synchronize(device: torch.device) -> None:
@@ -106,6 +108,59 @@ def greedy_decode(
         decode_ms=decode_ms,
         prompt_tokens=inputs_embeds.shape[1],
         logits=torch.stack(step_logits) if output_logits else None,
+    )
+
+
+@dataclass
+class Scored:
+    """Raw output of `score_continuations`: one summed log-probability per continuation."""
+
+    log_probs: list[float]
+    prefill_ms: float
+    score_ms: float  # after the prefill: the continuation tokens
+    prompt_tokens: int
+
+
+def check_continuations(continuations: Sequence[Sequence[int]]) -> None:
+    if not continuations or any(len(c) == 0 for c in continuations):
+        raise ValueError("need at least one continuation, each with at least one token")
+
+
+@torch.inference_mode()
+def score_continuations(
+    model: NVILAModel, inputs_embeds: torch.Tensor, continuations: Sequence[Sequence[int]]
+) -> Scored:
+    """log p(continuation | prompt) for each token-id list, summed over its tokens.
+
+    One prefill over `inputs_embeds` [1, L, D]; its cache is then repeated once per continuation
+    and every continuation runs in one batched forward. Right padding needs no attention mask:
+    attention is causal, so padding after a continuation cannot change its own positions.
+    """
+    check_continuations(continuations)
+    device = model.device
+    cache = DynamicCache(config=model.llm.config)
+    synchronize(device)
+    start = time.perf_counter()
+    out = model(inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    synchronize(device)
+    prefill_ms = (time.perf_counter() - start) * 1e3
+    scores = first[torch.tensor([c[0] for c in continuations], device=device)]
+    width = max(len(c) for c in continuations) - 1
+    if width > 0:
+        cache.batch_repeat_interleave(len(continuations))
+        fed = [list(c[:-1]) + [c[0]] * (width - len(c) + 1) for c in continuations]
+        step = model.llm.get_input_embeddings()(torch.tensor(fed, device=device))
+        logp = model(step, past_key_values=cache, use_cache=True).logits.float().log_softmax(-1)
+        for row, tokens in enumerate(continuations):
+            later = torch.tensor(tokens[1:], dtype=torch.long, device=device)
+            scores[row] += logp[row, torch.arange(len(later), device=device), later].sum()
+    synchronize(device)
+    return Scored(
+        log_probs=scores.tolist(),
+        prefill_ms=prefill_ms,
+        score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
+        prompt_tokens=inputs_embeds.shape[1],
     )
 
 

@@ -29,6 +29,7 @@ from nvila_core.model.prompting import (
     navigation_prompt,
     normalize_instruction,
     sample_history_indices,
+    stop_token_ids,
     tokenize_prompt,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, media_token_ids
@@ -136,6 +137,21 @@ class NVILAProcessor:
             keys = [None if i is None else frame_keys[i] for i in indices]
         prompt = navigation_prompt(normalize_instruction(instruction), num_frames)
         return self(prompt, frames=sampled, frame_keys=keys)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Ids of `answer` and its end token as they follow the generation prompt: the training
+        target of a sample, and what `Engine.choose` scores for each candidate answer."""
+        template = self.config.chat_template
+        prompt = apply_chat_template(template, "?")
+        full = apply_chat_template(template, "?", assistant=answer)
+        if not full.startswith(prompt):
+            raise ValueError(f"chat template {template!r}: the answer does not extend the prompt")
+        ids = self.tokenizer(full[len(prompt) :], add_special_tokens=False).input_ids
+        stops = set(stop_token_ids(self.tokenizer, template))
+        end = next((i for i, t in enumerate(ids) if t in stops), None)
+        if end is None:
+            raise ValueError(f"the answer {answer!r} has no end token")
+        return list(ids[: end + 1])
 
     def decode(self, token_ids: Sequence[int] | torch.Tensor) -> str:
         """Generated text without special tokens (and without -200 placeholders), stripped."""

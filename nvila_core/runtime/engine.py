@@ -26,8 +26,10 @@ from nvila_core.model.configuration import ConfigError, NVILAConfig, list_preset
 from nvila_core.model.generation import (
     Decoded,
     GenerationResult,
+    Scored,
     greedy_decode,
     make_result,
+    score_continuations,
     synchronize,
 )
 from nvila_core.model.image_processing import ImageLike
@@ -129,6 +131,15 @@ class Backend(Protocol):
         """Greedy tokens for the prompt with its media embeddings spliced in."""
         ...
 
+    def score(
+        self,
+        inputs: ModelInputs,
+        media_embeds: Sequence[torch.Tensor],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        """Summed log-probability of each token-id continuation after the prompt."""
+        ...
+
 
 class TorchBackend:
     """Eager PyTorch execution of an `NVILAModel` (KV-cached greedy decoding)."""
@@ -162,6 +173,15 @@ class TorchBackend:
         return greedy_decode(
             self.model, embeds, stop_token_ids, max_new_tokens, output_logits=output_logits
         )
+
+    def score(
+        self,
+        inputs: ModelInputs,
+        media_embeds: Sequence[torch.Tensor],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        embeds = self.model.embed_inputs(inputs.input_ids, inputs.media, media_embeds)
+        return score_continuations(self.model, embeds, continuations)
 
 
 BACKENDS: dict[str, Callable[[NVILAModel], Backend]] = {"torch": TorchBackend}
@@ -210,6 +230,7 @@ class Engine:
         self.processor = NVILAProcessor(config, tokenizer)
         self.stop_token_ids = stop_token_ids(tokenizer, config.chat_template)
         self.frame_cache = FrameFeatureCache(cache_frames)
+        self._answer_cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_pretrained(
@@ -283,12 +304,50 @@ class Engine:
         frame_keys: Sequence[Hashable] | None = None,
         max_new_tokens: int = 32,
         output_logits: bool = False,
+        answers: Sequence[str] | None = None,
     ) -> GenerationResult:
         """NaVILA's next action for the episode so far: `frames` is every observation since the
         instruction (oldest first); 8 are sampled, the newest last. Pass stable `frame_keys`
-        (e.g. frame sequence numbers) to skip hashing pixels."""
+        (e.g. frame sequence numbers) to skip hashing pixels. With `answers` (the action
+        grammar's sentences) the most probable of them is chosen instead of generating."""
         inputs = self.processor.navigation(instruction, frames, frame_keys=frame_keys)
+        if answers is not None:
+            return self.choose(inputs, answers)
         return self.run(inputs, max_new_tokens, output_logits)
+
+    def choose(self, inputs: ModelInputs, answers: Sequence[str]) -> GenerationResult:
+        """The most probable of a closed set of `answers` for processed `inputs`.
+
+        Each answer is scored as the model would have to generate it (its tokens and the end
+        token, log-probabilities summed), after one shared prefill. Unlike free generation the
+        result is always one of `answers`, and a model whose first token leans one way cannot
+        commit to a sentence it would rank lower as a whole. The result's text is the chosen
+        answer and `answer_log_probs` holds every answer's score, in order.
+        """
+        if not answers:
+            raise ValueError("choose needs at least one answer")
+        continuations = [self._answer_ids(answer) for answer in answers]
+        with torch.inference_mode():
+            encoded = self._encode_media(inputs.media)
+            scored = self.backend.score(inputs, encoded.embeds, continuations)
+        best = max(range(len(answers)), key=scored.log_probs.__getitem__)
+        timings: dict[str, float | int] = {
+            "vision_ms": encoded.vision_ms,
+            "prefill_ms": scored.prefill_ms,
+            "score_ms": scored.score_ms,
+            "prompt_tokens": scored.prompt_tokens,
+            "visual_tokens": encoded.visual_tokens,
+            "answers": len(answers),
+            "vit_passes": encoded.vit_passes,
+            "cached_frames": encoded.cached_frames,
+        }
+        return GenerationResult(
+            text=answers[best].strip(),
+            token_ids=continuations[best][:-1],
+            stopped_by="choice",
+            timings=timings,
+            answer_log_probs=scored.log_probs,
+        )
 
     def run(
         self, inputs: ModelInputs, max_new_tokens: int = 32, output_logits: bool = False
@@ -300,6 +359,12 @@ class Engine:
                 inputs, encoded.embeds, self.stop_token_ids, max_new_tokens, output_logits
             )
         return make_result(self.tokenizer, decoded, encoded)
+
+    def _answer_ids(self, answer: str) -> list[int]:
+        ids = self._answer_cache.get(answer)
+        if ids is None:
+            ids = self._answer_cache[answer] = self.processor.answer_ids(answer)
+        return ids
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()

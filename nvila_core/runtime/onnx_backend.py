@@ -3,7 +3,8 @@
 It runs the very ONNX files TensorRT builds on the robot, so CI (CPU only) exercises the deployed
 graphs end to end. The host does what the graphs leave out, with the same helpers as the torch
 path: embedding lookup and media splicing, dynamic-S2 feature merge, temporal pooling, and the
-greedy loop over the LLM graph's KV cache (numpy arrays fed back as `past_key_values.*`).
+greedy loop over the LLM graph's KV cache (numpy arrays fed back as `past_key_values.*`), and
+the scoring of a closed answer set (`Engine.choose`) over the same cache.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from nvila_core.export.exporter import load_metadata
 from nvila_core.export.graphs import kv_names
 from nvila_core.export.reference import make_session
 from nvila_core.model.configuration import NVILAConfig
-from nvila_core.model.generation import Decoded
+from nvila_core.model.generation import Decoded, Scored, check_continuations
 from nvila_core.model.modeling import MEDIA_KINDS, EncodedMedia, newline_token_id
 from nvila_core.model.processing import MediaItem, ModelInputs
 from nvila_core.model.prompting import IMAGE_TOKEN_INDEX
@@ -58,6 +59,8 @@ class OnnxRuntimeBackend:
         embeddings = self.metadata["embeddings"]
         self.embeddings = load_file(str(root / embeddings["file"]))[embeddings["key"]]
         self.dims = self.metadata["llm"]
+        self._past_names = kv_names(self.dims["num_layers"], "past_key_values")
+        self._output_names = ["logits", *kv_names(self.dims["num_layers"], "present")]
         self.temporal = TemporalPooler(self.config.video_pool_sizes)
         self.media_ids: set[int] = {IMAGE_TOKEN_INDEX}
         if self.config.architecture == "nvila":
@@ -134,6 +137,32 @@ class OnnxRuntimeBackend:
             raise ValueError("more media embeddings than media positions in the prompt")
         return torch.cat(pieces, dim=0)[None].numpy()
 
+    def _empty_past(self, dtype: np.dtype) -> dict[str, np.ndarray]:
+        shape = (1, self.dims["num_key_value_heads"], 0, self.dims["head_dim"])
+        return {name: np.zeros(shape, dtype=dtype) for name in self._past_names}
+
+    def _step(
+        self, step_input: np.ndarray, past: dict[str, np.ndarray], length: int
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """One LLM call after `length` cached positions: last-position logits and the new past.
+        The arrays of `past` are not modified, so a past can be continued more than once."""
+        new = step_input.shape[1]
+        feed = {
+            "inputs_embeds": step_input,
+            "attention_mask": np.ones((1, length + new), dtype=np.int64),
+            "position_ids": np.arange(length, length + new, dtype=np.int64)[None],
+            **past,
+        }
+        logits, *present = self.sessions["llm"].run(self._output_names, feed)
+        return (
+            torch.from_numpy(logits[0, -1]).float(),
+            dict(zip(self._past_names, present, strict=True)),
+        )
+
+    def _check_media(self, inputs: ModelInputs, media_embeds: Sequence[torch.Tensor]) -> None:
+        if len(media_embeds) != len(inputs.media):
+            raise ValueError(f"{len(media_embeds)} media embeddings for {len(inputs.media)} items")
+
     def decode(
         self,
         inputs: ModelInputs,
@@ -144,33 +173,18 @@ class OnnxRuntimeBackend:
     ) -> Decoded:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if len(media_embeds) != len(inputs.media):
-            raise ValueError(f"{len(media_embeds)} media embeddings for {len(inputs.media)} items")
-        session = self.sessions["llm"]
-        layers = self.dims["num_layers"]
+        self._check_media(inputs, media_embeds)
         step_input = self._embed(inputs.input_ids, media_embeds)
         prompt_tokens = step_input.shape[1]
-        shape = (1, self.dims["num_key_value_heads"], 0, self.dims["head_dim"])
-        past_names = kv_names(layers, "past_key_values")
-        past = {name: np.zeros(shape, dtype=step_input.dtype) for name in past_names}
-        output_names = ["logits", *kv_names(layers, "present")]
+        past = self._empty_past(step_input.dtype)
         stops = set(stop_token_ids)
         tokens: list[int] = []
         step_logits: list[torch.Tensor] = []
         stopped_by, prefill_ms, length = "max_new_tokens", 0.0, 0
         start = time.perf_counter()
         for step in range(max_new_tokens):
-            new = step_input.shape[1]
-            feed = {
-                "inputs_embeds": step_input,
-                "attention_mask": np.ones((1, length + new), dtype=np.int64),
-                "position_ids": np.arange(length, length + new, dtype=np.int64)[None],
-                **past,
-            }
-            logits, *present = session.run(output_names, feed)
-            length += new
-            past = dict(zip(past_names, present, strict=True))
-            last = torch.from_numpy(logits[0, -1]).float()
+            last, past = self._step(step_input, past, length)
+            length += step_input.shape[1]
             token = int(torch.argmax(last))
             if step == 0:
                 prefill_ms = (time.perf_counter() - start) * 1e3
@@ -189,4 +203,40 @@ class OnnxRuntimeBackend:
             decode_ms=decode_ms,
             prompt_tokens=prompt_tokens,
             logits=torch.stack(step_logits) if output_logits else None,
+        )
+
+    def score(
+        self,
+        inputs: ModelInputs,
+        media_embeds: Sequence[torch.Tensor],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        """The continuations as a prefix tree walked depth-first from one prefill: the LLM graph
+        returns last-position logits only, so each tree node is one single-token step, and
+        answers sharing words ("The next action is turn ...") share their steps."""
+        check_continuations(continuations)
+        self._check_media(inputs, media_embeds)
+        prompt = self._embed(inputs.input_ids, media_embeds)
+        start = time.perf_counter()
+        last, past = self._step(prompt, self._empty_past(prompt.dtype), 0)
+        prefill_ms = (time.perf_counter() - start) * 1e3
+        scores = [0.0] * len(continuations)
+        pending = [(list(range(len(continuations))), 0, last.log_softmax(-1), past)]
+        length = prompt.shape[1]
+        while pending:
+            members, depth, logp, past = pending.pop()
+            for token in dict.fromkeys(continuations[i][depth] for i in members):
+                branch = [i for i in members if continuations[i][depth] == token]
+                for i in branch:
+                    scores[i] += float(logp[token])
+                longer = [i for i in branch if len(continuations[i]) > depth + 1]
+                if longer:
+                    step_input = self.embeddings[token][None, None].numpy()
+                    nxt, nxt_past = self._step(step_input, past, length + depth)
+                    pending.append((longer, depth + 1, nxt.log_softmax(-1), nxt_past))
+        return Scored(
+            log_probs=scores,
+            prefill_ms=prefill_ms,
+            score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
+            prompt_tokens=prompt.shape[1],
         )

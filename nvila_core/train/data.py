@@ -26,13 +26,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from nvila_core.model.processing import MediaItem, NVILAProcessor
 from nvila_core.model.prompting import (
-    apply_chat_template,
     navigation_prompt,
     normalize_instruction,
     sample_history_indices,
-    stop_token_ids,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN
+from nvila_core.train.deltaloss import read_pruned_mixture
 from nvila_core.train.distributed import EpochSampler
 
 EPISODE_FORMAT = "nvila_nav.sim.dataset"
@@ -198,6 +197,8 @@ class Mixture:
     max_val_samples: int | None = None
     blank_frames: bool = False
     """Instruction-only ablation: every frame is black (the no-image baseline, docs/training.md)."""
+    pruned: Path | None = None
+    """A `nvila-core prune` file: only its kept samples of the datasets it lists are trained on."""
     source: str = "<inline>"
 
     def __post_init__(self) -> None:
@@ -230,6 +231,7 @@ class Mixture:
             "num_frames",
             "max_val_samples",
             "blank_frames",
+            "pruned",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -256,12 +258,14 @@ class Mixture:
             num_frames=int(data.get("num_frames", 8)),
             max_val_samples=data.get("max_val_samples"),
             blank_frames=bool(data.get("blank_frames", False)),
+            pruned=Path(data["pruned"]) if data.get("pruned") else None,
             source=source,
         )
 
     @cached_property
     def _splits(self) -> tuple[list[NavSample], list[NavSample]]:
         rng = np.random.default_rng(self.seed)
+        pruned = None if self.pruned is None else read_pruned_mixture(self.pruned)
         train: list[NavSample] = []
         val: list[NavSample] = []
         for spec in self.datasets:
@@ -277,6 +281,8 @@ class Mixture:
                 val += [s for i in sorted(order[:held]) for s in episodes[i]]
                 episodes = [episodes[i] for i in sorted(order[held:])]
             samples = [s for e in episodes for s in e]
+            if pruned is not None:
+                samples = pruned.filter_samples(samples)
             whole, fraction = divmod(spec.weight, 1.0)
             train += samples * int(whole)
             extra = round(fraction * len(samples))
@@ -288,7 +294,7 @@ class Mixture:
         if self.max_val_samples is not None:
             val = val[: int(self.max_val_samples)]
         if self.blank_frames:
-            train, val = ([_blank(s) for s in part] for part in (train, val))
+            train, val = ([with_blank_frames(s) for s in part] for part in (train, val))
         return train, val
 
     def train_samples(self) -> list[NavSample]:
@@ -300,7 +306,8 @@ class Mixture:
         return list(self._splits[1])
 
 
-def _blank(sample: NavSample) -> NavSample:
+def with_blank_frames(sample: NavSample) -> NavSample:
+    """The sample with every frame black (the instruction-only model's input)."""
     return dataclasses.replace(sample, frame_paths=(None,) * len(sample.frame_paths))
 
 
@@ -355,15 +362,12 @@ class NavDataset(Dataset):
 
     The prompt ids are the processor's, exactly as `Engine.navigate` builds them, so a trained
     model sees at inference what it was trained on; the answer and its end token follow as
-    rendered by `apply_chat_template(..., assistant=answer)`.
+    rendered by `apply_chat_template(..., assistant=answer)` (`NVILAProcessor.answer_ids`).
     """
 
     def __init__(self, samples: Sequence[NavSample], processor: NVILAProcessor):
         self.samples = list(samples)
         self.processor = processor
-        config = processor.config
-        self._template = config.chat_template
-        self._stops = set(stop_token_ids(processor.tokenizer, config.chat_template))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -382,23 +386,15 @@ class NavDataset(Dataset):
             inputs = self.processor(prompt, frames=frames)
         except ValueError as err:
             raise DataError(f"sample {sample.sample_id}: {err}") from err
-        full = apply_chat_template(self._template, prompt, assistant=sample.answer)
-        if not full.startswith(inputs.prompt_text):
-            raise DataError(
-                f"chat template {self._template!r}: the answer does not extend the prompt"
-            )
-        tail = self.processor.tokenizer(full[len(inputs.prompt_text) :], add_special_tokens=False)
-        answer_ids = list(tail.input_ids)
-        ends = [i for i, t in enumerate(answer_ids) if t in self._stops]
-        if not ends:
-            raise DataError(f"sample {sample.sample_id}: the answer has no end token")
-        labelled = ends[0] + 1  # the answer and its end token; what follows is template padding
+        try:
+            answer_ids = self.processor.answer_ids(sample.answer)  # the answer and its end token
+        except ValueError as err:
+            raise DataError(f"sample {sample.sample_id}: {err}") from err
         ids = inputs.input_ids + answer_ids
         limit = self.processor.config.model_max_length
         if len(ids) > limit:
             raise DataError(f"sample {sample.sample_id}: {len(ids)} ids > model_max_length {limit}")
-        labels = [IGNORE_INDEX] * len(inputs.input_ids) + answer_ids[:labelled]
-        labels += [IGNORE_INDEX] * (len(answer_ids) - labelled)
+        labels = [IGNORE_INDEX] * len(inputs.input_ids) + answer_ids
         return Example(
             input_ids=torch.tensor(ids, dtype=torch.long),
             labels=torch.tensor(labels, dtype=torch.long),

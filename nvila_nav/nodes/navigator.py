@@ -53,6 +53,7 @@ from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.policies import (
+    DECODINGS,
     POLICY_KINDS,
     NVILAPolicy,
     Policy,
@@ -116,9 +117,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "max_new_tokens",
         32,
-        f"Generated tokens per query (NaVILA: 32). {_CONFIGURE}",
+        f"Generated tokens per query (NaVILA: 32; decoding generate only). {_CONFIGURE}",
         min_value=1,
         max_value=4096,
+    ),
+    ParameterSpec(
+        "decoding",
+        "generate",
+        "nvila only. generate: greedy text parsed by the action grammar (NaVILA); choose: the "
+        "most probable of the grammar's ten answer sentences (never unparseable, one prefill "
+        f"plus a few tokens per answer). {_CONFIGURE}",
+        choices=DECODINGS,
     ),
     ParameterSpec(
         "cache_frames",
@@ -261,6 +270,7 @@ class NavigatorNode(LifecycleNode):
                 params["max_new_tokens"],
                 params["random_seed"],
                 params["blank_frames"],
+                params["decoding"],
             )
             if isinstance(policy, NVILAPolicy) and policy.num_frames != params["num_frames"]:
                 policy.close()

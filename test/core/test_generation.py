@@ -1,9 +1,10 @@
-"""Greedy decoding: the KV cache changes nothing, stop tokens and limits end generation."""
+"""Greedy decoding: the KV cache changes nothing, stop tokens and limits end generation; scoring a
+closed answer set equals summing the log-probabilities of a full recomputation."""
 
 import pytest
 import torch
 
-from nvila_core.model.generation import generate, greedy_decode
+from nvila_core.model.generation import generate, greedy_decode, score_continuations
 from nvila_core.model.processing import NVILAProcessor
 
 TIMING_KEYS = {
@@ -68,3 +69,22 @@ def test_max_new_tokens_must_be_positive(tiny_model, image_inputs):
     embeds = tiny_model.embed_inputs(image_inputs.input_ids, image_inputs.media)
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_decode(tiny_model, embeds, max_new_tokens=0)
+
+
+def test_scored_continuations_equal_full_recomputation(tiny_model, image_inputs):
+    embeds = tiny_model.embed_inputs(image_inputs.input_ids, image_inputs.media).detach()
+    # different lengths, shared prefixes, a single token, a repeated continuation
+    continuations = [[5, 9, 11, 2], [5, 9, 12], [7], [5, 9, 11, 2], [30, 31, 32, 33, 34, 35]]
+    scored = score_continuations(tiny_model, embeds, continuations)
+    embedding = tiny_model.llm.get_input_embeddings()
+    with torch.inference_mode():
+        for tokens, got in zip(continuations, scored.log_probs, strict=True):
+            full = torch.cat([embeds, embedding(torch.tensor([tokens]))], dim=1)
+            logp = tiny_model(full, use_cache=False).logits[0].float().log_softmax(-1)
+            start = embeds.shape[1] - 1
+            expected = sum(float(logp[start + i, t]) for i, t in enumerate(tokens))
+            assert got == pytest.approx(expected, abs=1e-4)
+    assert scored.log_probs[0] == scored.log_probs[3]
+    assert scored.prompt_tokens == embeds.shape[1] and scored.prefill_ms > 0
+    with pytest.raises(ValueError, match="at least one token"):
+        score_continuations(tiny_model, embeds, [[5], []])

@@ -9,7 +9,12 @@ from PIL import Image
 
 from nvila_core.model.configuration import NVILAConfig
 from nvila_core.model.processing import MediaItem, ModelInputs, NVILAProcessor
-from nvila_core.model.prompting import IMAGE_TOKEN_INDEX, apply_chat_template, navigation_prompt
+from nvila_core.model.prompting import (
+    IMAGE_TOKEN_INDEX,
+    apply_chat_template,
+    navigation_prompt,
+    stop_token_ids,
+)
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, build_tokenizer, media_token_ids
 
 TINY = NVILAConfig.preset("tiny")  # dynamic_s2, scales 56/112/168, tile 56
@@ -204,3 +209,10 @@ def test_decode_skips_special_tokens_and_placeholders(proc, qwen):
 def test_media_item_defaults():
     item = MediaItem("frame", torch.zeros(1, 3, S, S))
     assert item.block_size is None and item.keys is None
+
+
+def test_answer_ids_are_the_answer_then_its_end_token(tiny_config, tiny_tokenizer):
+    processor = NVILAProcessor(tiny_config, tiny_tokenizer)
+    ids = processor.answer_ids("The next action is stop.")
+    assert ids[-1] in stop_token_ids(tiny_tokenizer, tiny_config.chat_template)
+    assert processor.decode(ids[:-1]) == "The next action is stop."

@@ -69,3 +69,28 @@ def test_quantized_export_matches_the_simulated_torch_model(
 def test_export_backend_needs_an_export_folder(tmp_path):
     with pytest.raises(ValueError, match="not an `nvila-core export` folder"):
         Engine.from_pretrained(tmp_path, backend="onnxruntime")
+
+
+ANSWERS = [
+    "The next action is move forward 75 cm.",
+    "The next action is turn left 30 degrees.",
+    "The next action is turn right 15 degrees.",
+    "The next action is stop.",
+]
+
+
+def test_choosing_among_answers_matches_torch(ort_engine, tiny_model, tiny_tokenizer, make_frames):
+    torch_engine = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    history = make_frames(5)
+    keys = list(range(len(history)))
+    ours = ort_engine.navigate(INSTRUCTION, history, keys, answers=ANSWERS)
+    ref = torch_engine.navigate(INSTRUCTION, history, keys, answers=ANSWERS)
+    torch.testing.assert_close(
+        torch.tensor(ours.answer_log_probs), torch.tensor(ref.answer_log_probs), rtol=0, atol=1e-4
+    )
+    best = max(range(len(ANSWERS)), key=ref.answer_log_probs.__getitem__)
+    assert ours.text == ref.text == ANSWERS[best] and ours.stopped_by == "choice"
+    # the score is the sum over the answer's tokens and its end token
+    assert all(p < 0 for p in ref.answer_log_probs)
+    assert ref.token_ids == torch_engine.processor.answer_ids(ANSWERS[best])[:-1]
+    assert ours.timings["answers"] == len(ANSWERS) and ours.timings["prompt_tokens"] > 0

@@ -125,11 +125,11 @@ def test_labels_mask_everything_but_the_answer_and_its_end_token(nav_dataset, ti
     labelled = [int(t) for t in example.labels if t != IGNORE_INDEX]
     assert tiny_tokenizer.decode(labelled) == example.answer + "<|im_end|>"
     assert (example.labels[: example.prompt_length] == IGNORE_INDEX).all()
+    # the ids end with the end token (the template's trailing "\n" is not fed): every id after
+    # the prompt is labelled with itself, exactly what `Engine.choose` scores
     answer_ids = example.input_ids[example.prompt_length :]
-    assert example.labels[
-        example.prompt_length : example.prompt_length + len(labelled)
-    ].tolist() == (answer_ids[: len(labelled)].tolist())
-    assert tiny_tokenizer.decode(answer_ids[len(labelled) :]) == "\n"  # template tail, unlabelled
+    assert example.labels[example.prompt_length :].tolist() == answer_ids.tolist() == labelled
+    assert labelled == nav_dataset.processor.answer_ids(example.answer)
 
 
 def test_prompt_is_exactly_what_inference_builds(nav_dataset, rollout):
