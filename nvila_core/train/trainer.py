@@ -43,6 +43,7 @@ from nvila_core.model.prompting import stop_token_ids
 from nvila_core.train import distributed as dist_utils
 from nvila_core.train.data import IGNORE_INDEX, Batch
 from nvila_core.train.distributed import DistContext, EpochSampler
+from nvila_core.train.fp8 import enable_fp8
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class TrainConfig:
     eval_max_new_tokens: int = 24
     seed: int = 0
     dtype: str = "float32"  # autocast dtype; weights stay float32
+    fp8: bool = False  # FP8 matmuls in the LLM's large decoder linears (train/fp8.py; GPU only)
+    fp8_min_features: int = 3584  # COAT's threshold: min(in, out) of a linear converted to FP8
     device: str = "auto"
     strategy: str = "ddp"  # with several ranks: ddp | fsdp
     num_workers: int = 2  # DataLoader workers (used by the recipe runner)
@@ -112,6 +115,7 @@ class TrainConfig:
         check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
         check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
         check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}")
+        check(self.fp8_min_features >= 1, "fp8_min_features must be >= 1")
         check(
             self.strategy in dist_utils.STRATEGIES,
             f"strategy must be one of {dist_utils.STRATEGIES}",
@@ -446,6 +450,8 @@ class Trainer:
         if prepare_model is not None:
             model = prepare_model(model, cfg)
             freeze_unused(model)
+        if cfg.fp8:  # after the fine-tuning hook: LoRA base layers are converted, adapters not
+            model = enable_fp8(model, cfg.fp8_min_features)
         model.bind_tokenizer(tokenizer)
         self.model = model
         self.loss_module = LossModule(model, self.loss_fn)

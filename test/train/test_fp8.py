@@ -95,3 +95,12 @@ def test_emulated_fp8_converts_exactly_the_selection(fresh_model, tiny_config, t
     model(inputs_embeds=embeds).logits.float().logsumexp(-1).mean().backward()
     grad = model.get_submodule(selected[0]).weight.grad
     assert grad is not None and torch.isfinite(grad).all()
+
+
+@no_cuda
+def test_fp8_bench_refuses_on_cpu(tmp_path):
+    from nvila_core.train import fp8_bench
+
+    with pytest.raises(SystemExit, match="no CUDA device is available"):
+        fp8_bench.main(["--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())

@@ -344,3 +344,10 @@ def test_recipe_errors_name_the_stage(tmp_path, rollout):
     recipe = load_recipe(tmp_path / "r.yaml")
     with pytest.raises(ValueError, match="not finished"):
         run_recipe(recipe, tmp_path / "out", stage="language")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_fp8_stage_refuses_on_cpu_before_training(tmp_path, tiny_config, tiny_tokenizer, samples):
+    with pytest.raises(RuntimeError, match=r"compute capability >= 8\.9.*no CUDA device"):
+        _trainer(tmp_path, tiny_config, tiny_tokenizer, samples, fp8=True, fp8_min_features=64)
+    assert not any(tmp_path.iterdir())
