@@ -285,10 +285,17 @@ def _navigation_inputs(processor) -> MakeInputs:
     return make
 
 
-def _score_checkpoint(path: str, samples: Sequence[Any], args: argparse.Namespace) -> list[float]:
-    """Load one checkpoint, score every sample, and let the model go before the next one."""
+def _score_checkpoint(
+    path: str, samples: Sequence[Any], args: argparse.Namespace, blank_frames: bool = False
+) -> list[float]:
+    """Load one checkpoint, score every sample (on black frames with `blank_frames`), and let
+    the model go before the next one."""
     from nvila_core.model.checkpoint import load_checkpoint
     from nvila_core.model.processing import NVILAProcessor
+    from nvila_core.train.data import with_blank_frames
+
+    if blank_frames:
+        samples = [with_blank_frames(s) for s in samples]
 
     model, tokenizer = load_checkpoint(path, device=args.device, dtype=args.dtype)
     make = _navigation_inputs(NVILAProcessor(model.config, tokenizer))
@@ -308,10 +315,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not samples:
         raise ValueError(f"{args.mixture}: no training samples to prune")
     large = _score_checkpoint(args.large, samples, args)
-    small = _score_checkpoint(args.small, samples, args)
+    small = _score_checkpoint(args.small, samples, args, args.small_blank_frames)
     scores = [a - b for a, b in zip(large, small, strict=True)]
     kept = prune(samples, scores, args.keep)
     provenance = {"large": args.large, "small": args.small, "mixture": args.mixture}
+    if args.small_blank_frames:
+        provenance["small_input"] = "blank frames"
     pruned = PrunedMixture.from_samples(samples, kept, args.keep, provenance)
     write_pruned_mixture(args.out, pruned)
     for source, total in pruned.totals.items():
@@ -335,6 +344,11 @@ def add_prune_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--large", required=True, metavar="CKPT", help="large model checkpoint")
     parser.add_argument("--small", required=True, metavar="CKPT", help="small model checkpoint")
     parser.add_argument("--mixture", required=True, metavar="YAML", help="training mixture")
+    parser.add_argument(
+        "--small-blank-frames",
+        action="store_true",
+        help="score the small model on black frames (an instruction-only model as the weak one)",
+    )
     parser.add_argument(
         "--keep", type=_fraction, default=0.5, help="fraction kept per dataset (default 0.5)"
     )

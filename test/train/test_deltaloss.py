@@ -16,6 +16,7 @@ from torch import nn
 from nvila_core.model.checkpoint import save_checkpoint
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
+from nvila_core.train.data import load_mixture
 from nvila_core.train.deltaloss import (
     IGNORE_INDEX,
     PrunedMixture,
@@ -234,3 +235,20 @@ def test_prune_cli_writes_a_pruned_mixture(tmp_path, tiny_config, tiny_tokenizer
     assert {k: len(v) for k, v in pruned.kept.items()} == {"sim": 3, "robot": 2}
     assert all(i.startswith("sim/ep") for i in pruned.kept["sim"])
     assert pruned.provenance["large"] == str(tmp_path / "large")
+    # a mixture naming the file trains on exactly the kept samples; validation is untouched
+    (tmp_path / "mix-pruned.yaml").write_text(yaml.safe_dump({**mixture, "pruned": str(out)}))
+    whole, kept = load_mixture(tmp_path / "mix.yaml"), load_mixture(tmp_path / "mix-pruned.yaml")
+    trained = sorted((s.source, s.sample_id) for s in kept.train_samples())
+    assert trained == sorted((src, i) for src, ids in pruned.kept.items() for i in ids)
+    assert [s.sample_id for s in kept.val_samples()] == [s.sample_id for s in whole.val_samples()]
+    # an instruction-only model as the weak one is scored on black frames, as it was trained
+    blind = parser.parse_args(
+        [
+            "prune",
+            *("--large", str(tmp_path / "large"), "--small", str(tmp_path / "large")),
+            *("--mixture", str(tmp_path / "mix.yaml"), "--small-blank-frames"),
+            *("--out", str(tmp_path / "blind.yaml")),
+        ]
+    )
+    assert blind.handler(blind) == 0
+    assert read_pruned_mixture(tmp_path / "blind.yaml").provenance["small_input"] == "blank frames"
