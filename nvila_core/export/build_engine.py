@@ -63,45 +63,72 @@ def build_serialized(trt, onnx_path: Path, profile: dict[str, Any], workspace_gb
     return bytes(plan)
 
 
-def run_plan(trt, plan: bytes, feeds: Sequence[Feed]) -> list[Feed]:
-    """Outputs of the engine for each feed (device buffers through torch.cuda)."""
-    import torch
+class EngineSession:
+    """A deserialized engine with onnxruntime's `run(output_names, feed)`: host arrays in and out,
+    device buffers (torch) in between, one execution context on its own stream.
 
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailable(TRT_MISSING.format(error="no CUDA device visible to torch"))
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    results = []
-    stream = torch.cuda.Stream()
-    for feed in feeds:
-        keep = []  # buffers must outlive the launch; empty tensors still get one element
-        for name, value in feed.items():
-            buffer = torch.from_numpy(np.ascontiguousarray(value).reshape(-1)).cuda()
-            if buffer.numel() == 0:
-                buffer = torch.zeros(1, dtype=buffer.dtype, device="cuda")
-            keep.append(buffer)
-            context.set_input_shape(name, value.shape)
-            context.set_tensor_address(name, buffer.data_ptr())
-        host = {}
-        for name in outputs:
-            shape = tuple(context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            buffer = torch.zeros(
-                max(1, int(np.prod(shape))), dtype=_torch_dtype(dtype), device="cuda"
+    Engines run on CUDA; `device="cpu"` exists for a stand-in `tensorrt` module in tests.
+    """
+
+    def __init__(self, trt, plan: bytes, device: str = "cuda"):
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise TensorRTUnavailable(TRT_MISSING.format(error="no CUDA device visible to torch"))
+        self.trt = trt
+        self.device = device
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise RuntimeError(
+                "TensorRT could not deserialize the engine (built by another version?)"
             )
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.stream = torch.cuda.Stream() if device == "cuda" else None
+
+    def run(self, output_names: Sequence[str], feed: Feed) -> list[np.ndarray]:
+        import torch
+
+        missing = sorted(set(self.inputs) - set(feed))
+        if missing:
+            raise ValueError(f"engine inputs not fed: {missing}")
+        keep = []  # buffers must outlive the launch; empty tensors still get one element
+        for name in self.inputs:
+            value = np.ascontiguousarray(feed[name])
+            buffer = torch.from_numpy(value.reshape(-1)).to(self.device)
+            if buffer.numel() == 0:
+                buffer = torch.zeros(1, dtype=buffer.dtype, device=self.device)
             keep.append(buffer)
-            context.set_tensor_address(name, buffer.data_ptr())
-            host[name] = (buffer, shape)
-        if not context.execute_async_v3(stream.cuda_stream):
+            self.context.set_input_shape(name, value.shape)
+            self.context.set_tensor_address(name, buffer.data_ptr())
+        outputs = {}
+        for name in output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            size = max(1, int(np.prod(shape)))
+            buffer = torch.empty(size, dtype=_torch_dtype(dtype), device=self.device)
+            keep.append(buffer)
+            self.context.set_tensor_address(name, buffer.data_ptr())
+            outputs[name] = (buffer, shape)
+        stream = self.stream.cuda_stream if self.stream is not None else 0
+        if not self.context.execute_async_v3(stream):
             raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        results.append(
-            {n: b[: int(np.prod(s))].cpu().numpy().reshape(s) for n, (b, s) in host.items()}
-        )
-    return results
+        if self.stream is not None:
+            self.stream.synchronize()
+        return [b[: int(np.prod(s))].cpu().numpy().reshape(s) for b, s in outputs.values()]
+
+
+def run_plan(trt, plan: bytes, feeds: Sequence[Feed]) -> list[Feed]:
+    """Outputs of the engine for each feed, every output by name."""
+    session = EngineSession(trt, plan)
+    names = [
+        session.engine.get_tensor_name(i)
+        for i in range(session.engine.num_io_tensors)
+        if session.engine.get_tensor_mode(session.engine.get_tensor_name(i))
+        == trt.TensorIOMode.OUTPUT
+    ]
+    return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
 
 
 def _torch_dtype(dtype: np.dtype):

@@ -3,7 +3,7 @@
 The robot calls `navigate` every step with the episode's frame history. NaVILA shows 8 frames, 7
 of which it has already seen, and frames never interact before the LLM, so the engine keeps each
 frame's projected tokens in a bounded LRU cache (`FrameFeatureCache`) and runs the vision tower on
-new frames only. Backends ("torch", or "onnxruntime" over an export folder) do the tensor work
+new frames only. Backends ("torch", or "onnxruntime" / "tensorrt" over an export folder) do the tensor work
 behind a small `Backend` protocol.
 """
 
@@ -187,7 +187,10 @@ class TorchBackend:
 BACKENDS: dict[str, Callable[[NVILAModel], Backend]] = {"torch": TorchBackend}
 # Backends that run an `nvila-core export` folder instead of a torch model; imported on first use
 # so the torch path never needs onnxruntime.
-EXPORT_BACKENDS = {"onnxruntime": "nvila_core.runtime.onnx_backend:OnnxRuntimeBackend"}
+EXPORT_BACKENDS = {
+    "onnxruntime": "nvila_core.runtime.onnx_backend:OnnxRuntimeBackend",
+    "tensorrt": "nvila_core.runtime.tensorrt_backend:TensorRTBackend",
+}
 
 
 def backend_factory(name: str) -> Callable[[NVILAModel], Backend]:
@@ -243,7 +246,7 @@ class Engine:
         cache_frames: int = DEFAULT_CACHE_FRAMES,
     ) -> Engine:
         """An engine for a checkpoint folder, or for a preset name with random weights (tests,
-        demos, timing; the answers are noise); export backends ("onnxruntime") take an
+        demos, timing; the answers are noise); export backends ("onnxruntime", "tensorrt") take an
         `nvila-core export` folder."""
         path = Path(model)
         if backend in EXPORT_BACKENDS:

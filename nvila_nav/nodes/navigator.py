@@ -103,7 +103,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Checkpoint directory, or an nvila_core preset name (presets have RANDOM weights: "
         f"tests and demos only). {_CONFIGURE}",
     ),
-    ParameterSpec("backend", "torch", f"nvila_core execution backend. {_CONFIGURE}"),
+    ParameterSpec(
+        "backend",
+        "torch",
+        "nvila_core execution backend: torch (model = checkpoint or preset), onnxruntime or "
+        "tensorrt (model = an `nvila-core export` folder; tensorrt needs its engines from "
+        f"`nvila-core build-engine`). {_CONFIGURE}",
+        choices=("torch", "onnxruntime", "tensorrt"),
+    ),
     ParameterSpec(
         "device",
         "auto",
