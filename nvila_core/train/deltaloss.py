@@ -186,6 +186,24 @@ def prune(
     return [samples[i] for i in sorted(kept)]
 
 
+def source_and_answer_kind(sample: Any) -> tuple[str, str]:
+    """Group key that prunes each action kind of each dataset separately: the kept data keeps
+    the answer prior ("forward", "turn left", "turn right", "stop"; "other" without an action)."""
+    from nvila_core.train.trainer import normalize_action
+
+    action = normalize_action(sample.answer)  # "forward 75", "turn left 30", "stop" or None
+    if action is None:
+        return sample.source, "other"
+    words = action.split()
+    return sample.source, " ".join(words[:2]) if words[0] == "turn" else words[0]
+
+
+GROUPINGS: dict[str, Callable[[Any], Hashable]] = {
+    "dataset": attrgetter("source"),
+    "answer": source_and_answer_kind,
+}
+
+
 # ---------------------------------------------------------------- pruned-mixture file
 @dataclass
 class PrunedMixture:
@@ -317,8 +335,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     large = _score_checkpoint(args.large, samples, args)
     small = _score_checkpoint(args.small, samples, args, args.small_blank_frames)
     scores = [a - b for a, b in zip(large, small, strict=True)]
-    kept = prune(samples, scores, args.keep)
+    kept = prune(samples, scores, args.keep, GROUPINGS[args.group_by])
     provenance = {"large": args.large, "small": args.small, "mixture": args.mixture}
+    provenance["group_by"] = args.group_by
     if args.small_blank_frames:
         provenance["small_input"] = "blank frames"
     pruned = PrunedMixture.from_samples(samples, kept, args.keep, provenance)
@@ -351,6 +370,13 @@ def add_prune_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     parser.add_argument(
         "--keep", type=_fraction, default=0.5, help="fraction kept per dataset (default 0.5)"
+    )
+    parser.add_argument(
+        "--group-by",
+        choices=sorted(GROUPINGS),
+        default="dataset",
+        help="keep the fraction per dataset (NVILA) or per dataset and action kind (keeps the "
+        "answer prior of navigation data)",
     )
     parser.add_argument("--out", required=True, metavar="YAML", help="pruned-mixture file")
     parser.add_argument("--batch-size", type=int, default=4)

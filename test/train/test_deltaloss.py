@@ -18,6 +18,7 @@ from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.train.data import load_mixture
 from nvila_core.train.deltaloss import (
+    GROUPINGS,
     IGNORE_INDEX,
     PrunedMixture,
     add_prune_cli,
@@ -26,6 +27,7 @@ from nvila_core.train.deltaloss import (
     kept_count,
     prune,
     read_pruned_mixture,
+    source_and_answer_kind,
     write_pruned_mixture,
 )
 
@@ -252,3 +254,20 @@ def test_prune_cli_writes_a_pruned_mixture(tmp_path, tiny_config, tiny_tokenizer
     )
     assert blind.handler(blind) == 0
     assert read_pruned_mixture(tmp_path / "blind.yaml").provenance["small_input"] == "blank frames"
+
+
+def test_grouping_by_answer_kind_keeps_the_answer_prior():
+    def sample(i, answer):
+        return SimpleNamespace(sample_id=f"s/{i}", source="s", answer=answer)
+
+    answers = ["move forward 75 cm", "move forward 25 cm", "turn left 30 degrees"] * 2
+    answers += ["turn right 15 degrees", "stop", "Describe the room."]
+    samples = [sample(i, f"The next action is {a}.") for i, a in enumerate(answers)]
+    keys = [source_and_answer_kind(s)[1] for s in samples]
+    assert keys == ["forward", "forward", "turn left"] * 2 + ["turn right", "stop", "other"]
+    # the forward samples score highest, yet every kind keeps its half
+    scores = [5.0 if k == "forward" else float(-i) for i, k in enumerate(keys)]
+    kept = prune(samples, scores, 0.5, GROUPINGS["answer"])
+    assert [source_and_answer_kind(s)[1] for s in kept].count("forward") == 2
+    assert {source_and_answer_kind(s)[1] for s in kept} == set(keys)
+    assert len(prune(samples, scores, 0.5, GROUPINGS["dataset"])) == 5
