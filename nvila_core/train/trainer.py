@@ -43,7 +43,7 @@ from nvila_core.model.prompting import stop_token_ids
 from nvila_core.train import distributed as dist_utils
 from nvila_core.train.data import IGNORE_INDEX, Batch
 from nvila_core.train.distributed import DistContext, EpochSampler
-from nvila_core.train.fp8 import enable_fp8
+from nvila_core.train.fp8 import FP8_ALIGNMENT, enable_fp8
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +246,17 @@ class LossModule(nn.Module):
 
     All frames of the batch go through the vision tower together (pixel-identical ones once);
     the spliced sequences are right-padded into one LLM call (padding never reaches a real token
-    under the causal mask).
+    under the causal mask), to a multiple of `pad_to_multiple` positions: FP8 matmuls need the
+    token count of the weight gradient to be a multiple of 16.
     """
 
-    def __init__(self, model: NVILAModel, loss_fn: LossFn = answer_cross_entropy):
+    def __init__(
+        self, model: NVILAModel, loss_fn: LossFn = answer_cross_entropy, pad_to_multiple: int = 1
+    ):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
+        self.pad_to_multiple = pad_to_multiple
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         model = self.model
@@ -272,8 +276,12 @@ class LossModule(nn.Module):
             labels.append(splice_labels(sample_labels, positions, lengths))
         lengths = torch.tensor([e.shape[0] for e in embeds], device=device)
         inputs_embeds = nn.utils.rnn.pad_sequence(embeds, batch_first=True)
-        mask = (torch.arange(inputs_embeds.shape[1], device=device)[None] < lengths[:, None]).long()
         padded = nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX)
+        extra = -inputs_embeds.shape[1] % self.pad_to_multiple
+        if extra:
+            inputs_embeds = F.pad(inputs_embeds, (0, 0, 0, extra))
+            padded = F.pad(padded, (0, extra), value=IGNORE_INDEX)
+        mask = (torch.arange(inputs_embeds.shape[1], device=device)[None] < lengths[:, None]).long()
         padded = padded.to(device)
         hidden = model.llm.get_decoder()(
             inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False
@@ -454,7 +462,9 @@ class Trainer:
             model = enable_fp8(model, cfg.fp8_min_features)
         model.bind_tokenizer(tokenizer)
         self.model = model
-        self.loss_module = LossModule(model, self.loss_fn)
+        self.loss_module = LossModule(
+            model, self.loss_fn, pad_to_multiple=FP8_ALIGNMENT if cfg.fp8 else 1
+        )
         self.wrapped: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.step = 0

@@ -1,16 +1,13 @@
 """DeltaLoss scoring, per-dataset pruning, the pruned-mixture file and `nvila-core prune`."""
 
 import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from episode_folders import write_episode_dataset
 from torch import nn
 
 from nvila_core.model.checkpoint import save_checkpoint
@@ -183,31 +180,6 @@ def test_pruned_mixture_round_trip_and_filter(tmp_path):
 
 
 # ---------------------------------------------------------------- nvila-core prune
-def write_episode_dataset(root: Path, episodes: int, actions: int, seed: int) -> Path:
-    """A tiny dataset in the `nvila-sim rollout` episode-folder format."""
-    rng = np.random.default_rng(seed)
-    entries = []
-    for e in range(episodes):
-        folder = root / f"ep{e}"
-        (folder / "frames").mkdir(parents=True)
-        frames = []
-        for f in range(actions + 1):
-            name = f"frames/{f:06d}.png"
-            Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(folder / name)
-            frames.append({"file": name, "t": f * 0.5, "pose": [0.0, 0.0, 0.0]})
-        moves = ["move forward 75 cm", "turn left 30 degrees", "turn right 15 degrees", "stop"]
-        meta = {
-            "instruction": f"walk past the sofa to door {e}",
-            "frames": frames,
-            "actions": [{"text": moves[a % 4], "frame_index": a} for a in range(actions)],
-        }
-        (folder / "meta.json").write_text(json.dumps(meta))
-        entries.append({"episode_id": f"ep{e}", "dir": f"ep{e}", "num_actions": actions})
-    index = {"format": "nvila_nav.sim.dataset", "version": 1, "episodes": entries}
-    (root / "index.json").write_text(json.dumps(index))
-    return root
-
-
 @pytest.mark.timeout(120)
 def test_prune_cli_writes_a_pruned_mixture(tmp_path, tiny_config, tiny_tokenizer):
     for name, seed in (("large", 0), ("small", 1)):

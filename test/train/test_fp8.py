@@ -104,3 +104,36 @@ def test_fp8_bench_refuses_on_cpu(tmp_path):
     with pytest.raises(SystemExit, match="no CUDA device is available"):
         fp8_bench.main(["--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not fp8_supported()[0], reason="needs an FP8-capable GPU and torchao")
+def test_a_training_stage_runs_in_fp8_on_the_gpu(tmp_path, tiny_config, tiny_tokenizer):
+    """`fp8: true` end to end on CUDA: converted layers train, and the checkpoint loads back as
+    a plain model (FP8 is a cast around each matmul, not a weight format)."""
+    from episode_folders import write_episode_dataset
+    from torchao.float8.float8_linear import Float8Linear
+
+    from nvila_core.model.checkpoint import load_checkpoint
+    from nvila_core.model.processing import NVILAProcessor
+    from nvila_core.train.data import NavDataset, make_loader, read_episode_dataset
+    from nvila_core.train.trainer import TrainConfig, Trainer
+
+    samples = read_episode_dataset(write_episode_dataset(tmp_path / "data", 2, 4, 0), "sim")
+    config = TrainConfig(
+        batch_size=4, max_steps=4, lr=1e-3, dtype="bfloat16", fp8=True, fp8_min_features=64,
+        device="cuda", log_every=1, save_every=0, eval_generate_samples=0,
+    )  # fmt: skip
+    processor = NVILAProcessor(tiny_config, tiny_tokenizer)
+    loader = make_loader(NavDataset(samples, processor), config.batch_size, seed=0, num_workers=0)
+    model = NVILAModel.from_config(tiny_config, seed=0, tokenizer=tiny_tokenizer)
+    before = model.llm.model.layers[0].mlp.up_proj.weight.detach().clone()
+    trainer = Trainer(model, tiny_tokenizer, config, loader, out_dir=tmp_path / "run")
+    converted = [n for n, m in trainer.model.named_modules() if isinstance(m, Float8Linear)]
+    assert len(converted) == 10  # the tiny model's 2 decoder layers x 5 linears
+    result = trainer.train()
+    losses = [row["loss"] for row in trainer.history]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    reloaded, _ = load_checkpoint(result["final"])
+    after = reloaded.llm.model.layers[0].mlp.up_proj.weight
+    assert type(reloaded.llm.model.layers[0].mlp.up_proj) is torch.nn.Linear
+    assert not torch.equal(before, after.cpu())
