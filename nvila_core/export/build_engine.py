@@ -85,6 +85,7 @@ class EngineSession:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
         self.stream = torch.cuda.Stream() if device == "cuda" else None
 
     def run(self, output_names: Sequence[str], feed: Feed) -> list[np.ndarray]:
@@ -122,12 +123,7 @@ class EngineSession:
 def run_plan(trt, plan: bytes, feeds: Sequence[Feed]) -> list[Feed]:
     """Outputs of the engine for each feed, every output by name."""
     session = EngineSession(trt, plan)
-    names = [
-        session.engine.get_tensor_name(i)
-        for i in range(session.engine.num_io_tensors)
-        if session.engine.get_tensor_mode(session.engine.get_tensor_name(i))
-        == trt.TensorIOMode.OUTPUT
-    ]
+    names = session.outputs
     return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
 
 

@@ -3,8 +3,8 @@
 The robot calls `navigate` every step with the episode's frame history. NaVILA shows 8 frames, 7
 of which it has already seen, and frames never interact before the LLM, so the engine keeps each
 frame's projected tokens in a bounded LRU cache (`FrameFeatureCache`) and runs the vision tower on
-new frames only. Backends ("torch", or "onnxruntime" / "tensorrt" over an export folder) do the tensor work
-behind a small `Backend` protocol.
+new frames only. Backends ("torch", or "onnxruntime" / "tensorrt" over an export folder) do the
+tensor work behind a small `Backend` protocol.
 """
 
 from __future__ import annotations
