@@ -3,7 +3,9 @@
 NaVILA's Isaac loop plays each action open loop (0.5 m/s or π/6 rad/s for a fixed time). A real
 base slips and lags, so `MotionController` closes the loop on odometry instead: it drives until
 the odometry says the distance or angle is done, and it stops at once on e-stop, stale or
-invalid odometry, a silent action stream or a timeout. It is pure logic: the motion_controller
+invalid odometry, a silent action stream or a timeout. A forward move that makes no progress
+(the robot pushes a wall) ends early as BLOCKED: VLN-CE executes such a move as a no-op, so the
+agent is asked again instead of waiting for the timeout. It is pure logic: the motion_controller
 node calls `update()` at a fixed rate with the latest odometry and publishes the returned twist.
 """
 
@@ -27,6 +29,7 @@ class ControllerState(str, Enum):
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     TIMED_OUT = "timed_out"
+    BLOCKED = "blocked"
     STOPPED = "stopped"
     ESTOPPED = "estopped"
     WATCHDOG = "watchdog"
@@ -50,6 +53,9 @@ class ControllerLimits:
     timeout_margin_s: float = 1.0
     odom_timeout_s: float = 0.5
     action_stream_timeout_s: float = 0.5
+    blocked_timeout_s: float = 1.0
+    """A forward move that gains less than `blocked_progress_m` in this long is BLOCKED."""
+    blocked_progress_m: float = 0.02
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -126,6 +132,10 @@ class MotionController:
       state WATCHDOG. Aborting rather than pausing means the robot never moves on its own again
       after a fault.
     - acceleration limits only restrict speeding up; every stop is immediate.
+    - a forward move whose progress along the start heading grows by less than
+      `blocked_progress_m` for `blocked_timeout_s` ends at once with state BLOCKED (zero twist):
+      the robot is pushing an obstacle. This is an executed move without effect (VLN-CE's
+      collision semantics), not a controller fault; turns are never blocked.
 
     Motion follows a trapezoidal profile: ramp up at the acceleration limit, cruise, then brake
     along the curve that would bring a base decelerating at that limit to rest on the goal.
@@ -145,6 +155,8 @@ class MotionController:
         self._command = (0.0, 0.0)
         self._estop = False
         self._finish_pending = False
+        self._best_progress = 0.0
+        self._progress_at_s = 0.0
 
     @property
     def state(self) -> ControllerState:
@@ -179,6 +191,8 @@ class MotionController:
             return False
         self._start_pose = pose
         self._deadline_s = now_s + self._limits.action_timeout_s(action)
+        self._best_progress = 0.0
+        self._progress_at_s = now_s
         self._state = ControllerState.EXECUTING
         self._reason = f"executing {action.to_text()}"
         return True
@@ -266,6 +280,17 @@ class MotionController:
                 self._finish(
                     ControllerState.SUCCEEDED,
                     f"{action.to_text()} done, {remaining * 100:+.1f} cm from goal",
+                )
+                return
+            if progress > self._best_progress + limits.blocked_progress_m:
+                self._best_progress = progress
+                self._progress_at_s = now_s
+            elif now_s - self._progress_at_s > limits.blocked_timeout_s:
+                self._finish(
+                    ControllerState.BLOCKED,
+                    f"{action.to_text()} blocked after {progress * 100:.1f} cm: less than "
+                    f"{limits.blocked_progress_m * 100:g} cm progress in "
+                    f"{limits.blocked_timeout_s:g} s",
                 )
                 return
             target = _braking_speed(remaining, limits.max_linear_speed, limits.max_linear_accel)

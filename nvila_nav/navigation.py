@@ -15,9 +15,11 @@ Behaviour decisions:
   the instruction with a published "stop" (state stopped).
 - Unparseable output (or a policy that cannot decide) is re-queried up to `max_reparse` times;
   then "stop" is published and the instruction ends. Unparseable text is never published.
-- Controller results: "succeeded" → query again. "estopped" while our e-stop is active → wait for
-  the release, then query again (not a failure). timed_out, watchdog, rejected, cancelled (someone
-  else's action replaced ours), an estopped we did not see coming, and no result within
+- Controller results: "succeeded" → query again. "blocked" (a forward move into an obstacle,
+  executed as a no-op as VLN-CE does) → query again; it is not a failure. "estopped" while our
+  e-stop is active → wait for the release, then query again (not a failure). timed_out,
+  watchdog, rejected, cancelled (someone else's action replaced ours), an estopped we did not
+  see coming, and no result within
   `result_timeout_s` are failures: query again (the robot may have moved only part of the way, and
   the next query sees where it is) until `max_controller_failures` in a row, then stop.
 - Results are matched by count: the controller answers every message on `action` exactly once,
@@ -28,6 +30,10 @@ Behaviour decisions:
   instruction. Frame stamps and `now_s` must share a clock (use_sim_time with a simulator).
 - While the e-stop is active nothing new is published; a decision that arrives meanwhile is
   discarded and asked again after the release, on fresh frames.
+- Every "stop" that ends an instruction carries why (`Command.end`, one of `END_REASONS`), so an
+  evaluator can tell the agent's own stop (`agent_stopped`) from a stop the navigator made for
+  it (controller failures, unusable output, a frozen camera, a stop request). Stops that only
+  replace an action (preemption, reset) carry none.
 """
 
 from __future__ import annotations
@@ -53,6 +59,21 @@ bag restarted): the old frames belong to another run, so the history starts over
 
 ARROW_LENGTH_M = 0.5
 """Length of the marker arrow that shows the heading after a turn."""
+
+END_AGENT_STOPPED = "agent_stopped"
+"""The policy said stop: the only end that can count as success."""
+END_CONTROLLER_FAILURES = "controller_failures"
+END_NO_USABLE_ACTION = "no_usable_action"
+END_CAMERA_TIMEOUT = "camera_timeout"
+END_STOP_REQUESTED = "stop_requested"
+"""A "stop" instruction, the navigator/stop service, deactivation or shutdown."""
+END_REASONS = (
+    END_AGENT_STOPPED,
+    END_CONTROLLER_FAILURES,
+    END_NO_USABLE_ACTION,
+    END_CAMERA_TIMEOUT,
+    END_STOP_REQUESTED,
+)
 
 
 class NavState(str, Enum):
@@ -107,13 +128,15 @@ class Command:
     """One action to publish on `action`, with what `action_goal` and the markers show for it.
 
     stamp_s: time the goal is relative to (the stamp of the frame the decision was made on, or
-    the event's time for stops).
+    the event's time for stops). end: for the "stop" that ends an instruction, why it ended (one
+    of END_REASONS); empty for every other command.
     """
 
     action: Action
     instruction: str
     reason: str
     stamp_s: float
+    end: str = ""
 
     @property
     def text(self) -> str:
@@ -268,7 +291,7 @@ class Navigator:
         if not text:
             return []
         if is_stop_instruction(text):
-            return self.stop(f'instruction "{text}"', now_s)
+            return self.stop(f'instruction "{text}"', now_s, end=END_STOP_REQUESTED)
         commands = []
         if self.state is NavState.EXECUTING:
             commands.append(self._emit(Action.stop(), "preempted by a new instruction", now_s))
@@ -283,9 +306,18 @@ class Navigator:
             self.history.offer(latest.frame, latest.stamp_s)
         return commands
 
-    def stop(self, reason: str, now_s: float, level: Level = Level.OK) -> list[Command]:
-        """End the instruction and publish "stop" (zero motion), whatever the state."""
-        command = self._emit(Action.stop(), reason, now_s)
+    def stop(
+        self,
+        reason: str,
+        now_s: float,
+        level: Level = Level.OK,
+        end: str = END_STOP_REQUESTED,
+    ) -> list[Command]:
+        """End the instruction and publish "stop" (zero motion), whatever the state; `end` says
+        why (END_REASONS)."""
+        if end not in END_REASONS:
+            raise ValueError(f"unknown end reason {end!r}")
+        command = self._emit(Action.stop(), reason, now_s, end)
         self._end(NavState.STOPPED, level, f"stopped: {reason}")
         return [command]
 
@@ -316,6 +348,9 @@ class Navigator:
         if word == "succeeded":
             self._failures = 0
             return self._query_again(now_s, Level.OK, f"done: {current.text}")
+        if word == "blocked":
+            self._failures = 0
+            return self._query_again(now_s, Level.WARN, f"blocked (no-op): {current.text}")
         if word == "estopped" and self._estop:
             return self._query_again(now_s, Level.WARN, "e-stop: waiting for release")
         return self._controller_failed(f"controller: {text.strip()}", now_s)
@@ -348,6 +383,7 @@ class Navigator:
                     "clock than this node: use_sim_time?)",
                     now_s,
                     Level.ERROR,
+                    END_CAMERA_TIMEOUT,
                 )
             else:
                 self._set(Level.WARN, f"waiting for a fresh frame: {seen}")
@@ -390,10 +426,11 @@ class Navigator:
                 f"no usable action in {self._reparses + 1} queries (last: {why})",
                 now_s,
                 Level.ERROR,
+                END_NO_USABLE_ACTION,
             )
         self._reparses = 0
         if action.is_stop:
-            return self.stop("the policy said stop", now_s)
+            return self.stop("the policy said stop", now_s, end=END_AGENT_STOPPED)
         command = self._emit(action, "policy", query.frame_stamp_s)
         self._current = command
         self._sent_at = now_s
@@ -429,9 +466,9 @@ class Navigator:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _emit(self, action: Action, reason: str, stamp_s: float) -> Command:
+    def _emit(self, action: Action, reason: str, stamp_s: float, end: str = "") -> Command:
         """A command the node will publish; its result joins the ones outstanding."""
-        command = Command(action, self.instruction, reason, stamp_s)
+        command = Command(action, self.instruction, reason, stamp_s, end)
         self._pending_results += 1
         self._last_command = command
         return command
@@ -466,7 +503,10 @@ class Navigator:
         self._failures += 1
         if self._failures >= self.config.max_controller_failures:
             return self.stop(
-                f"{self._failures} controller failures in a row ({why})", now_s, Level.ERROR
+                f"{self._failures} controller failures in a row ({why})",
+                now_s,
+                Level.ERROR,
+                END_CONTROLLER_FAILURES,
             )
         return self._query_again(
             now_s, Level.WARN, f"re-querying after failure {self._failures}: {why}"

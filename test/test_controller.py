@@ -151,18 +151,72 @@ def test_forward_takes_about_as_long_as_navila_open_loop():
     assert 1.5 < duration < 2.2
 
 
-def test_blocked_robot_times_out_with_zero_twist():
+def test_forward_into_a_wall_ends_blocked_after_the_blocked_timeout():
+    """VLN-CE executes a forward step into a wall as a no-op: the move ends BLOCKED as soon as
+    it has made no progress for blocked_timeout_s, long before its timeout."""
     action = Action.forward(75)
     trace = run(MotionController(), Unicycle(blocked=True), action, 20)
     now, final = trace[-1]
-    assert final.state is ControllerState.TIMED_OUT
+    assert final.state is ControllerState.BLOCKED
     assert final.action_finished
     assert (final.vx, final.wz) == (0.0, 0.0)
-    assert "timed out" in final.reason
+    assert "blocked after 0.0 cm" in final.reason
+    assert LIMITS.blocked_timeout_s < now <= LIMITS.blocked_timeout_s + 1 / 20
+    assert now < LIMITS.action_timeout_s(action)
+    assert all(output.vx > 0 for _, output in trace[:-1])
+
+
+def test_wall_part_way_blocks_only_after_progress_stops():
+    """Progress resets the blocked timer: a robot that drives 30 cm and then hits a wall is
+    blocked blocked_timeout_s after it stopped advancing."""
+    robot = Unicycle()
+    controller = MotionController()
+    assert controller.start(Action.forward(75), robot.pose, 0.0)
+    dt, wall_at = 0.05, None
+    for tick in range(1, 200):
+        now = tick * dt
+        controller.heartbeat(now)
+        output = controller.update(robot.pose, now, now)
+        if robot.pose.x >= 0.30 and not robot.blocked:
+            robot.blocked, wall_at = True, now
+        robot.step(output.vx, output.wz, dt)
+        if output.action_finished:
+            break
+    assert output.state is ControllerState.BLOCKED
+    assert "blocked after 3" in output.reason
+    assert (
+        wall_at + LIMITS.blocked_timeout_s - 2 * dt
+        < now
+        <= wall_at + LIMITS.blocked_timeout_s + 2 * dt
+    )
+
+
+def test_slow_progress_is_not_blocked_and_times_out():
+    """A base that creeps (3 cm/s) keeps making progress: not blocked, the timeout ends it."""
+    action = Action.forward(75)
+    controller = MotionController()
+    pose = Pose2D(0.0, 0.0, 0.0)
+    assert controller.start(action, pose, 0.0)
+    dt = 0.05
+    for tick in range(1, 400):
+        now = tick * dt
+        controller.heartbeat(now)
+        output = controller.update(pose, now, now)
+        pose = Pose2D(pose.x + 0.03 * dt, 0.0, 0.0)
+        if output.action_finished:
+            break
+    assert output.state is ControllerState.TIMED_OUT
     timeout = LIMITS.action_timeout_s(action)
     assert timeout == pytest.approx(0.75 / 0.5 * 2.0 + 1.0)
-    assert timeout < now <= timeout + 1 / 20
-    assert all(output.vx > 0 for _, output in trace[:-1])
+    assert timeout < now <= timeout + dt
+
+
+def test_a_turn_that_cannot_turn_times_out_and_is_never_blocked():
+    trace = run(MotionController(), Unicycle(blocked=True), Action.left(30), 20)
+    now, final = trace[-1]
+    assert now > LIMITS.action_timeout_s(Action.left(30))
+    assert final.state is ControllerState.TIMED_OUT and "timed out" in final.reason
+    assert (final.vx, final.wz) == (0.0, 0.0)
 
 
 def test_estop_mid_action_zeroes_next_tick_latches_and_does_not_resume():

@@ -8,6 +8,12 @@ import pytest
 from nvila_nav.actions import Action, parse_action
 from nvila_nav.history import FrameHistory
 from nvila_nav.navigation import (
+    END_AGENT_STOPPED,
+    END_CAMERA_TIMEOUT,
+    END_CONTROLLER_FAILURES,
+    END_NO_USABLE_ACTION,
+    END_REASONS,
+    END_STOP_REQUESTED,
     Command,
     Level,
     NavigationConfig,
@@ -362,3 +368,87 @@ def test_config_is_validated():
         NavigationConfig(frame_timeout_s=0.0)
     with pytest.raises(ValueError, match="max_controller_failures"):
         NavigationConfig(max_controller_failures=0)
+
+
+def step_commands(worker: Worker, now: float) -> list[Command]:
+    """Worker.step, returning the commands themselves (with their end reasons)."""
+    navigator = worker.navigator
+    poll = navigator.poll(now)
+    commands = list(poll.commands)
+    if poll.query is not None:
+        try:
+            outcome = worker.policy.decide(poll.query.request)
+        except Exception as error:
+            outcome = error
+        commands += navigator.complete(poll.query, outcome, now)
+    return commands
+
+
+def test_blocked_forward_is_an_executed_no_op_not_a_failure():
+    """VLN-CE semantics: a forward move into a wall ends "blocked" and the agent is asked again;
+    no number of blocked moves in a row ends the instruction."""
+    navigator, worker = make(*[FORWARD] * 5, "stop", max_controller_failures=2)
+    assert start(navigator, worker) == [FORWARD]
+    for i in range(4):
+        assert navigator.on_result(f"blocked {FORWARD}", 1.0 + i) == []
+        assert navigator.state is NavState.QUERYING
+        assert "blocked" in navigator.status(1.0 + i).message
+        assert navigator.status(1.0 + i).failures == 0
+        navigator.offer_frame(frame(), 1.0 + i)
+        assert worker.step(1.0 + i) == [FORWARD]
+    # a failure after blocked moves starts counting from zero
+    assert navigator.on_result(f"timed_out {FORWARD}", 6.0) == []
+    assert navigator.status(6.0).failures == 1
+    navigator.offer_frame(frame(), 6.0)
+    (stop,) = step_commands(worker, 6.0)
+    assert stop.text == "stop" and stop.end == END_AGENT_STOPPED
+
+
+def test_every_end_of_an_instruction_says_why():
+    # the policy's own stop
+    navigator, worker = make("stop")
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    (command,) = step_commands(worker, 0.0)
+    assert (command.text, command.end) == ("stop", END_AGENT_STOPPED)
+    # controller failures
+    navigator, worker = make(FORWARD, FORWARD, max_controller_failures=2)
+    assert start(navigator, worker) == [FORWARD]
+    navigator.on_result(f"timed_out {FORWARD}", 1.0)
+    navigator.offer_frame(frame(), 1.0)
+    (forward,) = step_commands(worker, 1.0)
+    assert forward.end == ""  # an ordinary action carries no end
+    (command,) = navigator.on_result(f"timed_out {FORWARD}", 2.0)
+    assert (command.text, command.end) == ("stop", END_CONTROLLER_FAILURES)
+    # no result at all counts as a controller failure too
+    navigator, worker = make(FORWARD, max_controller_failures=1, result_timeout_s=1.0)
+    assert start(navigator, worker) == [FORWARD]
+    (command,) = navigator.poll(2.0).commands
+    assert command.end == END_CONTROLLER_FAILURES
+    # unusable output
+    navigator, worker = make("I see a sofa", max_reparse=0)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    (command,) = step_commands(worker, 0.0)
+    assert command.end == END_NO_USABLE_ACTION
+    # no camera
+    navigator, worker = make(FORWARD, frame_timeout_s=1.0)
+    navigator.instruct("go", 0.0)
+    (command,) = navigator.poll(1.5).commands
+    assert command.end == END_CAMERA_TIMEOUT
+    # a stop instruction or the stop service; preemption and reset end nothing
+    navigator, worker = make(FORWARD, FORWARD)
+    assert start(navigator, worker) == [FORWARD]
+    (preempt,) = navigator.instruct("go elsewhere", 1.0)
+    assert (preempt.text, preempt.end) == ("stop", "")
+    assert [c.end for c in navigator.instruct("halt!", 2.0)] == [END_STOP_REQUESTED]
+    assert [c.end for c in navigator.stop("service", 3.0)] == [END_STOP_REQUESTED]
+    with pytest.raises(ValueError, match="unknown end reason"):
+        navigator.stop("why", 4.0, end="bored")
+    assert set(END_REASONS) == {
+        END_AGENT_STOPPED,
+        END_CONTROLLER_FAILURES,
+        END_NO_USABLE_ACTION,
+        END_CAMERA_TIMEOUT,
+        END_STOP_REQUESTED,
+    }

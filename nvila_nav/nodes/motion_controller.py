@@ -12,7 +12,8 @@ follow docs/ros_interfaces.md. Behaviour decisions:
   "stop", refused and rejected actions also tick at once.
 - Every message on `action` gets exactly one `action_result` "<state> <action text>" (canonical
   text of the parsed action): succeeded / timed_out / watchdog / estopped when it ends,
-  "cancelled" when a new message preempts it, "estopped" or "watchdog" when it is refused (e-stop
+  "cancelled" when a new message preempts it, "blocked" when a forward move made no progress for
+  `blocked_timeout_s` (the robot pushes an obstacle: an executed no-op, VLN-CE semantics), "estopped" or "watchdog" when it is refused (e-stop
   latched, no finite odometry), "rejected <text as received>" when it cannot be parsed. Rejected
   text does not move the robot, and it cancels a running action, since the sender meant to
   replace it.
@@ -166,6 +167,22 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         read_only=True,
         min_value=0.0,
     ),
+    ParameterSpec(
+        "blocked_timeout_s",
+        _DEFAULT_LIMITS.blocked_timeout_s,
+        "A forward move that gains less than blocked_progress_m in this long ends at once with "
+        "result blocked (pushing a wall: executed as a no-op, VLN-CE semantics) [s]; 0 disables "
+        f"the check (such a move then times out). {_RESTART}",
+        read_only=True,
+        min_value=0.0,
+    ),
+    ParameterSpec(
+        "blocked_progress_m",
+        _DEFAULT_LIMITS.blocked_progress_m,
+        f"Progress that resets the blocked_timeout_s timer [m]. {_RESTART}",
+        read_only=True,
+        min_value=0.001,
+    ),
 )
 
 _LIMIT_NAMES = tuple(field.name for field in dataclasses.fields(ControllerLimits))
@@ -177,6 +194,7 @@ _LEVELS = {
     ControllerState.WATCHDOG: DiagnosticStatus.ERROR,
     ControllerState.ESTOPPED: DiagnosticStatus.WARN,
     ControllerState.TIMED_OUT: DiagnosticStatus.WARN,
+    ControllerState.BLOCKED: DiagnosticStatus.WARN,
 }
 
 
@@ -195,6 +213,8 @@ class MotionControllerNode(Node):
         if not self._stream_watchdog:
             # The controller needs a positive limit; one no silence can reach disables it.
             limits["action_stream_timeout_s"] = sys.float_info.max
+        if limits["blocked_timeout_s"] <= 0:
+            limits["blocked_timeout_s"] = sys.float_info.max
         self._odom_timeout_s = limits["odom_timeout_s"]
         self._controller = MotionController(ControllerLimits(**limits))
         self._use_stamped = params["use_stamped"]

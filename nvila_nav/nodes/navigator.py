@@ -9,7 +9,19 @@ Topics, types and QoS follow docs/ros_interfaces.md. Node-level decisions:
   worker thread; on_deactivate stops it (waiting for a query in flight) and publishes "stop";
   on_cleanup frees the model. A standalone process (`main`) configures and activates itself when
   `autostart` is true; set it false to drive the transitions from a launch file or
-  `ros2 lifecycle set`. Instructions that arrive while inactive are ignored.
+  `ros2 lifecycle set`. The `instruction` subscription exists from construction: an instruction
+  that arrives while the node is still starting (configuring: the model may load for minutes, or
+  inactive before its first activation) is kept, the latest one only, and started on activation
+  (both logged); a "stop" instruction discards it. After a deactivation instructions are ignored
+  with a warning, so an old instruction never starts a robot that an operator paused.
+- A robot must not drive on random weights: configure refuses an nvila_core preset (random
+  weights) unless `allow_random_weights` is true, naming that parameter and how to point `model`
+  at a checkpoint; it checks this before loading anything.
+- `navigator/querying` (std_msgs/Bool, latched) is true while the policy decides, refreshed
+  every second of wall time, false otherwise: the simulator holds its physics and clock on it,
+  so a slow model gets the same episode as a fast one. `navigator/outcome` (std_msgs/String,
+  JSON) says why each instruction ended (`end`: agent_stopped, controller_failures,
+  no_usable_action, camera_timeout, stop_requested) just before its final "stop" goes out.
 - The `rgb` callback only converts the image and offers it to the history under the lock; the
   model runs in the worker thread, never in a callback. Malformed images are dropped with a
   throttled warning and counted in the status (`dropped_frames`).
@@ -31,6 +43,7 @@ import math
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -47,9 +60,10 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from nvila_core.model.configuration import list_presets
 from nvila_nav.history import FrameHistory
 from nvila_nav.image_conversion import ImageConversionError, image_to_rgb
-from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator
+from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator, is_stop_instruction
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.policies import (
@@ -65,6 +79,10 @@ _CONFIGURE = "Read on configure."
 _POLL_PERIOD_S = 0.05
 """How often the idle worker re-checks timeouts; events (frames, results) wake it at once."""
 _WARN_THROTTLE_S = 5.0
+_QUERYING_REFRESH_S = 1.0
+"""Wall-time period at which a true navigator/querying is repeated while a query runs (the
+simulator releases a hold that is not refreshed, e.g. after a crash)."""
+EXPORT_BACKENDS = ("onnxruntime", "tensorrt")
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
@@ -101,7 +119,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "model",
         "tiny",
         "Checkpoint directory, or an nvila_core preset name (presets have RANDOM weights: "
-        f"tests and demos only). {_CONFIGURE}",
+        f"tests and demos only, refused unless allow_random_weights). {_CONFIGURE}",
+    ),
+    ParameterSpec(
+        "allow_random_weights",
+        False,
+        "Let the nvila policy run a preset with RANDOM weights (tests, demos, the simulator). "
+        "False refuses it at configure, before anything loads: a robot must not drive on "
+        f"meaningless actions. {_CONFIGURE}",
     ),
     ParameterSpec(
         "backend",
@@ -222,6 +247,40 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 _LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
 
 
+def random_weights_refusal(model: str) -> str:
+    return (
+        f"model {model!r} is an nvila_core preset with RANDOM weights: a robot must not drive "
+        "on it. Point the navigator's model at a checkpoint directory (ros2 launch nvila_nav "
+        "navigation.launch.py model:=/path/to/checkpoint, or nvila-nav-bringup navigation "
+        "--model /path/to/checkpoint), or set the navigator parameter allow_random_weights: true "
+        "(tests and demos only)"
+    )
+
+
+def check_model(policy: str, model: str, backend: str, allow_random_weights: bool) -> None:
+    """Refuse, before anything loads, a model the nvila policy cannot or must not run: a preset
+    (random weights) without `allow_random_weights`, or a path that is not a folder. Raises
+    ValueError with a message that names the parameter to change."""
+    if policy != "nvila":
+        return
+    if Path(model).expanduser().is_dir():
+        return
+    if backend in EXPORT_BACKENDS:
+        raise ValueError(
+            f"model {model!r} is not a folder: backend {backend} needs an `nvila-core export` "
+            "folder"
+        )
+    presets = list_presets()
+    if model in presets:
+        if not allow_random_weights:
+            raise ValueError(random_weights_refusal(model))
+        return
+    raise ValueError(
+        f"model {model!r} is neither a checkpoint directory nor a preset "
+        f"({', '.join(presets)}): set the navigator parameter model"
+    )
+
+
 class NavigatorNode(LifecycleNode):
     """Asks the policy for the next action whenever the previous one is done, in a worker thread."""
 
@@ -238,6 +297,20 @@ class NavigatorNode(LifecycleNode):
         self._params: dict[str, Any] = {}
         self._dropped_frames = 0
         self._entities: list[tuple[Callable[[Any], Any], Any]] = []
+        self._querying = threading.Event()
+        self._querying_pub: Any = None
+        self._keeper: threading.Thread | None = None
+        self._pending_instruction: str | None = None
+        self._ever_active = False
+        self.configure_error: str | None = None
+        """Why the last configure failed (None after a success), for in-process callers."""
+        # From construction on, so an instruction sent while the model loads is not lost.
+        self.create_subscription(
+            String,
+            "instruction",
+            self._on_instruction,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
 
     @property
     def autostart(self) -> bool:
@@ -256,6 +329,9 @@ class NavigatorNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             params = self._read_parameters()
+            check_model(
+                params["policy"], params["model"], params["backend"], params["allow_random_weights"]
+            )
             history = FrameHistory(
                 params["keep_rate_hz"], params["history_capacity"], params["num_frames"]
             )
@@ -285,9 +361,18 @@ class NavigatorNode(LifecycleNode):
                     f"num_frames is {params['num_frames']} but the model takes "
                     f"{policy.num_frames} frames per query"
                 )
+            if (
+                isinstance(policy, NVILAPolicy)
+                and policy.engine.random_weights
+                and not params["allow_random_weights"]
+            ):
+                policy.close()
+                raise ValueError(random_weights_refusal(params["model"]))
         except Exception as error:
+            self.configure_error = str(error)
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = None
         self._params = params
         self._policy = policy
         self._navigator = Navigator(history, config)
@@ -302,18 +387,33 @@ class NavigatorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
-        self._active = True
         self._halt.clear()
         self._worker = threading.Thread(target=self._work, name="navigator_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info("active: waiting for an instruction")
+        self._keeper = threading.Thread(
+            target=self._keep_querying_fresh, name="navigator_querying", daemon=True
+        )
+        self._keeper.start()
+        with self._lock:
+            self._active = True
+            self._ever_active = True
+            pending, self._pending_instruction = self._pending_instruction, None
+            if pending is not None:
+                self._publish(self._navigator.instruct(pending, self._now_s()))
+        if pending is None:
+            self.get_logger().info("active: waiting for an instruction")
+        else:
+            self.get_logger().info(
+                f"active: starting the instruction received earlier: {pending!r}"
+            )
+            self._wake.set()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
         with self._lock:
             self._publish(self._navigator.stop("navigator deactivated", self._now_s()))
-        self._active = False
+            self._active = False
         self.get_logger().info("inactive: published stop")
         return super().on_deactivate(state)
 
@@ -370,13 +470,16 @@ class NavigatorNode(LifecycleNode):
             )
 
         self._action_pub = lifecycle_publisher(String, "action")
+        self._outcome_pub = lifecycle_publisher(String, "navigator/outcome")
         self._goal_pub = lifecycle_publisher(PoseStamped, "action_goal")
         self._marker_pub = lifecycle_publisher(MarkerArray, "navigator/markers")
         self._status_pub = lifecycle_publisher(DiagnosticArray, "navigator/status")
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", reliable)
         self._entities.append((self.destroy_publisher, self._diag_pub))
+        self._querying_pub = self.create_publisher(Bool, "navigator/querying", latched)
+        self._entities.append((self.destroy_publisher, self._querying_pub))
+        self._querying_pub.publish(Bool(data=False))
         subscription(Image, "rgb", self._on_image, qos_profile_sensor_data)
-        subscription(String, "instruction", self._on_instruction, reliable)
         subscription(String, "action_result", self._on_action_result, reliable)
         subscription(Odometry, "odom", self._on_odom, reliable)
         subscription(String, "sim/episode", self._on_episode, latched)
@@ -391,6 +494,7 @@ class NavigatorNode(LifecycleNode):
         for destroy, entity in reversed(self._entities):
             destroy(entity)
         self._entities.clear()
+        self._querying_pub = None
         with self._lock:
             policy, self._policy = self._policy, None
             self._navigator = None
@@ -402,11 +506,32 @@ class NavigatorNode(LifecycleNode):
     def _stop_worker(self) -> None:
         """Stop the worker; a query in flight finishes first (its answer is then dropped)."""
         worker, self._worker = self._worker, None
+        keeper, self._keeper = self._keeper, None
         if worker is None:
             return
         self._halt.set()
         self._wake.set()
         worker.join()
+        if keeper is not None:
+            keeper.join()
+        self._set_querying(False)
+
+    def _set_querying(self, querying: bool) -> None:
+        """Tell the graph (the simulator's hold) whether the policy is deciding now."""
+        if querying:
+            self._querying.set()
+        else:
+            self._querying.clear()
+        publisher = self._querying_pub
+        if publisher is not None and self.context.ok():
+            publisher.publish(Bool(data=querying))
+
+    def _keep_querying_fresh(self) -> None:
+        """Repeat a true navigator/querying every _QUERYING_REFRESH_S of wall time (a thread:
+        the node's timers run on sim time, which stands still while the simulator is held)."""
+        while not self._halt.wait(_QUERYING_REFRESH_S):
+            if self._querying.is_set():
+                self._set_querying(True)
 
     def _work(self) -> None:
         navigator, policy = self._navigator, self._policy
@@ -421,18 +546,23 @@ class NavigatorNode(LifecycleNode):
                 if poll.query is None:
                     self._wake.wait(_POLL_PERIOD_S)
                     continue
+                self._set_querying(True)
                 try:
-                    outcome = policy.decide(poll.query.request)
-                except PolicyUnavailable as error:
-                    outcome = error
-                    self.get_logger().warning(f"policy cannot decide: {error}")
-                except Exception as error:
-                    outcome = error
-                    self.get_logger().error(f"policy failed:\n{traceback.format_exc()}")
-                if self._halt.is_set():
-                    return
-                with self._lock:
-                    self._publish(navigator.complete(poll.query, outcome, self._now_s()))
+                    try:
+                        outcome = policy.decide(poll.query.request)
+                    except PolicyUnavailable as error:
+                        outcome = error
+                        self.get_logger().warning(f"policy cannot decide: {error}")
+                    except Exception as error:
+                        outcome = error
+                        self.get_logger().error(f"policy failed:\n{traceback.format_exc()}")
+                    if self._halt.is_set():
+                        return
+                    with self._lock:
+                        self._publish(navigator.complete(poll.query, outcome, self._now_s()))
+                finally:
+                    # after the action is out, so the world resumes with the robot on its way
+                    self._set_querying(False)
             except Exception:
                 self.get_logger().error(f"navigator worker step failed:\n{traceback.format_exc()}")
                 self._halt.wait(_POLL_PERIOD_S)
@@ -441,6 +571,14 @@ class NavigatorNode(LifecycleNode):
         """Publish each command on action, action_goal and the markers; the caller holds the lock."""
         frame = self._params["base_frame"]
         for command in commands:
+            if command.end:
+                outcome = {
+                    "end": command.end,
+                    "reason": command.reason,
+                    "instruction": command.instruction,
+                    "stamp": command.stamp_s,
+                }
+                self._outcome_pub.publish(String(data=json.dumps(outcome)))
             self._action_pub.publish(String(data=command.text))
             stamp = Time(seconds=max(command.stamp_s, 0.0)).to_msg()
             goal = PoseStamped()
@@ -478,13 +616,30 @@ class NavigatorNode(LifecycleNode):
 
     @logged
     def _on_instruction(self, msg: String) -> None:
-        if not self._active:
-            self.get_logger().warning(f"inactive: ignored instruction {msg.data!r}")
-            return
+        text = msg.data.strip()
         with self._lock:
-            self._publish(self._navigator.instruct(msg.data, self._now_s()))
-        self.get_logger().info(f"instruction: {msg.data!r}")
-        self._wake.set()
+            if self._active:
+                self._publish(self._navigator.instruct(text, self._now_s()))
+                self._wake.set()
+                kept = None
+            elif self._ever_active:
+                kept = "ignored"
+            else:
+                kept = "dropped" if is_stop_instruction(text) else "kept"
+                self._pending_instruction = None if kept == "dropped" else text or None
+        if kept is None:
+            self.get_logger().info(f"instruction: {text!r}")
+        elif kept == "ignored":
+            self.get_logger().warning(f"inactive (deactivated): ignored instruction {text!r}")
+        elif kept == "dropped":
+            self.get_logger().warning(
+                f"instruction {text!r} while starting: any instruction received earlier is dropped"
+            )
+        else:
+            self.get_logger().info(
+                f"instruction {text!r} received while the navigator is starting (loading the "
+                "policy): it starts as soon as the navigator is active"
+            )
 
     @logged
     def _on_action_result(self, msg: String) -> None:

@@ -154,7 +154,8 @@ class KinematicBase(Node):
     the motion independent of how busy the test machine is: a stalled process stalls the world
     too. With `sim_time` it also publishes /clock, one step per tick, and stamps odom with it,
     for nodes running with use_sim_time. `stop_odometry()` silences odom while the body keeps
-    obeying cmd_vel, like a crashed odometry driver on a moving robot.
+    obeying cmd_vel, like a crashed odometry driver on a moving robot. `block()` puts a wall in
+    front of it: the body no longer moves (odometry keeps flowing), like a robot pushing a wall.
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class KinematicBase(Node):
         self._step_ns = round(1e9 / rate_hz)
         self._sim_ns = SIM_TIME_START_NS if sim_time else None
         self._publishing = True
+        self._blocked = False
         self.last_odom_time = -math.inf
         self._odom_pub = self.create_publisher(Odometry, "odom", RELIABLE)
         self._clock_pub = self.create_publisher(Clock, "/clock", RELIABLE) if sim_time else None
@@ -187,7 +189,9 @@ class KinematicBase(Node):
     def _step(self) -> None:
         with self._lock:
             dt = self._step_ns * 1e-9
-            if abs(self._wz) < 1e-9:
+            if self._blocked:
+                pass
+            elif abs(self._wz) < 1e-9:
                 self._x += self._vx * dt * math.cos(self._yaw)
                 self._y += self._vx * dt * math.sin(self._yaw)
             else:  # Exact for a constant twist: an arc.
@@ -225,6 +229,11 @@ class KinematicBase(Node):
         """The twist the base is executing: (linear x, angular z)."""
         with self._lock:
             return self._vx, self._wz
+
+    def block(self) -> None:
+        """From now on the body stays where it is, whatever it is commanded."""
+        with self._lock:
+            self._blocked = True
 
     def stop_odometry(self) -> float:
         """Stop publishing odom; returns the time.monotonic() of the last odom published."""

@@ -249,6 +249,25 @@ def test_odometry_loss_stops_within_timeout_plus_a_tick(graph):
     bench.assert_robot_stops()
 
 
+@pytest.mark.parametrize(("blocked_timeout_s", "outcome"), [(1.0, "blocked"), (0.0, "timed_out")])
+def test_forward_into_a_wall_ends_blocked_quickly_unless_disabled(
+    graph, blocked_timeout_s, outcome
+):
+    """A robot pushing a wall makes no progress: the move ends "blocked" after
+    blocked_timeout_s with a zero twist (VLN-CE executes it as a no-op); with the check off it
+    runs into its timeout (0.75 m / 0.5 m/s x 2 + 1 s = 4 s)."""
+    bench = Bench(graph, blocked_timeout_s=blocked_timeout_s)
+    bench.start_controller()
+    bench.robot.block()
+    t0 = bench.send("move forward 75 cm")
+    bench.wait_moving()
+    t1 = bench.wait_result(f"{outcome} move forward 75 cm", timeout=8.0)
+    expected = blocked_timeout_s or 4.0
+    assert expected <= t1 - t0 <= expected + 1.0
+    bench.assert_robot_stops()
+    bench.wait_diag(lambda values: values["state"] == outcome, since=t1)
+
+
 @pytest.mark.parametrize(("stream_timeout_s", "outcome"), [(0.3, "watchdog"), (0.0, "succeeded")])
 def test_silent_navigator_stops_unless_disabled(graph, stream_timeout_s, outcome):
     bench = Bench(graph, heartbeat=False, action_stream_timeout_s=stream_timeout_s)

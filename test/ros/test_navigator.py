@@ -42,6 +42,9 @@ LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 CAMERA_PERIOD_S = 0.1
+QUERYING_QOS = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 EPISODE = generate_episode("val_unseen", 0, seed=0)
 START = (EPISODE.start_position[0], EPISODE.start_position[1], EPISODE.start_yaw)
 
@@ -237,10 +240,9 @@ def test_lifecycle_transitions_and_status_rate(graph):
     assert bench.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert bench.transition(Transition.TRANSITION_CONFIGURE)
     assert bench.state() == State.PRIMARY_STATE_INACTIVE
-    # Inactive: diagnostics report it, the heartbeat stays silent, instructions are ignored.
+    # Inactive: diagnostics report it, the heartbeat stays silent.
     found = bench.diagnostics.wait_for(lambda msg: diag_values(msg)["active"] == "false", 5.0)
     assert found and found[1].status[0].message.startswith("inactive")
-    bench.instruct("go to the kitchen")
     assert bench.transition(Transition.TRANSITION_ACTIVATE)
     assert bench.state() == State.PRIMARY_STATE_ACTIVE
     t0 = time.monotonic()
@@ -257,8 +259,11 @@ def test_lifecycle_transitions_and_status_rate(graph):
     assert bench.transition(Transition.TRANSITION_DEACTIVATE)
     assert bench.state() == State.PRIMARY_STATE_INACTIVE
     assert bench.wait_actions(1, since=t1) == ["stop"]
+    # Deactivated by an operator: instructions are ignored, never kept for later.
+    t2 = bench.instruct("go to the kitchen")
     time.sleep(0.5)
     assert len(bench.status.messages(time.monotonic() - 0.3)) == 0
+    assert bench.action_texts(t2) == []
     assert bench.transition(Transition.TRANSITION_CLEANUP)
     assert bench.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert not bench.node.configured
@@ -268,12 +273,20 @@ def test_configure_fails_cleanly_on_a_bad_model(graph):
     bench = Bench(graph, model="no-such-model")
     assert not bench.transition(Transition.TRANSITION_CONFIGURE)
     assert bench.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert "neither a checkpoint directory nor a preset" in bench.node.configure_error
     bench.node.set_parameters([Parameter("policy", value="expert")])
     assert bench.transition(Transition.TRANSITION_CONFIGURE)
 
 
 def test_images_and_instruction_give_an_action_from_the_model(graph):
-    bench = Bench(graph, policy="nvila", model="tiny", device="cpu", max_new_tokens=12)
+    bench = Bench(
+        graph,
+        policy="nvila",
+        model="tiny",
+        allow_random_weights=True,
+        device="cpu",
+        max_new_tokens=12,
+    )
     bench.activate()
     malformed = Image(height=4, width=4, encoding="rgb8", step=3, data=bytes(12))
     bench.image_pub.publish(malformed)
@@ -318,9 +331,20 @@ def test_images_and_instruction_give_an_action_from_the_model(graph):
 
 def test_expert_policy_drives_the_episode_through_the_controller(graph):
     bench, controller = expert_bench(graph)
+    outcomes = Collector(bench.probe, String, "navigator/outcome")
+    querying = Collector(bench.probe, Bool, "navigator/querying", QUERYING_QOS)
     t0 = bench.instruct(EPISODE.instruction_text)
     assert wait_for(lambda: "stop" in bench.action_texts(t0), 30.0), bench.action_texts(t0)
     issued = bench.action_texts(t0)
+    # the end goes out with its reason, and the simulator's hold rose and fell for every query
+    found = outcomes.wait_for(lambda m: True, 5.0, since=t0)
+    assert found, "no navigator/outcome"
+    outcome = json.loads(found[1].data)
+    assert outcome["end"] == "agent_stopped" and outcome["instruction"] == (
+        EPISODE.instruction_text
+    )
+    assert wait_for(lambda: querying.messages() and not querying.messages()[-1].data, 5.0)
+    assert sum(m.data for m in querying.messages(t0)) >= len(issued)
     # The same sequence the expert produces offline from the same start and message.
     policy, pose, expected = ExpertPolicy(), START, []
     data = json.loads(episode_message(EPISODE, 0.0, 1))
@@ -383,3 +407,47 @@ def test_estop_holds_actions_until_released(graph):
     bench.estop_pub.publish(Bool(data=False))
     (first,) = bench.wait_actions(1, since=t1)[:1]
     assert first != "stop"
+
+
+def test_instruction_sent_while_the_navigator_starts_is_kept_until_active(graph):
+    """An instruction that arrives before configure (a model may load for minutes) is not lost:
+    the navigator keeps it and starts it once active; a later one replaces it and "stop"
+    discards it."""
+    bench = Bench(graph, policy="forward")
+    bench.camera_on = True
+    assert wait_for(lambda: bench.instruction_pub.get_subscription_count() > 0, 10.0)
+    outcomes = Collector(bench.probe, String, "navigator/outcome")
+    bench.instruct("go to the kitchen")
+    bench.instruct("stop")
+    bench.instruct("go to the bedroom")
+    assert wait_for(lambda: bench.node._pending_instruction == "go to the bedroom", 5.0)
+    time.sleep(0.3)
+    assert bench.action_texts() == []
+    t0 = time.monotonic()
+    assert bench.transition(Transition.TRANSITION_CONFIGURE)
+    assert bench.transition(Transition.TRANSITION_ACTIVATE)
+    assert bench.wait_actions(1, since=t0) == ["move forward 75 cm"]
+    values = bench.wait_status(lambda v: v["instruction"] != "", since=t0)
+    assert values["instruction"] == "go to the bedroom"
+    # the stop service ends it with its own reason
+    t1 = time.monotonic()
+    assert bench.call(bench.stop_client, Trigger.Request()).success
+    found = outcomes.wait_for(lambda m: True, 5.0, since=t1)
+    assert found and json.loads(found[1].data)["end"] == "stop_requested"
+
+
+def test_random_weights_are_refused_before_anything_loads(graph):
+    """A robot must not drive on a preset's random weights: configure fails at once (no model
+    is built), naming the parameter that allows it and how to point model at a checkpoint."""
+    bench = Bench(graph, policy="nvila", model="tiny")
+    t0 = time.monotonic()
+    assert not bench.transition(Transition.TRANSITION_CONFIGURE)
+    assert time.monotonic() - t0 < 5.0
+    assert bench.state() == State.PRIMARY_STATE_UNCONFIGURED
+    error = bench.node.configure_error
+    assert "RANDOM weights" in error and "allow_random_weights: true" in error
+    assert "model:=/path/to/checkpoint" in error and "--model /path/to/checkpoint" in error
+    # the other policies never load a model, so they need no permission
+    bench.node.set_parameters([Parameter("policy", value="random")])
+    assert bench.transition(Transition.TRANSITION_CONFIGURE)
+    assert bench.node.configure_error is None
