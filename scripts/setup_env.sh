@@ -3,16 +3,39 @@
 # unchanged requirements does nothing but check.
 #
 #   - Python >= 3.10 virtual environment in .venv
-#   - torch installed first and explicitly (CPU build, torch==2.13.0) unless one is already importable
+#   - torch installed first and explicitly, from the index TORCH_INDEX names (default: PyTorch's CPU
+#     index), unless one is already importable; every later install is constrained to that torch,
+#     so pip never replaces it with a (multi-GB CUDA) build of its own choosing
 #   - ROS 2: a sourced ROS install is used when its rclpy imports; otherwise the pinned PyPI wheels
+#     of ROS_REQUIREMENTS
 #   - Debian packages for headless rendering (EGL/Mesa), speech synthesis for tests (espeak-ng) and
 #     the microphone (PortAudio), via apt when running as root
+#
+# Settings (environment variables; docs/installation.md shows them per machine):
+#   NVILA_VENV        the virtual environment (default: .venv)
+#   PYTHON            the interpreter that creates it (default: python3)
+#   TORCH_SPEC        the torch requirement (default: torch==2.13.0)
+#   TORCH_INDEX       the index torch comes from (default: https://download.pytorch.org/whl/cpu;
+#                     a CUDA build: e.g. https://download.pytorch.org/whl/cu128; empty: pip's own
+#                     configured index, e.g. a local mirror)
+#   TORCH_CUDA        expect a CUDA build (1) or a CPU build (0); default: 1 when TORCH_INDEX
+#                     names a cuXXX index, else 0. A mismatch after installing is an error.
+#   ROS_REQUIREMENTS  the ROS 2 wheels when no sourced ROS provides rclpy (default:
+#                     requirements-ros.txt = Kilted; requirements-ros-jazzy.txt = Jazzy)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${NVILA_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
-TORCH_SPEC="torch==2.13.0"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+TORCH_INDEX="${TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+case "$TORCH_INDEX" in
+  */cu[0-9]*) TORCH_CUDA="${TORCH_CUDA:-1}" ;;
+  *) TORCH_CUDA="${TORCH_CUDA:-0}" ;;
+esac
+ROS_REQUIREMENTS="${ROS_REQUIREMENTS:-requirements-ros.txt}"
+case "$ROS_REQUIREMENTS" in /*) ;; *) ROS_REQUIREMENTS="$ROOT/$ROS_REQUIREMENTS" ;; esac
+[ -f "$ROS_REQUIREMENTS" ] || { echo "[setup_env] ERROR: $ROS_REQUIREMENTS not found" >&2; exit 1; }
 DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 espeak-ng libportaudio2)
 
 log() { printf '[setup_env] %s\n' "$*"; }
@@ -57,7 +80,8 @@ fi
 VPY="$VENV/bin/python"
 
 stamp="$VENV/.nvila_nav_stamp"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-ros.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -d' ' -f1)-ros$ros_sourced"
+want="$( (cat "$ROOT/requirements.txt" "$ROS_REQUIREMENTS" "$ROOT/setup.py" "$0";
+          echo "$TORCH_SPEC $TORCH_INDEX $TORCH_CUDA") | sha256sum | cut -d' ' -f1)-ros$ros_sourced"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VPY" -c 'import torch, rclpy, nvila_core, nvila_nav' >/dev/null 2>&1; then
   log "$VENV is up to date"
   exit 0
@@ -65,20 +89,41 @@ fi
 
 "$VPY" -m pip install -q --upgrade "pip>=24" "setuptools>=70" wheel
 
-# torch first and explicitly: letting pip resolve torch on its own pulls a multi-GB CUDA build.
+# torch first and explicitly: letting pip resolve torch on its own pulls a multi-GB CUDA build
+# on x86 Linux, and the wrong one (or none) on Jetson.
 if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
-  log "installing $TORCH_SPEC (CPU build)"
-  "$VPY" -m pip install -q "$TORCH_SPEC"
+  if [ -n "$TORCH_INDEX" ]; then
+    log "installing $TORCH_SPEC from $TORCH_INDEX"
+    "$VPY" -m pip install -q "$TORCH_SPEC" --index-url "$TORCH_INDEX"
+  else
+    log "installing $TORCH_SPEC from pip's configured index"
+    "$VPY" -m pip install -q "$TORCH_SPEC"
+  fi
 fi
+torch_build="$("$VPY" -c 'import torch; print(torch.__version__, torch.version.cuda or "cpu")')"
+torch_cuda="$(echo "$torch_build" | cut -d' ' -f2)"
+if [ "$TORCH_CUDA" = "1" ] && [ "$torch_cuda" = "cpu" ]; then
+  log "ERROR: a CUDA build of torch was asked for (TORCH_CUDA=1), $VENV has torch $torch_build"
+  log "       remove $VENV and run again with TORCH_INDEX set to a CUDA index (docs/installation.md)"
+  exit 1
+fi
+if [ "$TORCH_CUDA" = "0" ] && [ "$torch_cuda" != "cpu" ]; then
+  log "ERROR: a CPU build of torch was asked for (TORCH_CUDA=0), $VENV has torch $torch_build"
+  log "       remove $VENV and run again, or set TORCH_CUDA=1 to keep it (docs/installation.md)"
+  exit 1
+fi
+# Every later install keeps exactly this torch.
+constraints="$VENV/torch-constraint.txt"
+"$VPY" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
 
 log "installing pinned requirements"
-"$VPY" -m pip install -q -r "$ROOT/requirements.txt"
+"$VPY" -m pip install -q -r "$ROOT/requirements.txt" -c "$constraints"
 
 if "$VPY" -c 'import rclpy' >/dev/null 2>&1; then
   log "rclpy found (ROS 2 ${ROS_DISTRO:-from wheels})"
 else
-  log "installing ROS 2 Kilted rclpy + message wheels from PyPI"
-  "$VPY" -m pip install -q -r "$ROOT/requirements-ros.txt"
+  log "installing ROS 2 rclpy + message wheels from PyPI ($(basename "$ROS_REQUIREMENTS"))"
+  "$VPY" -m pip install -q -r "$ROS_REQUIREMENTS" -c "$constraints"
 fi
 
 log "installing nvila_nav (editable)"
@@ -86,4 +131,11 @@ log "installing nvila_nav (editable)"
 
 "$VPY" -c 'import torch, rclpy, nvila_core, nvila_nav' || { log "ERROR: import check failed"; exit 1; }
 echo "$want" > "$stamp"
-log "ready: $VENV (torch $("$VPY" -c 'import torch; print(torch.__version__)'))"
+log "ready: $VENV (torch $torch_build, rclpy $("$VPY" -c 'import importlib.metadata as m
+for d in ("ros-rclpy", "rclpy"):
+    try:
+        print(m.version(d)); break
+    except m.PackageNotFoundError:
+        pass
+else:
+    print("from ROS")'))"
