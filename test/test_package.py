@@ -18,7 +18,23 @@ REQUIRED_EXEC_DEPENDS = {
     "std_srvs",
     "visualization_msgs",
     "lifecycle_msgs",
+    "launch",
+    "launch_ros",
+    "ros2launch",
 }
+
+# Imported Python modules -> their standard rosdep key (ros/rosdistro rosdep/python.yaml, Debian
+# packages). Modules without such a key come from requirements.txt into a virtual environment.
+ROSDEP_KEYS = {
+    "numpy": "python3-numpy",
+    "yaml": "python3-yaml",
+    "PIL": "python3-pil",
+    "matplotlib": "python3-matplotlib",
+    "tqdm": "python3-tqdm",
+}
+# Keys that must stay out: Ubuntu's python3-torch is a CPU build that would shadow a CUDA or
+# Jetson torch; "-pip" keys install unpinned versions system-wide.
+FORBIDDEN_KEYS = {"python3-torch", "python3-transformers-pip", "python3-onnxruntime-pip"}
 
 
 def test_package_xml_is_format_3_ament_python():
@@ -32,6 +48,27 @@ def test_package_xml_is_format_3_ament_python():
     assert exec_depends >= REQUIRED_EXEC_DEPENDS
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
     assert root.findtext("export/build_type") == "ament_python"
+
+
+def _ros_interface_package(module: str) -> bool:
+    return module.endswith(("_msgs", "_srvs", "_interfaces")) or module == "rclpy"
+
+
+def test_package_xml_declares_what_the_code_imports():
+    """Every ROS package imported by the code and launch files, and every imported Python module
+    with a standard rosdep key, is an exec_depend, so `rosdep install` provides it."""
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
+    sources = [*(ROOT / "nvila_nav").rglob("*.py"), *(ROOT / "launch").glob("*.py")]
+    imported = set().union(*(_imports(p) for p in sources))
+    for folder in ("nvila_core", "trt_kernels"):
+        imported |= set().union(*(_imports(p) for p in (ROOT / folder).rglob("*.py")))
+    ros = {m for m in imported if _ros_interface_package(m)} | ({"launch", "launch_ros"} & imported)
+    assert ros >= {"rclpy", "std_msgs", "launch_ros"}  # the scan sees the nodes and launch files
+    assert not ros - declared, f"ROS packages imported but not in package.xml: {ros - declared}"
+    keyed = {ROSDEP_KEYS[m] for m in imported & ROSDEP_KEYS.keys()}
+    assert keyed == set(ROSDEP_KEYS.values()), "a ROSDEP_KEYS module is no longer imported"
+    assert not keyed - declared, f"rosdep keys missing from package.xml: {keyed - declared}"
+    assert not declared & FORBIDDEN_KEYS
 
 
 def test_setup_cfg_installs_executables_where_ros2_run_looks():
