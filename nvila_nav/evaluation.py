@@ -6,6 +6,13 @@ offline runner, without a graph. The protocol follows VLN-CE (navila.md §2.1–
 
 - Success needs the agent's own "stop" within the goal radius (3 m, VLN-CE's SUCCESS_DISTANCE,
   when an episode has none). Hitting the action or time limit is a failure.
+- Every episode records how it ended (`end_reason`): `agent_stopped` (the policy said stop),
+  `action_limit`, `time_limit`, or the navigator's own reason for a stop it made for the agent
+  (`controller_failures`, `no_usable_action`, `camera_timeout`, `stop_requested`; reported on
+  `navigator/outcome`). A navigator stop is never the agent's: it cannot succeed, and its "stop"
+  is not counted as a step. Summaries count episodes per end reason.
+- A forward move into an obstacle ends "blocked" (an executed no-op, as in VLN-CE): it counts as
+  an action, and `blocked_actions` counts them per episode.
 - Path length, NE, OSR and SPL use every odometry pose, as VLN-CE-Isaac measures every physics
   step. nDTW and SDTW use the path thinned to points at least 25 cm apart (one VLN-CE forward
   step; VLN-CE also skips positions that did not change): DTW sums one cost per point, so a
@@ -31,14 +38,21 @@ from matplotlib.figure import Figure
 
 from nvila_nav.actions import parse_action
 from nvila_nav.metrics import EpisodeMetrics, aggregate, episode_metrics, format_table
+from nvila_nav.navigation import END_AGENT_STOPPED as NAVIGATOR_END_AGENT_STOPPED
+from nvila_nav.navigation import END_REASONS as NAVIGATOR_ENDS
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.topdown import draw_topdown
 from nvila_nav.sim.world import World, world_for_scene
 
-END_STOP = "stop"
+END_AGENT_STOPPED = NAVIGATOR_END_AGENT_STOPPED
+END_STOP = END_AGENT_STOPPED
+"""The agent's own stop (the older name)."""
 END_ACTION_LIMIT = "action_limit"
 END_TIME_LIMIT = "time_limit"
+END_REASONS = (END_AGENT_STOPPED, END_ACTION_LIMIT, END_TIME_LIMIT, *NAVIGATOR_ENDS[1:])
+"""Every way an episode can end: the agent's stop, the evaluator's limits, then the stops the
+navigator makes for the agent (nvila_nav.navigation.END_REASONS)."""
 
 DEFAULT_RADIUS = 3.0
 """VLN-CE's SUCCESS_DISTANCE, for episodes that carry no goal radius (real R2R files)."""
@@ -65,17 +79,32 @@ class EpisodeRecorder:
     actions (the next one ends the episode unexecuted, as VLN-CE's step limit does) and
     `max_time_s` the time since `start_time`; 0 means no limit. The recorder is not thread-safe:
     its owner serialises the calls.
+
+    With `await_outcome` the navigator reports why each instruction ended (`add_outcome`), and a
+    "stop" on `action` only marks `stop_seen`: the episode ends when the outcome arrives (the
+    two come on different topics, in either order), or when the owner gives up waiting and calls
+    `finish(END_AGENT_STOPPED)`. Without it (a navigator that reports nothing) a stop is the
+    agent's.
     """
 
-    def __init__(self, max_actions: int = 0, max_time_s: float = 0.0, start_time: float = 0.0):
+    def __init__(
+        self,
+        max_actions: int = 0,
+        max_time_s: float = 0.0,
+        start_time: float = 0.0,
+        await_outcome: bool = False,
+    ):
         if max_actions < 0 or max_time_s < 0:
             raise ValueError("limits must be >= 0 (0: no limit)")
         self.max_actions = max_actions
         self.max_time_s = max_time_s
         self.start_time = start_time
+        self.await_outcome = await_outcome
         self.trajectory: list[tuple[float, float, float, float]] = []
         self.actions: list[tuple[float, str]] = []
         self.end_reason: str | None = None
+        self.stop_seen = False
+        self.blocked_actions = 0
 
     @property
     def done(self) -> bool:
@@ -84,7 +113,7 @@ class EpisodeRecorder:
     @property
     def stopped(self) -> bool:
         """The agent ended the episode itself, which success requires."""
-        return self.end_reason == END_STOP
+        return self.end_reason == END_AGENT_STOPPED
 
     @property
     def elapsed_s(self) -> float:
@@ -102,15 +131,39 @@ class EpisodeRecorder:
             self.finish(END_TIME_LIMIT)
 
     def add_action(self, t: float, text: str) -> None:
-        if self.done:
+        if self.done or self.stop_seen:
             return
         if _is_stop(text):
             self.actions.append((t, text))
-            self.finish(END_STOP)
+            self.stop_seen = True
+            if not self.await_outcome:
+                self.finish(END_AGENT_STOPPED)
         elif self.max_actions and self.movement_actions >= self.max_actions:
             self.finish(END_ACTION_LIMIT)
         else:
             self.actions.append((t, text))
+
+    def add_result(self, text: str) -> None:
+        """An `action_result` from the controller: counts blocked moves (executed no-ops)."""
+        if not self.done and text.split(" ", 1)[0] == "blocked":
+            self.blocked_actions += 1
+
+    def add_outcome(self, t: float, end: str) -> None:
+        """The navigator's reason for ending the instruction (nvila_nav.navigation.END_REASONS).
+
+        Only `agent_stopped` is the agent's stop; for any other reason the navigator's "stop"
+        is not the agent's action and is dropped from `actions`.
+        """
+        if self.done:
+            return
+        if end not in END_REASONS:
+            raise ValueError(f"unknown end reason {end!r}")
+        if end == END_AGENT_STOPPED and not self.stop_seen:
+            self.actions.append((t, "stop"))
+        elif end != END_AGENT_STOPPED and self.stop_seen:
+            self.actions.pop()
+        self.stop_seen = True
+        self.finish(end)
 
     def finish(self, reason: str) -> None:
         """End the episode for `reason` (ignored once ended: the first reason stands)."""
@@ -174,6 +227,7 @@ def evaluate_episode(episode: Episode, recorder: EpisodeRecorder, policy_label: 
         "policy": policy_label,
         "metrics": metrics.to_dict(),
         "end_reason": recorder.end_reason,
+        "blocked_actions": recorder.blocked_actions,
         "elapsed_s": round(recorder.elapsed_s, 3),
         "goal": list(goal),
         "radius": radius,
@@ -196,9 +250,23 @@ def write_episode_result(result: dict, output_dir: str | Path) -> Path:
     return path
 
 
+def end_reason_counts(results: Sequence[dict]) -> dict[str, int]:
+    """Episodes per end reason, in END_REASONS order (unknown reasons of older files last)."""
+    counts: dict[str, int] = {}
+    for result in results:
+        reason = result.get("end_reason") or "unknown"
+        counts[reason] = counts.get(reason, 0) + 1
+    order = {reason: i for i, reason in enumerate(END_REASONS)}
+    return dict(sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
 def summary_table(summary: dict[str, Any]) -> str:
-    """The `format_table` text of a `write_summary` result."""
-    return format_table({summary["policy"]: summary["metrics"]})
+    """The `format_table` text of a `write_summary` result, and how the episodes ended."""
+    table = format_table({summary["policy"]: summary["metrics"]})
+    ends = summary.get("end_reasons")
+    if not ends:
+        return table
+    return table + "\nEnded: " + ", ".join(f"{reason} {n}" for reason, n in ends.items())
 
 
 def write_summary(results: Sequence[dict], output_dir: str | Path, policy_label: str) -> dict:
@@ -207,6 +275,7 @@ def write_summary(results: Sequence[dict], output_dir: str | Path, policy_label:
     summary = {
         "policy": policy_label,
         "metrics": metrics,
+        "end_reasons": end_reason_counts(results),
         "episodes": [
             {
                 "episode_id": r["episode_id"],

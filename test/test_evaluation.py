@@ -10,9 +10,12 @@ from matplotlib.image import imread
 
 from nvila_nav.evaluation import (
     END_ACTION_LIMIT,
+    END_AGENT_STOPPED,
+    END_REASONS,
     END_STOP,
     END_TIME_LIMIT,
     EpisodeRecorder,
+    end_reason_counts,
     evaluate_episode,
     plot_episode,
     select_episodes,
@@ -21,6 +24,7 @@ from nvila_nav.evaluation import (
     write_episode_result,
     write_summary,
 )
+from nvila_nav.navigation import END_CONTROLLER_FAILURES
 from nvila_nav.sim.episodes import generate_episodes
 from nvila_nav.sim.geometry import polyline_length, resample
 from nvila_nav.sim.world import world_for_scene
@@ -209,9 +213,10 @@ def test_files_are_written_and_readable(episode, tmp_path):
     assert [e["success"] for e in stored["episodes"]] == [True, False]
     table = (tmp_path / "summary.txt").read_text()
     assert table == summary_table(summary) + "\n"
-    header, _, row = table.splitlines()
+    header, _, row, ended = table.splitlines()
     assert header.split()[:3] == ["Policy", "N", "SR%"]
     assert row.split()[:3] == ["hand", "2", "50.0"]
+    assert ended == "Ended: agent_stopped 2" and stored["end_reasons"] == {"agent_stopped": 2}
 
 
 def test_plot_shows_the_map_and_the_trajectory(episode, tmp_path):
@@ -223,3 +228,71 @@ def test_plot_shows_the_map_and_the_trajectory(episode, tmp_path):
     image = imread(path)
     assert image.shape[0] > 200 and image.shape[1] > 200
     assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 50
+
+
+def test_navigator_outcome_decides_whose_stop_it_was():
+    """With await_outcome the navigator says why it stopped: its own stop after controller
+    failures is no agent stop (no success, not a step); the outcome may come before or after
+    the "stop" on action."""
+    for order in ("stop first", "outcome first"):
+        recorder = EpisodeRecorder(await_outcome=True)
+        recorder.add_pose(0.0, 0.0, 0.0, 0.0)
+        recorder.add_action(0.5, "move forward 75 cm")
+        recorder.add_result("timed_out move forward 75 cm")
+        if order == "stop first":
+            recorder.add_action(1.0, "stop")
+            assert recorder.stop_seen and not recorder.done
+        recorder.add_outcome(1.0, END_CONTROLLER_FAILURES)
+        recorder.add_action(1.0, "stop")  # the late one is ignored
+        assert recorder.end_reason == END_CONTROLLER_FAILURES and not recorder.stopped
+        assert [text for _, text in recorder.actions] == ["move forward 75 cm"]
+
+    for order in ("stop first", "outcome first"):
+        recorder = EpisodeRecorder(await_outcome=True)
+        recorder.add_action(0.5, "turn left 15 degrees")
+        if order == "stop first":
+            recorder.add_action(1.0, "stop")
+        recorder.add_outcome(1.0, END_AGENT_STOPPED)
+        recorder.add_action(1.0, "stop")
+        assert recorder.stopped and recorder.end_reason == END_AGENT_STOPPED
+        assert [text for _, text in recorder.actions] == ["turn left 15 degrees", "stop"]
+
+    recorder = EpisodeRecorder(await_outcome=True)
+    recorder.add_action(1.0, "stop")
+    recorder.finish(END_AGENT_STOPPED)  # no outcome came: the evaluator's fallback
+    assert recorder.stopped
+    with pytest.raises(ValueError, match="unknown end reason"):
+        EpisodeRecorder().add_outcome(0.0, "bored")
+
+
+def test_blocked_moves_are_counted_actions():
+    recorder = EpisodeRecorder(max_actions=2)
+    recorder.add_action(0.0, "move forward 75 cm")
+    recorder.add_result("blocked move forward 75 cm")
+    recorder.add_action(1.0, "move forward 75 cm")
+    recorder.add_result("succeeded move forward 75 cm")
+    recorder.add_action(2.0, "move forward 75 cm")
+    assert recorder.end_reason == END_ACTION_LIMIT and recorder.blocked_actions == 1
+
+
+def test_summary_counts_episodes_per_end_reason(tmp_path):
+    results = [
+        {"end_reason": END_ACTION_LIMIT},
+        {"end_reason": END_AGENT_STOPPED},
+        {"end_reason": "policy_failed"},
+        {"end_reason": END_CONTROLLER_FAILURES},
+        {"end_reason": END_AGENT_STOPPED},
+    ]
+    counts = end_reason_counts(results)
+    assert list(counts.items()) == [
+        (END_AGENT_STOPPED, 2),
+        (END_ACTION_LIMIT, 1),
+        (END_CONTROLLER_FAILURES, 1),
+        ("policy_failed", 1),
+    ]
+    text = summary_table({"policy": "p", "metrics": {"count": 5}, "end_reasons": counts})
+    assert text.splitlines()[-1] == (
+        "Ended: agent_stopped 2, action_limit 1, controller_failures 1, policy_failed 1"
+    )
+    assert set(END_REASONS) >= {END_AGENT_STOPPED, END_ACTION_LIMIT, END_TIME_LIMIT}
+    assert set(END_REASONS) >= {END_CONTROLLER_FAILURES, "no_usable_action", "stop_requested"}

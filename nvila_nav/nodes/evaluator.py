@@ -8,13 +8,23 @@ records `odom` and `action` until the agent says "stop" or a limit is hit (then 
 `output_dir/episodes/<id>.json` and `output_dir/plots/<id>.png`; at the end `summary.json` and
 `summary.txt`. Behaviour decisions:
 
-- Times are odometry stamps: sim time in simulation, so `max_episode_time_s` counts sim seconds
-  (time the policy spends thinking included, since the simulator does not pause for it). The
-  episode clock starts when the instruction goes out.
+- Times are odometry stamps: sim time in simulation, so `max_episode_time_s` counts sim seconds.
+  The simulator holds its clock while the navigator's policy decides (`navigator/querying`), so
+  the limit measures the robot, not the CPU. The episode clock starts when the instruction goes
+  out.
+- Every episode records how it ended (`end_reason`, nvila_nav/evaluation.py): the navigator
+  reports why it ended an instruction on `navigator/outcome`; a "stop" it made after controller
+  failures (or unusable output, a frozen camera) is not the agent's stop and cannot succeed.
+  When a navigator publishes no outcomes, every "stop" is the agent's. If the outcome of a
+  "stop" does not follow within a few seconds, the stop counts as the agent's (logged).
+- `action_result` "blocked" moves (executed no-ops) are counted per episode.
 - Odometry stamped before the episode's load (`start_time` in `sim/episode`) is ignored, and so
   is a latched `sim/episode` from an earlier load.
 - A failed or silent service, or odometry silent for `odom_timeout_s` of wall time, aborts the
   whole run: results with a broken graph or a policy that kept its history would mislead.
+  Silence counts from the start of each wait (a scene load can take many seconds on a loaded
+  machine, and the simulator publishes nothing meanwhile) and not while the navigator holds the
+  simulator (`navigator/querying` true: the clock stands still while a slow model thinks).
 - Progress goes out as JSON on the latched `evaluator/status`; in-process callers (bringup,
   tests) wait on `finished` and read `results`, `summary` and `error`.
 """
@@ -39,10 +49,12 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from nvila_nav.evaluation import (
+    END_AGENT_STOPPED,
+    END_REASONS,
     EpisodeRecorder,
     evaluate_episode,
     plot_episode,
@@ -56,6 +68,8 @@ from nvila_nav.nodes.parameters import ParameterSpec, declare_all
 from nvila_nav.sim.episodes import Episode, read_episodes
 
 _RESTART = "Read at start-up."
+_OUTCOME_WAIT_S = 5.0
+"""Wall time to wait for the navigator's outcome after a "stop" on action."""
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
@@ -79,9 +93,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "max_actions",
-        500,
-        "Movement actions per episode; the next one ends the episode as failed (VLN-CE's "
-        f"MAX_EPISODE_STEPS); 0: no limit. {_RESTART}",
+        100,
+        "Movement actions per episode, blocked ones included; the next one ends the episode "
+        "as failed (action_limit). 100 is three times the longest expert route of the "
+        f"embedded simulator's val_unseen set (VLN-CE: 500 steps of 25 cm); 0: no limit. {_RESTART}",
         read_only=True,
         min_value=0,
     ),
@@ -142,8 +157,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "odom_timeout_s",
-        10.0,
-        f"Wall time without odometry that aborts the run [s]. {_RESTART}",
+        30.0,
+        "Wall time without odometry that aborts the run [s], counted from the start of each "
+        "wait and not while the navigator holds the simulator (navigator/querying). Generous: "
+        "on a loaded machine a starved executor delays callbacks by seconds, and a dead "
+        f"simulator is still caught. {_RESTART}",
         read_only=True,
         min_value=0.1,
     ),
@@ -154,6 +172,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         read_only=True,
     ),
 )
+
+
+def check_episodes_file(path: str) -> None:
+    """The evaluator needs an episodes file that exists; ValueError says how to give one."""
+    if not path:
+        raise ValueError(
+            "parameter episodes_file is required: the R2R-format episodes to evaluate "
+            "(ros2 launch nvila_nav sim_eval.launch.py episodes:=FILE, nvila-nav-bringup sim_eval "
+            "--episodes FILE, or `nvila-sim episodes` to make one)"
+        )
+    if not Path(path).is_file():
+        raise ValueError(f"episodes_file {path} does not exist")
 
 
 class EvaluationError(RuntimeError):
@@ -169,14 +199,16 @@ class EvaluatorNode(Node):
 
     def __init__(self, node_name: str = "evaluator", **kwargs: Any):
         super().__init__(node_name, **kwargs)
+        # First: destroy_node() must work on a node whose construction failed.
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         params = declare_all(self, PARAMETERS)
-        if not params["episodes_file"]:
-            raise ValueError("parameter episodes_file is required")
+        check_episodes_file(params["episodes_file"])
         self._episodes = select_episodes(
             read_episodes(params["episodes_file"]), params["episode_ids"], params["max_episodes"]
         )
         if not self._episodes:
-            raise ValueError(f"{params['episodes_file']} holds no episodes")
+            raise ValueError(f"episodes_file {params['episodes_file']} holds no episodes")
         self._params = params
         self._output_dir = Path(params["output_dir"])
         self.shutdown_when_done: bool = params["shutdown_when_done"]
@@ -190,9 +222,11 @@ class EvaluatorNode(Node):
         self._changed = threading.Condition(self._lock)
         self._odom: tuple[float, float, float, float] | None = None
         self._odom_wall = 0.0
+        self._held = False
+        self._released_wall = 0.0
         self._sim_episode: dict | None = None
         self._recorder: EpisodeRecorder | None = None
-        self._stopping = threading.Event()
+        self._instruction = ""
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -210,6 +244,11 @@ class EvaluatorNode(Node):
         self.create_subscription(Odometry, "odom", self._on_odom, reliable)
         self.create_subscription(String, "action", self._on_action, reliable)
         self.create_subscription(String, "sim/episode", self._on_sim_episode, latched)
+        self.create_subscription(String, "action_result", self._on_action_result, reliable)
+        self._outcome_sub = self.create_subscription(
+            String, "navigator/outcome", self._on_outcome, reliable
+        )
+        self.create_subscription(Bool, "navigator/querying", self._on_querying, latched)
 
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
         self._thread.start()
@@ -221,9 +260,10 @@ class EvaluatorNode(Node):
     def destroy_node(self) -> None:
         """Interrupt the run (its partial episode is dropped) before the endpoints go away."""
         self._stopping.set()
-        with self._lock:
-            self._changed.notify_all()
-        self._thread.join(timeout=10.0)
+        if self._thread is not None:
+            with self._lock:
+                self._changed.notify_all()
+            self._thread.join(timeout=10.0)
         super().destroy_node()
 
     # --- subscriptions --------------------------------------------------------------------
@@ -250,6 +290,33 @@ class EvaluatorNode(Node):
             if self._recorder is not None and self._odom is not None:
                 self._recorder.add_action(self._odom[0], msg.data)
                 self._changed.notify_all()
+
+    @logged
+    def _on_action_result(self, msg: String) -> None:
+        with self._lock:
+            if self._recorder is not None:
+                self._recorder.add_result(msg.data)
+
+    @logged
+    def _on_outcome(self, msg: String) -> None:
+        outcome = json.loads(msg.data)
+        end = outcome.get("end")
+        if end not in END_REASONS:
+            raise ValueError(f"navigator/outcome with an unknown end {end!r}")
+        with self._lock:
+            recorder = self._recorder
+            if recorder is None or str(outcome.get("instruction", "")) != self._instruction:
+                return  # the end of another (earlier) instruction
+            recorder.add_outcome(self._odom[0], end)
+            self._changed.notify_all()
+
+    @logged
+    def _on_querying(self, msg: Bool) -> None:
+        with self._lock:
+            if self._held and not msg.data:
+                self._released_wall = time.monotonic()
+            self._held = bool(msg.data)
+            self._changed.notify_all()
 
     @logged
     def _on_sim_episode(self, msg: String) -> None:
@@ -379,9 +446,11 @@ class EvaluatorNode(Node):
     def _wait(self, predicate: Callable[[], bool], what: str, timeout: float | None = None):
         """Wait until `predicate()` (called under the lock); returns its value.
 
-        Fails after `timeout` s of wall time, or when odometry has been silent for odom_timeout_s.
+        Fails after `timeout` s of wall time, or when odometry has been silent for odom_timeout_s
+        since this wait began while the simulator was not held by the navigator.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         silence = self._params["odom_timeout_s"]
         with self._changed:
             while not (value := predicate()):
@@ -389,8 +458,12 @@ class EvaluatorNode(Node):
                 now = time.monotonic()
                 if deadline is not None and now > deadline:
                     raise EvaluationError(f"no {what} within {timeout:g} s")
-                if now - self._odom_wall > silence:
-                    raise EvaluationError(f"odometry silent for {silence:g} s waiting for {what}")
+                quiet_since = max(self._odom_wall, self._released_wall, started)
+                if not self._held and now - quiet_since > silence:
+                    raise EvaluationError(
+                        f"odometry silent for {silence:g} s waiting for {what} (the simulator "
+                        "is not held by navigator/querying)"
+                    )
                 self._changed.wait(0.1)
             return value
 
@@ -429,21 +502,44 @@ class EvaluatorNode(Node):
             lambda: self._odom[0] > announced["start_time"] and self._odom[0] >= settled,
             f"odometry after loading {episode_id}",
         )
+        # A navigator that reports why it stops decides whose stop a "stop" is.
+        await_outcome = self._outcome_sub.get_publisher_count() > 0
         with self._lock:
             recorder = EpisodeRecorder(
-                self._params["max_actions"], self._params["max_episode_time_s"], self._odom[0]
+                self._params["max_actions"],
+                self._params["max_episode_time_s"],
+                self._odom[0],
+                await_outcome=await_outcome,
             )
             recorder.add_pose(*self._odom)
             self._recorder = recorder
+            self._instruction = episode.instruction_text.strip()
         self._instruction_pub.publish(String(data=episode.instruction_text))
         try:
-            self._wait(lambda: recorder.done, f"the end of episode {episode_id}")
+            self._wait(lambda: recorder.done or recorder.stop_seen, f"the end of {episode_id}")
+            if not recorder.done:
+                self._await_outcome(recorder, episode_id)
         finally:
             with self._lock:
                 self._recorder = None
-        if not recorder.stopped:
+        if not recorder.stop_seen:  # a limit ended it: the navigator is still going
             self._trigger(self._navigator_stop)
         return evaluate_episode(episode, recorder, self._label)
+
+    def _await_outcome(self, recorder: EpisodeRecorder, episode_id: str) -> None:
+        """After a "stop" on action: wait for the navigator's reason (it comes on another topic)."""
+        deadline = time.monotonic() + _OUTCOME_WAIT_S
+        with self._changed:
+            while not recorder.done and time.monotonic() < deadline:
+                self._check_stopping()
+                self._changed.wait(0.1)
+            if recorder.done:
+                return
+            recorder.finish(END_AGENT_STOPPED)
+        self.get_logger().warning(
+            f"{episode_id}: no navigator/outcome within {_OUTCOME_WAIT_S:g} s of the stop; "
+            "counted as the agent's stop"
+        )
 
 
 def main(args: list[str] | None = None) -> None:
@@ -451,7 +547,12 @@ def main(args: list[str] | None = None) -> None:
     node = None
     failed = False
     try:
-        node = EvaluatorNode()
+        try:
+            node = EvaluatorNode()
+        except ValueError as error:  # a configuration error: one line, no traceback
+            rclpy.logging.get_logger("evaluator").fatal(str(error))
+            rclpy.try_shutdown()
+            sys.exit(2)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not (node.shutdown_when_done and node.finished.is_set()):

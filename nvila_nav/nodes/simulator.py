@@ -20,6 +20,13 @@ the contract. Behaviour decisions:
 - At start-up the node loads `episode_id`, or the first episode of `episodes_file` when the id
   is empty, so images flow at once. Without `episodes_file` it idles: only `clock` ticks until
   an episode is loaded.
+- The world does not run on while the model thinks: with `hold_while_querying` (default) the
+  sim thread holds physics and the clock while the navigator's latched `navigator/querying` is
+  true, so a slow model (seconds per decision on a loaded CPU) gets the same episode, in sim
+  time and outcome, as a fast one. Episode loads are still served while held. The navigator
+  repeats true every second of wall time; a hold not refreshed within `hold_timeout_s` (a
+  crashed navigator) is released with a warning. Set it false for real-time use (a demo where
+  the world should not wait for the model).
 - Callbacks log and drop whatever fails instead of raising into the executor.
 """
 
@@ -50,7 +57,7 @@ from rclpy.qos import (
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from nvila_nav.image_conversion import rgb_to_image_fields
@@ -174,6 +181,22 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         min_value=0.0,
     ),
     ParameterSpec(
+        "hold_while_querying",
+        True,
+        "Hold physics and the clock while navigator/querying is true (the policy decides), so "
+        "a slow model gets the same episode as a fast one. False: the world runs on in real "
+        f"time. {_RESTART}",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "hold_timeout_s",
+        10.0,
+        "Wall time after the last true on navigator/querying after which a hold is released "
+        f"(the navigator repeats it every second while it decides) [s]. {_RESTART}",
+        read_only=True,
+        min_value=1.0,
+    ),
+    ParameterSpec(
         "camera_frame_id",
         "sim_camera",
         f"frame_id of rgb and camera_info. {_RESTART}",
@@ -250,7 +273,13 @@ class SimulatorNode(Node):
 
     def __init__(self, node_name: str = "sim", **kwargs: Any):
         super().__init__(node_name, **kwargs)
+        # First: destroy_node() must work on a node whose construction failed.
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sim: Simulator | None = None
         params = declare_all(self, PARAMETERS)
+        if params["episodes_file"] and not Path(params["episodes_file"]).is_file():
+            raise ValueError(f"episodes_file {params['episodes_file']} does not exist")
         self._camera = CameraConfig(
             width=params["width"],
             height=params["height"],
@@ -278,6 +307,12 @@ class SimulatorNode(Node):
         self._episode: Episode | None = None
         self._load_count = 0
         self._episode_cache: tuple[str, int, dict[str, Episode]] | None = None
+        self._hold_enabled = params["hold_while_querying"]
+        self._hold_timeout_s = params["hold_timeout_s"]
+        self._hold_until: float | None = None
+        """Wall time (monotonic) until which the navigator holds the world; None: not held."""
+        self.held_s = 0.0
+        """Wall seconds the world stood still for the navigator (for logs and tests)."""
         # Owned by the sim thread.
         self._sim = Simulator(self._camera)
         self._requests: queue.Queue[_LoadRequest] = queue.Queue()
@@ -302,26 +337,31 @@ class SimulatorNode(Node):
         )
         self.create_service(Trigger, "sim/load_episode", self._on_load_episode)
         self.create_service(Trigger, "sim/reset", self._on_reset)
+        if self._hold_enabled:
+            self.create_subscription(Bool, "navigator/querying", self._on_querying, latched)
 
         if params["episodes_file"]:
             # Before the sim thread exists, so a bad start-up episode fails the constructor.
             self._load(self._find_episode(params["episodes_file"], params["episode_id"] or None))
-        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim", daemon=True)
         self._thread.start()
         self.get_logger().info(
             f"simulator ready: {self._camera.width}x{self._camera.height} camera at "
             f"{params['camera_rate_hz']:g} Hz, {1.0 / self._tick_s:g} Hz control, "
             f"real-time factor {self._rtf:g}, "
+            f"{'held while the navigator decides' if self._hold_enabled else 'never held'}, "
             + (f"episodes from {params['episodes_file']}" if params["episodes_file"] else "idle")
         )
 
     def destroy_node(self) -> None:
         """Stop the sim thread (it frees the renderer on its way out) before the endpoints go."""
         self._stopping.set()
-        self._thread.join(timeout=10.0)
-        if self._thread.is_alive():
-            self.get_logger().error("sim thread did not stop within 10 s")
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            if self._thread.is_alive():
+                self.get_logger().error("sim thread did not stop within 10 s")
+        elif self._sim is not None:
+            self._sim.close()  # construction failed before the thread took it over
         super().destroy_node()
 
     @property
@@ -358,7 +398,7 @@ class SimulatorNode(Node):
 
     def _request_load(self, episode: Episode) -> str | None:
         """Have the sim thread load `episode`; None on success, else why not."""
-        if not self._thread.is_alive():
+        if self._thread is None or not self._thread.is_alive():
             return "the simulation thread is not running"
         request = _LoadRequest(episode)
         self._requests.put(request)
@@ -417,6 +457,27 @@ class SimulatorNode(Node):
             self._command = (vx, wz)
             self._command_ns = self._time_ns
 
+    @logged
+    def _on_querying(self, msg: Bool) -> None:
+        with self._lock:
+            self._hold_until = time.monotonic() + self._hold_timeout_s if msg.data else None
+
+    def _held(self) -> bool:
+        """Whether the navigator holds the world now (a stale hold is released, once, loudly)."""
+        with self._lock:
+            until = self._hold_until
+            if until is not None and time.monotonic() > until:
+                self._hold_until = until = None
+                stale = True
+            else:
+                stale = False
+        if stale:
+            self.get_logger().warning(
+                f"navigator/querying stayed true without a refresh for {self._hold_timeout_s:g} s "
+                "(navigator gone?): the simulation runs on"
+            )
+        return until is not None
+
     # --- sim thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -426,6 +487,12 @@ class SimulatorNode(Node):
             while not self._stopping.is_set() and self.context.ok():
                 try:
                     self._serve_requests()
+                    if self._held():
+                        # No physics, no clock: the world waits for the model's decision.
+                        self._stopping.wait(self._tick_s)
+                        self.held_s += self._tick_s
+                        next_wall = time.monotonic()
+                        continue
                     self._tick()
                 except Exception:
                     if not self.context.ok():

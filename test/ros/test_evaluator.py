@@ -6,6 +6,7 @@ movement actions without moving until the evaluator's action limit ends the epis
 The simulator runs at 4× real time with a 160×120 camera.
 """
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import RELIABLE, Collector, ros_graph
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from nvila_nav.nodes.evaluator import PARAMETERS, EvaluatorNode
@@ -43,9 +44,21 @@ class ScriptedNavigator(Node):
     proportional steering) until the goal, where it sends "stop".
     """
 
-    def __init__(self, context, stall: set[str]):
+    def __init__(
+        self,
+        context,
+        stall: set[str],
+        ends: dict[str, str] | None = None,
+        hold_s: float = 0.0,
+    ):
         super().__init__("navigator", context=context)
         self.stall = stall
+        self.ends = ends
+        """Episode id → the end it reports on navigator/outcome at the goal (None: no outcomes,
+        like a navigator that does not report them)."""
+        self.hold_s = hold_s
+        """Hold the simulator (navigator/querying) this long after the first instruction."""
+        self.hold_timer = None
         self.reset_calls = 0
         self.stop_calls: list[str] = []
         self.instructions: list[tuple[str, str]] = []  # (episode id, instruction heard)
@@ -60,6 +73,9 @@ class ScriptedNavigator(Node):
         self.create_service(Trigger, "navigator/reset", self._on_reset)
         self.create_service(Trigger, "navigator/stop", self._on_stop)
         self.create_timer(0.1, self._on_stall_timer)
+        if ends is not None:
+            self.outcome_pub = self.create_publisher(String, "navigator/outcome", RELIABLE)
+            self.querying_pub = self.create_publisher(Bool, "navigator/querying", LATCHED)
 
     def _on_episode(self, msg: String) -> None:
         self.episode = json.loads(msg.data)
@@ -85,6 +101,24 @@ class ScriptedNavigator(Node):
         else:
             self.route = [tuple(p[:2]) for p in self.episode["gt_locations"]]
             self.mode = "follow"
+        if self.hold_s and self.hold_timer is None:
+            # like a slow first decision: the world must wait, and nobody may call it silence
+            self.querying_pub.publish(Bool(data=True))
+            self.hold_timer = self.create_timer(self.hold_s, self._release)
+
+    def _release(self) -> None:
+        self.querying_pub.publish(Bool(data=False))
+        self.hold_timer.cancel()
+
+    def _end(self) -> None:
+        """At the goal: "stop", with the outcome before it (a give-up) or after it."""
+        end = None if self.ends is None else self.ends.get(self.episode["episode_id"])
+        outcome = String(data=json.dumps({"end": end, "instruction": self.instructions[-1][1]}))
+        if end is not None and end != "agent_stopped":
+            self.outcome_pub.publish(outcome)
+        self.action_pub.publish(String(data="stop"))
+        if end == "agent_stopped":
+            self.outcome_pub.publish(outcome)
 
     def _on_stall_timer(self) -> None:
         if self.mode == "stall":
@@ -103,7 +137,7 @@ class ScriptedNavigator(Node):
         if len(self.route) == 1 and distance < 0.1:
             self.mode = "idle"
             self.cmd_pub.publish(twist)
-            self.action_pub.publish(String(data="stop"))
+            self._end()
             return
         error = math.remainder(math.atan2(target[1] - y, target[0] - x) - yaw, math.tau)
         twist.angular.z = max(-2.0, min(2.0, 3.0 * error))
@@ -126,6 +160,32 @@ def test_parameters_and_yaml_agree():
     assert loaded == declared
     assert all(type(loaded[name]) is type(value) for name, value in declared.items())
     assert all(spec.description for spec in PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("episodes_file", "message"),
+    [("", "parameter episodes_file is required"), ("missing.json", "does not exist")],
+)
+def test_a_missing_episodes_file_fails_construction_with_a_clear_error(
+    ros_context, tmp_path, episodes_file, message
+):
+    """Construction fails with one clear ValueError, and the half-built node can be destroyed
+    (it used to raise AttributeError '_stopping' from destroy_node)."""
+    node = None
+    path = str(tmp_path / episodes_file) if episodes_file else ""
+    overrides = [Parameter("episodes_file", value=path)]
+
+    class Recorded(EvaluatorNode):
+        def __init__(self, **kwargs):
+            nonlocal node
+            node = self
+            super().__init__(**kwargs)
+
+    with pytest.raises(ValueError, match=message) as raised:
+        Recorded(context=ros_context, parameter_overrides=overrides)
+    if not episodes_file:
+        assert "episodes:=FILE" in str(raised.value) and "--episodes FILE" in str(raised.value)
+    node.destroy_node()
 
 
 def test_unknown_episode_ids_are_refused_at_start(ros_context, episodes, tmp_path):
@@ -213,7 +273,7 @@ def test_two_episodes_through_the_live_graph(ros_context, episodes, tmp_path):
     won = results[success.episode_id]
     metrics = won["metrics"]
     geodesic = success.info["geodesic_distance"]
-    assert won["end_reason"] == "stop" and won["policy"] == "scripted"
+    assert won["end_reason"] == "agent_stopped" and won["policy"] == "scripted"
     assert metrics["success"] and metrics["osr"] and metrics["steps"] == 1
     assert metrics["ne"] < 0.3
     assert geodesic - 0.3 < metrics["path_length"] < geodesic + 0.5
@@ -241,4 +301,64 @@ def test_two_episodes_through_the_live_graph(ros_context, episodes, tmp_path):
     summary = json.loads((output / "summary.json").read_text())
     assert summary == json.loads(json.dumps(evaluator.summary))
     assert summary["metrics"]["count"] == 2 and summary["metrics"]["sr"] == 0.5
+    assert summary["end_reasons"] == {"agent_stopped": 1, "action_limit": 1}
     assert "scripted" in (output / "summary.txt").read_text()
+
+
+def test_a_navigator_stop_after_failures_is_not_the_agents_stop(ros_context, episodes, tmp_path):
+    """Both episodes end at the goal with "stop", but the navigator says the second stop was its
+    own, after controller failures: no success, and the stop is no step of the agent. The first
+    instruction also holds the simulator for 2.5 s of wall time (a slow model): the world and
+    its clock stand still, and the evaluator (odom_timeout_s 1 s) does not take that for a
+    dead simulator."""
+    path = write_episodes(tmp_path / "episodes.json.gz", episodes)
+    agent, gave_up = episodes[0], episodes[2]
+    output = tmp_path / "results"
+    sim_parameters = {"episodes_file": str(path), "width": 160, "height": 120}
+    evaluator_parameters = {
+        "episodes_file": str(path),
+        "episode_ids": f"{agent.episode_id} {gave_up.episode_id}",
+        "max_episode_time_s": 60.0,
+        "output_dir": str(output),
+        "policy_label": "scripted",
+        "settle_time_s": 0.3,
+        "odom_timeout_s": 1.0,
+    }
+    ends = {agent.episode_id: "agent_stopped", gave_up.episode_id: "controller_failures"}
+    with ros_graph(ros_context) as graph:
+        sim = graph.add(
+            SimulatorNode(
+                context=ros_context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in sim_parameters.items()],
+            )
+        )
+        navigator = graph.add(ScriptedNavigator(ros_context, set(), ends=ends, hold_s=2.5))
+        odom = Collector(graph.node("probe"), Odometry, "odom")
+        evaluator = graph.add(
+            EvaluatorNode(
+                context=ros_context,
+                parameter_overrides=[
+                    Parameter(k, value=v) for k, v in evaluator_parameters.items()
+                ],
+            )
+        )
+        assert evaluator.finished.wait(90.0), "the evaluation did not finish within 90 s"
+        assert evaluator.error is None, evaluator.error
+        assert sim.held_s >= 2.0
+        # while held, no odometry and no sim time: the longest gap in sim stamps is one tick
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in odom.messages()]
+        arrivals = [t for t, _ in odom.timed()]
+        assert max(b - a for a, b in itertools.pairwise(arrivals)) > 2.0
+        assert max(b - a for a, b in itertools.pairwise(stamps)) < 0.1
+    assert navigator.stop_calls == []  # the navigator stopped itself both times
+
+    results = {r["episode_id"]: r for r in evaluator.results}
+    won, lost = results[agent.episode_id], results[gave_up.episode_id]
+    assert won["end_reason"] == "agent_stopped" and won["metrics"]["success"]
+    assert won["metrics"]["steps"] == 1 and won["actions"][-1]["text"] == "stop"
+    assert lost["end_reason"] == "controller_failures"
+    assert not lost["metrics"]["success"] and lost["metrics"]["osr"]
+    assert lost["metrics"]["ne"] < 0.3  # at the goal, and still a failure
+    assert lost["metrics"]["steps"] == 0 and lost["actions"] == []
+    assert evaluator.summary["end_reasons"] == {"agent_stopped": 1, "controller_failures": 1}
+    assert "Ended: agent_stopped 1, controller_failures 1" in (output / "summary.txt").read_text()

@@ -4,8 +4,10 @@ The node renders with MuJoCo through EGL (Mesa on CPU), so the camera is kept at
 runs at 4× real time; assertions use the stamps (sim time), never the wall clock.
 """
 
+import itertools
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from ros_harness import RELIABLE, Collector, ros_graph, wait_for
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from nvila_nav.image_conversion import image_to_rgb
@@ -319,3 +321,60 @@ def test_unknown_episode_fails_cleanly(bench):
         bench.graph.node("resetter").create_client(Trigger, "sim/reset"), Trigger.Request()
     )
     assert reset.success and "east" in reset.message
+
+
+def test_a_missing_episodes_file_fails_construction_and_destroys_cleanly(ros_context, tmp_path):
+    node = None
+
+    class Recorded(SimulatorNode):
+        def __init__(self, **kwargs):
+            nonlocal node
+            node = self
+            super().__init__(**kwargs)
+
+    missing = tmp_path / "missing.json.gz"
+    overrides = [Parameter("episodes_file", value=str(missing))]
+    with pytest.raises(ValueError, match=f"episodes_file {missing} does not exist"):
+        Recorded(context=ros_context, parameter_overrides=overrides)
+    node.destroy_node()  # used to raise AttributeError: no _stopping
+
+
+def test_navigator_querying_holds_the_world_until_released(ros_context, episodes_file):
+    """While navigator/querying is true nothing moves and the clock stands still, even under a
+    forward command; false (or, with hold_while_querying off, nothing) lets it run."""
+    latched = QoSProfile(
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+    overrides = [
+        Parameter("episodes_file", value=str(episodes_file)),
+        Parameter("width", value=64),
+        Parameter("height", value=48),
+        Parameter("cmd_vel_timeout_s", value=0.0),
+    ]
+    with ros_graph(ros_context) as graph:
+        sim = graph.add(SimulatorNode(context=ros_context, parameter_overrides=overrides))
+        probe = graph.node("probe")
+        clock = Collector(probe, Clock, "clock")
+        odom = Collector(probe, Odometry, "odom")
+        hold = probe.create_publisher(Bool, "navigator/querying", latched)
+        cmd = probe.create_publisher(Twist, "cmd_vel", RELIABLE)
+        assert wait_for(lambda: len(clock.messages()) > 5, 10.0)
+        hold.publish(Bool(data=True))
+        assert wait_for(lambda: sim.held_s > 0.1, 5.0)
+        twist = Twist()
+        twist.linear.x = 0.3
+        cmd.publish(twist)
+        held_at = len(clock.messages())
+        pose_held = pose_of(odom.messages()[-1])
+        time.sleep(1.0)
+        assert len(clock.messages()) - held_at <= 2  # at most what was in flight
+        assert pose_of(odom.messages()[-1]) == pytest.approx(pose_held, abs=1e-6)
+        hold.publish(Bool(data=False))
+        assert wait_for(
+            lambda: math.dist(pose_of(odom.messages()[-1])[:2], pose_held[:2]) > 0.1, 5.0
+        )
+        stamps = [m.clock.sec + m.clock.nanosec * 1e-9 for m in clock.messages()]
+        assert max(b - a for a, b in itertools.pairwise(stamps)) < 0.05  # no jump over the hold
+        cmd.publish(Twist())

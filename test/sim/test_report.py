@@ -8,6 +8,7 @@ from PIL import Image
 
 from nvila_nav import report
 from nvila_nav.evaluation import (
+    END_AGENT_STOPPED,
     EpisodeRecorder,
     evaluate_episode,
     write_episode_result,
@@ -75,7 +76,8 @@ def _args(runs, out, *names, gifs=0):
 def test_table_plot_and_failure_list(runs, tmp_path, capsys):
     assert report.main(_args(runs, tmp_path, "good", "bad")) == 0
     good, bad = runs["results"]["good"], runs["results"]["bad"]
-    assert [r["end_reason"] for r in good + bad] == ["stop", "stop", "action_limit", "stop"]
+    ended = [END_AGENT_STOPPED, END_AGENT_STOPPED, "action_limit", END_AGENT_STOPPED]
+    assert [r["end_reason"] for r in good + bad] == ended
     assert good[0]["metrics"]["success"] and not good[1]["metrics"]["success"]
 
     def mean(results, key, scale=1):
