@@ -2,7 +2,7 @@
 # Creates or refreshes .venv with everything nvila_nav needs. Idempotent: a second run with
 # unchanged requirements does nothing but check.
 #
-#   - Python >= 3.10 virtual environment in .venv
+#   - Python >= 3.11 virtual environment in .venv
 #   - torch installed first and explicitly, from the index TORCH_INDEX names (default: PyTorch's CPU
 #     index), unless one is already importable; every later install is constrained to that torch,
 #     so pip never replaces it with a (multi-GB CUDA) build of its own choosing
@@ -60,8 +60,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- Python and the virtual environment ---------------------------------------------------------
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
-  log "ERROR: Python >= 3.10 is required (found $("$PYTHON" --version 2>&1))"; exit 1; }
+# The code is Python 3.10 syntax, but several pins of requirements.txt (numpy 2.4, mujoco 4.0,
+# onnxruntime 1.31, matplotlib 3.11, pillow 13, triton 3.9) exist only for Python >= 3.11.
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
+  log "ERROR: the pinned requirements need Python >= 3.11 (found $("$PYTHON" --version 2>&1))"
+  log "       set PYTHON=python3.11 (or newer); Jetson with JetPack 6: docs/installation.md"
+  exit 1; }
 
 ros_sourced=0
 if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c 'import rclpy' >/dev/null 2>&1; then
