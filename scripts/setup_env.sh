@@ -104,7 +104,7 @@ if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
     "$VPY" -m pip install -q "$TORCH_SPEC"
   fi
 fi
-torch_build="$("$VPY" -c 'import torch; print(torch.__version__, torch.version.cuda or "cpu")')"
+torch_build="$("$VPY" -c 'import torch; print(torch.__version__, torch.version.cuda or "cpu")' 2>/dev/null)"
 torch_cuda="$(echo "$torch_build" | cut -d' ' -f2)"
 if [ "$TORCH_CUDA" = "1" ] && [ "$torch_cuda" = "cpu" ]; then
   log "ERROR: a CUDA build of torch was asked for (TORCH_CUDA=1), $VENV has torch $torch_build"
