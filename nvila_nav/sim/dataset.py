@@ -9,6 +9,7 @@ Layout (format "nvila_nav.sim.dataset", version 1)::
     DIR/<dir>/frames/000000.jpg     frames in time order (JPEG or PNG)
 
 meta.json holds "episode" (the R2R episode dict), "instruction", "frame_hz", "camera",
+"frames_at" ("clock": frames every 1/frame_hz s; "decisions": one frame per action),
 "frames" [{"file", "t", "pose": [x, y, yaw]}], "actions" [{"t", "text", "kind", "amount",
 "frame_index", "pose"[, "executed"]}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
 {"success", "stopped", "distance_to_goal", "path_length"}. "text" is always the expert's action,
@@ -138,6 +139,7 @@ def write_episode(
         "episode": run.episode.to_dict(),
         "instruction": run.episode.instruction_text,
         "frame_hz": run.frame_hz,
+        "frames_at": "decisions" if run.decision_frames else "clock",
         "camera": asdict(camera),
         "frames": frames,
         "actions": [

@@ -29,15 +29,37 @@ SUCCESS_RADIUS = 1.5
 """Goal radius (m) of generated episodes; docs/simulator.md explains the choice."""
 
 SPLIT_SCENES: dict[str, tuple[int, ...]] = {
-    "train": tuple(range(0, 60)),
-    "val_seen": tuple(range(0, 60)),
+    "train": tuple(range(0, 1000)),
+    "val_seen": tuple(range(0, 1000)),
     "val_unseen": tuple(range(1000, 1012)),
 }
-"""Scene indices per split. val_seen reuses the training scenes with new routes (as in R2R);
-val_unseen scenes are a disjoint index range that no training episode can draw."""
+"""Scene indices per split. Worlds are procedural and cost ~20 ms to build, so training draws
+from 1000 of them; val_seen reuses the training scenes with new routes (as in R2R); val_unseen
+scenes are a disjoint index range that no training episode can draw."""
 
 _SPLIT_SALT = {"train": 11, "val_seen": 23, "val_unseen": 37}
-_ROUTE_LENGTH = (3.0, 22.0)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A curriculum tier: route length range (m), doorways crossed, and the start-distance
+    targets the sampler aims at (cost-to-go, m)."""
+
+    name: str
+    route_length: tuple[float, float]
+    doorways: tuple[int, int]
+    start_target: tuple[float, float]
+    other_room: float
+    """Probability of asking for a start outside the goal's room."""
+
+
+TIERS: dict[str, Tier] = {
+    "A": Tier("A", (1.5, 5.0), (0, 1), (1.5, 5.0), 0.5),
+    "B": Tier("B", (3.0, 12.0), (1, 1), (3.0, 10.0), 1.0),
+    "C": Tier("C", (3.0, 22.0), (0, 99), (4.0, 18.0), 0.85),
+}
+"""A: goal in the start room or the next one, at most 5 m; B: exactly one doorway; C: the full
+distribution of routes (3–22 m, any number of rooms)."""
 
 
 @dataclass(frozen=True)
@@ -154,32 +176,47 @@ def write_episodes(path: str | Path, episodes: Iterable[Episode]) -> Path:
     return path
 
 
-def generate_episodes(split: str, n: int, seed: int = 0) -> list[Episode]:
-    """`n` episodes of `split`; episode i depends only on (split, seed, i), not on n."""
-    return [generate_episode(split, i, seed) for i in range(n)]
+def generate_episodes(split: str, n: int, seed: int = 0, tier: str = "C") -> list[Episode]:
+    """`n` episodes of `split`; episode i depends only on (split, tier, seed, i), not on n."""
+    return [generate_episode(split, i, seed, tier) for i in range(n)]
 
 
-def generate_episode(split: str, index: int, seed: int = 0) -> Episode:
-    """Sample a scene, a goal landmark and a start at a random route length; describe the route."""
+def generate_episode(split: str, index: int, seed: int = 0, tier: str = "C") -> Episode:
+    """Sample a scene, a goal landmark and a start at a random route length; describe the route.
+
+    `tier` (TIERS) bounds the route: A and B draw from their own random streams and carry the
+    tier in the episode id (`val_unseen-A0-00003`); C keeps the plain ids (`val_unseen-0-00003`).
+    """
     if split not in SPLIT_SCENES:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLIT_SCENES)}")
-    rng = np.random.default_rng([seed, _SPLIT_SALT[split], index])
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
+    spec = TIERS[tier]
+    stream = [seed, _SPLIT_SALT[split], index] + ([] if tier == "C" else [ord(tier)])
+    rng = np.random.default_rng(stream)
     pool = SPLIT_SCENES[split]
-    for _ in range(200):
+    for _ in range(400):
         world = world_for_scene(scene_id(pool[int(rng.integers(len(pool)))]))
         goals = [lm for lm in world.landmarks if lm.kind != "door"]
         goal = goals[int(rng.integers(len(goals)))]
-        start = _sample_start(rng, world, goal)
+        start = _sample_start(rng, world, goal, spec)
         if start is None:
             continue
         route = world.nav.route(start, goal.approach)
-        if route is None or not _ROUTE_LENGTH[0] <= polyline_length(route) <= _ROUTE_LENGTH[1]:
+        if route is None:
+            continue
+        length = polyline_length(route)
+        if not spec.route_length[0] <= length <= spec.route_length[1]:
+            continue
+        doorways = doorways_crossed(world, route)
+        if not spec.doorways[0] <= doorways <= spec.doorways[1]:
             continue
         yaw = round(float(rng.uniform(-math.pi, math.pi)), 4)
-        text = describe_route(world, route, yaw, goal, rng)
+        described = describe_route(world, route, yaw, goal, rng)
         gx, gy = goal.approach
+        prefix = f"{split}-{seed}" if tier == "C" else f"{split}-{tier}{seed}"
         return Episode(
-            episode_id=f"{split}-{seed}-{index:05d}",
+            episode_id=f"{prefix}-{index:05d}",
             trajectory_id=index,
             scene_id=world.scene_id,
             start_position=(start[0], start[1], 0.0),
@@ -187,30 +224,51 @@ def generate_episode(split: str, index: int, seed: int = 0) -> Episode:
             goals=(Goal((gx, gy, 0.0), SUCCESS_RADIUS),),
             reference_path=_xyz(resample(route, 1.0)),
             gt_locations=_xyz(resample(route, 0.25)),
-            instruction_text=text,
+            instruction_text=described.text,
             info={
-                "geodesic_distance": round(polyline_length(route), 3),
+                "geodesic_distance": round(length, 3),
                 "goal_landmark": goal.name,
                 "split": split,
+                "tier": tier,
+                "doorways": doorways,
+                "initial_turn_deg": described.initial_turn,
             },
         )
-    raise RuntimeError(f"could not sample a route for {split} episode {index} (seed {seed})")
+    raise RuntimeError(
+        f"could not sample a tier {tier} route for {split} episode {index} (seed {seed})"
+    )
+
+
+def doorways_crossed(world: World, route: list[Point]) -> int:
+    """How many times the route (walked in 25 cm samples) passes from one room into another."""
+    count, current = 0, None
+    for p in resample(route, 0.25):
+        room = world.room_at(*p)
+        if room is None:
+            continue
+        if current is not None and room.index != current:
+            count += 1
+        current = room.index
+    return count
 
 
 def _xyz(points: list[Point]) -> tuple[tuple[float, float, float], ...]:
     return tuple((round(x, 3), round(y, 3), 0.0) for x, y in points)
 
 
-def _sample_start(rng: np.random.Generator, world: World, goal: Landmark) -> Point | None:
+def _sample_start(
+    rng: np.random.Generator, world: World, goal: Landmark, tier: Tier
+) -> Point | None:
     """A roomy free cell whose cost-to-go is near a random target, usually in another room."""
     nav = world.nav
     field = nav.distance_field(goal.approach).values
-    target = float(rng.uniform(4.0, 18.0))
-    ok = np.isfinite(field) & (nav.clearance >= 0.5) & (np.abs(field - target) < 2.0)
+    target = float(rng.uniform(*tier.start_target))
+    band = min(2.0, target / 3)
+    ok = np.isfinite(field) & (nav.clearance >= 0.5) & (np.abs(field - target) < band)
     ii, jj = np.nonzero(ok)
     if len(ii) == 0:
         return None
-    other_room = rng.random() < 0.85
+    other_room = rng.random() < tier.other_room
     for k in rng.permutation(len(ii))[:40]:
         x, y = nav.centre(int(ii[k]), int(jj[k]))
         room = world.room_at(x, y)

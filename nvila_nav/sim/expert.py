@@ -36,6 +36,10 @@ STOP_DISTANCE = 0.3
 _TURN_CHARGE = 0.04
 """Cost-to-go (m) a 15° turn must save to be worth it; keeps the expert from zig-zagging."""
 _MOVE_CLEARANCE = ROBOT_RADIUS + 0.03
+_ESCAPE_CLEARANCE = ROBOT_RADIUS - 0.1
+"""Last resort for a robot already pressed against an obstacle: the sphere slides along it."""
+HYSTERESIS = 0.85
+"""Straight on wins while it gains this share of the best move's cost-to-go drop."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class ExpertRun:
     frame_poses: list[Pose] = field(default_factory=list)
     trajectory: list[tuple[float, float, float, float]] = field(default_factory=list)
     stopped: bool = False
+    decision_frames: bool = False
+    """True: one frame per decision (frame_index of action i is i), not frames at frame_hz."""
 
     @property
     def final_pose(self) -> Pose:
@@ -92,6 +98,15 @@ class Expert:
     heading and every forward amount whose straight segment is collision-free, the endpoint's
     cost-to-go on the navigation grid is looked up; the best heading, with a small charge per 15°
     of turning, wins. The expert then turns toward that heading and moves.
+
+    Its labels are meant to follow from what a model is given (frames, instruction, previous
+    actions), not from the map alone:
+    - heading hysteresis: straight on wins while it gains HYSTERESIS of the best move's drop in
+      cost-to-go, so sub-15° heading offsets that no frame shows do not trigger corrections;
+    - the instruction's initial turn: the first turn goes to the side the instruction states
+      (`info["initial_turn_deg"]`), also the long way round when it says so;
+    - defined everywhere: off the route's corridor the cost field leads back towards it, and
+      away from the goal the expert never says "stop" (a blocked robot turns).
     """
 
     def __init__(self, sim: Simulator | World, episode: Episode) -> None:
@@ -112,8 +127,14 @@ class Expert:
         name = episode.info.get("goal_landmark")
         names = {lm.name for lm in world.landmarks}
         self.look_at = (world.landmark(name).x, world.landmark(name).y) if name in names else None
+        stated = float(episode.info.get("initial_turn_deg") or 0.0)
+        self.initial_side = 0 if stated == 0.0 else (1 if stated > 0 else -1)
+        self._decisions = 0
+        self._start = (episode.start_position[0], episode.start_position[1])
 
     def next_action(self, pose: Pose) -> Action:
+        first = self._decisions == 0
+        self._decisions += 1
         if math.dist((pose.x, pose.y), self.goal) <= STOP_DISTANCE:
             # Face the named landmark before stopping, so the last frame shows what "stop next to
             # the red sofa" refers to.
@@ -126,32 +147,48 @@ class Expert:
             return Action.stop()
         plan = self._plan
         if plan is None or math.dist((pose.x, pose.y), plan[:2]) > 0.02:
-            plan = self._choose(pose)
+            side = self.initial_side if first else 0
+            plan = self._choose(pose, side)
             if plan is None:
-                return Action.stop()
+                return self._unstick(pose)
         self._plan = plan
         error = wrap_angle(plan[2] - pose.yaw)
         if abs(error) > math.radians(7.5):
+            if (
+                math.dist((pose.x, pose.y), self._start) < 0.1
+                and self.initial_side
+                and abs(error) > math.radians(90)
+                and error * self.initial_side < 0
+            ):
+                # The instruction said which way round: go that way, the long way if need be.
+                return Action.left(45) if self.initial_side > 0 else Action.right(45)
             return quantize_turn(error)[0]
         self._plan = None
         return Action.forward(plan[3])
 
-    def _choose(self, pose: Pose) -> tuple[float, float, float, int] | None:
+    def _choose(self, pose: Pose, side: int = 0) -> tuple[float, float, float, int] | None:
         """Commit to (x, y, heading, cm): kept while turning in place, so the robot never dithers
-        on the odd sub-degree heading error a turn leaves behind."""
-        for clearance in (_MOVE_CLEARANCE, ROBOT_RADIUS):
-            choice = self._best_move(pose, clearance)
+        on the odd sub-degree heading error a turn leaves behind. `side` (+1 left, -1 right)
+        restricts the heading to that side of the current one when any such move exists."""
+        for clearance in (_MOVE_CLEARANCE, ROBOT_RADIUS, _ESCAPE_CLEARANCE):
+            choice = None
+            if side:
+                choice = self._best_move(pose, clearance, side)
+            choice = choice or self._best_move(pose, clearance)
             if choice is not None:
                 k, cm = choice
                 return (pose.x, pose.y, pose.yaw + math.radians(15 * k), cm)
         return None
 
-    def _best_move(self, pose: Pose, clearance: float) -> tuple[int, int] | None:
-        """(lattice step k, forward cm) that makes progress, by endpoint cost-to-go plus turn charge."""
+    def _best_move(self, pose: Pose, clearance: float, side: int = 0) -> tuple[int, int] | None:
+        """(lattice step k, forward cm) that makes progress, by endpoint cost-to-go plus turn
+        charge, with heading hysteresis in favour of k = 0."""
         here = (pose.x, pose.y)
         here_cost = self.field.at(*here)
-        best, best_score = None, math.inf
-        for k in range(-11, 13):
+        best, best_score, best_cost = None, math.inf, math.inf
+        straight, straight_cost = None, math.inf
+        steps = range(-11, 13) if not side else (range(1, 12) if side > 0 else range(-11, 0))
+        for k in steps:
             yaw = pose.yaw + math.radians(15 * k)
             c, s = math.cos(yaw), math.sin(yaw)
             for cm in FORWARD_CM[::-1]:
@@ -162,20 +199,49 @@ class Expert:
                 for shorter in (a for a in FORWARD_CM if a <= cm):
                     d = shorter / 100
                     cost = self.field.at(here[0] + c * d, here[1] + s * d)
+                    if cost >= here_cost - 0.01:
+                        continue
                     score = cost + _TURN_CHARGE * abs(k)
-                    if cost < here_cost - 0.01 and score < best_score - 1e-9:
-                        best, best_score = (k, shorter), score
+                    if score < best_score - 1e-9:
+                        best, best_score, best_cost = (k, shorter), score, cost
+                    if k == 0 and cost < straight_cost:
+                        straight, straight_cost = (0, shorter), cost
                 break
+        if straight is not None and here_cost - straight_cost >= HYSTERESIS * (
+            here_cost - best_cost
+        ):
+            return straight
         return best
 
+    def _unstick(self, pose: Pose) -> Action:
+        """No clear move makes progress (pressed against a wall or furniture): turn towards the
+        heading whose first 25 cm lowers the cost-to-go most, never "stop" away from the goal."""
+        here = (pose.x, pose.y)
+        best_k = min(
+            (k for k in range(-11, 13) if k != 0),
+            key=lambda k: (
+                self.field.at(
+                    here[0] + 0.25 * math.cos(pose.yaw + math.radians(15 * k)),
+                    here[1] + 0.25 * math.sin(pose.yaw + math.radians(15 * k)),
+                ),
+                abs(k),
+            ),
+        )
+        return quantize_turn(math.radians(15 * best_k))[0]
 
-class _Recorder:
-    """Steps the simulator in CONTROL_DT ticks, rendering exactly on the frame clock."""
 
-    def __init__(self, sim: Simulator, run: ExpertRun, render: bool) -> None:
+class FrameRecorder:
+    """Steps the simulator in CONTROL_DT ticks, rendering exactly on the frame clock, or, with
+    `decision_frames`, only at each decision (one frame per action: what a "recent" history
+    model is shown, at a fraction of the rendering and disk cost)."""
+
+    def __init__(
+        self, sim: Simulator, run: ExpertRun, render: bool, decision_frames: bool = False
+    ) -> None:
         self.sim = sim
         self.run = run
         self.render = render
+        self.decision_frames = decision_frames
         self.ticks_per_frame = round(1.0 / (run.frame_hz * CONTROL_DT))
         if abs(self.ticks_per_frame * CONTROL_DT * run.frame_hz - 1.0) > 1e-9:
             raise ValueError(f"frame_hz must divide {1 / CONTROL_DT:g} Hz, got {run.frame_hz}")
@@ -184,11 +250,21 @@ class _Recorder:
     def record(self, obs: Observation) -> None:
         p = obs.pose
         self.run.trajectory.append((obs.time, p.x, p.y, p.yaw))
-        if self.tick % self.ticks_per_frame == 0:
-            self.run.frame_times.append(obs.time)
-            self.run.frame_poses.append(p)
-            if obs.rgb is not None:
-                self.run.frames.append(obs.rgb)
+        if not self.decision_frames and self.tick % self.ticks_per_frame == 0:
+            self._keep_frame(obs.time, p, obs.rgb)
+
+    def decision(self) -> int:
+        """Index of the frame a decision taken now sees (rendered now with decision_frames)."""
+        if self.decision_frames:
+            rgb = self.sim.render() if self.render else None
+            self._keep_frame(self.sim.time, self.sim.pose, rgb)
+        return len(self.run.frame_times) - 1
+
+    def _keep_frame(self, t: float, pose: Pose, rgb: np.ndarray | None) -> None:
+        self.run.frame_times.append(t)
+        self.run.frame_poses.append(pose)
+        if rgb is not None:
+            self.run.frames.append(rgb)
 
     def execute(self, action: Action) -> None:
         if action.kind is ActionKind.FORWARD:
@@ -198,7 +274,7 @@ class _Recorder:
             duration = abs(action.yaw_rad) / TURN_RATE
         for _ in range(round(duration / CONTROL_DT)):
             self.tick += 1
-            frame_due = self.tick % self.ticks_per_frame == 0
+            frame_due = not self.decision_frames and self.tick % self.ticks_per_frame == 0
             self.record(self.sim.step(vx, wz, CONTROL_DT, render=self.render and frame_due))
 
 
@@ -218,6 +294,7 @@ def run_expert(
     max_actions: int = 400,
     perturb: float = 0.0,
     seed: int = 0,
+    decision_frames: bool = False,
 ) -> ExpertRun:
     """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed).
 
@@ -226,13 +303,14 @@ def run_expert(
     Laskey et al. 2017): a model trained only on perfect paths never sees how to recover from
     its own mistakes, and a learnt policy makes mistakes. Perturbed runs may fail to reach the goal
     (the step budget is raised) but every label is still the expert's best action in that state.
+    decision_frames: one frame per decision instead of frames at `frame_hz`.
     """
     if not 0.0 <= perturb < 1.0:
         raise ValueError(f"perturb must be in [0, 1), got {perturb}")
     rng = np.random.default_rng(seed)
-    run = ExpertRun(episode=episode, frame_hz=frame_hz)
-    recorder = _Recorder(sim, run, render)
-    recorder.record(sim.reset(episode, render=render))
+    run = ExpertRun(episode=episode, frame_hz=frame_hz, decision_frames=decision_frames)
+    recorder = FrameRecorder(sim, run, render, decision_frames)
+    recorder.record(sim.reset(episode, render=render and not decision_frames))
     expert = Expert(sim, episode)
     for _ in range(max_actions):
         pose = sim.pose
@@ -242,7 +320,7 @@ def run_expert(
             executed = PERTURBATIONS[rng.integers(len(PERTURBATIONS))]
             if executed == action:
                 executed = None
-        frame = len(run.frame_times) - 1
+        frame = recorder.decision()
         run.actions.append(ActionStep(sim.time, action, frame, pose, executed))
         if action.is_stop:
             run.stopped = True

@@ -35,9 +35,24 @@ class _Event:
     then_turn: _Event | None = None
 
 
+INITIAL_TURN_MIN = math.radians(15.0)
+"""An initial turn at least this large (one lattice step of the robot) is always stated, with its
+side: the side of a turn the camera cannot show must come from the instruction."""
+
+
+@dataclass(frozen=True)
+class RouteDescription:
+    """The instruction and the initial turn it states (radians, + left; 0 when none is stated).
+
+    The expert turns to the side stated here, so its first actions follow from the text."""
+
+    text: str
+    initial_turn: float
+
+
 def describe_route(
     world: World, route: list[Point], start_yaw: float, goal: Landmark, rng: np.random.Generator
-) -> str:
+) -> RouteDescription:
     """One natural-language instruction for walking `route` from heading `start_yaw` to `goal`."""
     samples = resample(route, 0.25)
     headings = _headings(samples)
@@ -60,7 +75,13 @@ def describe_route(
 
     g = _Grammar(world, rng)
     clauses = []
-    if abs(first_turn) >= math.radians(40):
+    initial_turn = 0.0
+    if abs(first_turn) >= INITIAL_TURN_MIN:
+        # Around 180° either side is about as short; the text picks one (the angle then runs
+        # past ±180°) and the expert turns that way.
+        if abs(first_turn) >= math.radians(170) and rng.random() < 0.5:
+            first_turn -= math.copysign(2 * math.pi, first_turn)
+        initial_turn = first_turn
         clauses.append(g.initial_turn(first_turn))
     start_room = world.room_at(*samples[0])
     first_s = events[0].s if events else arc[-1]
@@ -76,7 +97,7 @@ def describe_route(
     goal_room = world.rooms[goal.room]
     same_room = start_room is not None and start_room.index == goal_room.index
     clauses.append(g.goal(goal, "" if same_room else goal_room.name, " ".join(clauses)))
-    return g.join(clauses)
+    return RouteDescription(g.join(clauses), round(math.degrees(initial_turn), 1))
 
 
 def _headings(samples: list[Point]) -> list[float]:
@@ -232,11 +253,19 @@ class _Grammar:
         return f"the {name}" if name in self.unique_rooms else ""
 
     def initial_turn(self, angle: float) -> str:
+        """Always with its side: "turn around" alone would leave the model to guess it."""
+        d = "left" if angle > 0 else "right"
         if abs(angle) >= math.radians(135):
             return self.pick(
-                ["turn around", "turn all the way around", "turn back", "face the other way"]
+                [
+                    f"turn around to your {d}",
+                    f"turn all the way around to the {d}",
+                    f"turn {d} all the way around",
+                    f"turn back over your {d} shoulder",
+                ]
             )
-        d = "left" if angle > 0 else "right"
+        if abs(angle) < math.radians(40):
+            return self.pick([f"turn slightly {d}", f"turn a little to the {d}", f"bear {d}"])
         return self.pick([f"turn {d}", f"turn to your {d}", f"face {d}", f"turn to the {d}"])
 
     def straight(self, room_name: str) -> str:
@@ -254,7 +283,7 @@ class _Grammar:
     def turn(self, angle: float, landmark: Landmark | None) -> str:
         d = "left" if angle > 0 else "right"
         if abs(angle) >= math.radians(150):
-            base = self.pick(["turn around", "make a u-turn"])
+            base = self.pick([f"turn around to your {d}", f"make a u-turn to the {d}"])
         elif abs(angle) < math.radians(55):
             base = self.pick([f"bear {d}", f"veer {d}", f"turn slightly {d}", f"keep {d}"])
         else:

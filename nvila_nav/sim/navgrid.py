@@ -25,7 +25,9 @@ RESOLUTION = 0.1
 _COMFORT = 0.8
 """Clearance (m) beyond which a cell costs no more than its length."""
 CORRIDOR_WIDTH = 1.0
-"""Half-width (m) of the band around a reference route that the expert may use."""
+"""Half-width (m) of the band around a reference route that the expert keeps to."""
+OFF_CORRIDOR_COST = 4.0
+"""Cost factor of cells outside the corridor: a detour must be 4x shorter to leave the route."""
 _MAX_RANGE = 1.2
 _PAD = 0.5
 
@@ -119,8 +121,10 @@ class NavGrid:
     def distance_field(self, goal: Point, corridor: Sequence[Point] | None = None) -> CostField:
         """Cost-to-go (m, weighted near obstacles) from every reachable cell to `goal`.
 
-        With a `corridor` polyline, only cells within CORRIDOR_WIDTH of it count as reachable,
-        so following the field retraces that route instead of any equally short alternative.
+        With a `corridor` polyline, cells farther than CORRIDOR_WIDTH from it cost
+        OFF_CORRIDOR_COST times more, so following the field retraces that route instead of any
+        equally short alternative, and from anywhere off it (a robot that strayed) the field
+        still leads back towards the route and the goal instead of being undefined.
         Fields are cached per (goal cell, corridor).
         """
         key = (self.nearest_free(*goal), tuple(corridor) if corridor else ())
@@ -128,13 +132,14 @@ class NavGrid:
         if cached is not None:
             self._fields.move_to_end(key)
             return cached
+        cost = self._cost * self.res
         if corridor:
-            allowed = (self.clearance >= ROBOT_RADIUS + 0.03) & (
-                self._distance_to_polyline(corridor) <= CORRIDOR_WIDTH
-            )
+            allowed = self.clearance >= ROBOT_RADIUS + 0.03
+            outside = self._distance_to_polyline(corridor) > CORRIDOR_WIDTH
+            cost = np.where(outside, cost * OFF_CORRIDOR_COST, cost)
         else:
             allowed = self.free
-        field = CostField(self, _dijkstra(allowed, self._cost * self.res, key[0]))
+        field = CostField(self, _dijkstra(allowed, cost, key[0]))
         self._fields[key] = field
         if len(self._fields) > 16:
             self._fields.popitem(last=False)
