@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from nvila_core.progress import track
 from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
 from nvila_nav.policies import DECODINGS
 from nvila_nav.sim.episodes import read_episodes
@@ -71,20 +70,36 @@ def compare(
     from nvila_nav.sim.expert import run_expert
 
     engines = {s.name: Engine.from_pretrained(s.path, backend=s.backend) for s in specs}
-    answers = [action.to_answer() for action in ALL_ACTIONS] if decoding == "choose" else None
+    histories = {engine.config.nav_history for engine in engines.values()}
+    if len(histories) > 1:
+        raise ValueError(
+            f"models with different frame histories cannot share rollouts: {histories}"
+        )
+    decision_frames = histories == {"recent"}
+    answers = {
+        name: [engine.processor.navigation_answer(a.to_text()) for a in ALL_ACTIONS]
+        if decoding == "choose"
+        else None
+        for name, engine in engines.items()
+    }
     episodes = read_episodes(episodes_file)[:limit]
     records = []
     with Simulator(camera or CameraConfig(width=320, height=240)) as sim:
-        for episode in tqdm(episodes, desc="episodes", unit="ep"):
-            run = run_expert(sim, episode, render=True)
+        for episode in track(episodes, "episodes", "ep"):
+            run = run_expert(sim, episode, render=True, decision_frames=decision_frames)
             for engine in engines.values():
                 engine.clear_cache()
             for k, step in enumerate(run.actions):
                 frames = run.frames[: step.frame_index + 1]
                 keys = list(range(len(frames)))
+                done = [s.action.to_text() for s in run.actions[:k]]
                 texts = {
                     name: engine.navigate(
-                        episode.instruction_text, frames, keys, answers=answers
+                        episode.instruction_text,
+                        frames,
+                        keys,
+                        answers=answers[name],
+                        previous_actions=done,
                     ).text
                     for name, engine in engines.items()
                 }

@@ -142,3 +142,51 @@ class FrameHistory(Generic[FrameT]):
             [None] * padding + [entry.frame for entry in chosen] + [current.frame],
             [None] * padding + [entry.key for entry in chosen] + [current.key],
         )
+
+
+class DecisionHistory(Generic[FrameT]):
+    """The frames a "recent" history model is shown: the instruction's first decision view, the
+    views of the latest decisions before this one, and the current view.
+
+    The navigator records the frame each executed action was decided on; the sample has the same
+    slots as training data (`nvila_core.model.prompting.sample_recent_indices`): slot 0 is always
+    the first decision's view, the last slot the current one, the slots between hold the latest
+    decisions after the first (None where the instruction is younger). Memory is bounded: only
+    the first and the latest `num_frames - 2` decisions are kept.
+    """
+
+    def __init__(self, num_frames: int):
+        if num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2 (first + current), got {num_frames}")
+        self._num_frames = num_frames
+        self.reset()
+
+    def reset(self) -> None:
+        self._first: tuple[FrameT, int | None] | None = None
+        self._latest: list[tuple[FrameT, int | None]] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Decisions recorded since the last reset."""
+        return self._count
+
+    def record(self, frame: FrameT, key: int | None) -> None:
+        """The frame (and its history key) an executed decision was made on."""
+        if self._first is None:
+            self._first = (frame, key)
+        elif self._num_frames > 2:
+            self._latest.append((frame, key))
+            del self._latest[: -(self._num_frames - 2)]
+        self._count += 1
+
+    def sample(
+        self, current: FrameT, current_key: int | None
+    ) -> tuple[list[FrameT | None], list[int | None]]:
+        """`num_frames` frames and keys: first decision view, latest decisions, current view."""
+        first = self._first or (current, current_key)
+        padding = [None] * (self._num_frames - 2 - len(self._latest))
+        chosen = [first, *padding, *self._latest, (current, current_key)]
+        return (
+            [None if entry is None else entry[0] for entry in chosen],
+            [None if entry is None else entry[1] for entry in chosen],
+        )

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from nvila_nav.actions import Action, ActionKind
-from nvila_nav.history import FrameHistory
+from nvila_nav.history import DecisionHistory, FrameHistory
 from nvila_nav.policies import PolicyDecision, PolicyRequest, pad_frames
 
 STOP_INSTRUCTIONS = frozenset({"stop", "halt"})
@@ -232,8 +232,16 @@ def is_stop_instruction(text: str) -> bool:
 class Navigator:
     """The state machine. Not thread-safe: the node serialises all calls with one lock."""
 
-    def __init__(self, history: FrameHistory[np.ndarray], config: NavigationConfig | None = None):
+    def __init__(
+        self,
+        history: FrameHistory[np.ndarray],
+        config: NavigationConfig | None = None,
+        decisions: DecisionHistory[np.ndarray] | None = None,
+    ):
+        """`decisions`: query with the "recent" history (first view, views of the latest
+        executed decisions, current view) instead of NaVILA's sample of `history`."""
         self.history = history
+        self.decisions = decisions
         self.config = config or NavigationConfig()
         self.state = NavState.IDLE
         self.instruction = ""
@@ -251,6 +259,7 @@ class Navigator:
         self._reparses = 0
         self._failures = 0
         self._last_command: Command | None = None
+        self._executed: list[str] = []
         self._clear_stats()
 
     def _clear_stats(self) -> None:
@@ -347,9 +356,11 @@ class Navigator:
         self._current = None
         if word == "succeeded":
             self._failures = 0
+            self._executed.append(current.text)
             return self._query_again(now_s, Level.OK, f"done: {current.text}")
         if word == "blocked":
             self._failures = 0
+            self._executed.append(current.text)
             return self._query_again(now_s, Level.WARN, f"blocked (no-op): {current.text}")
         if word == "estopped" and self._estop:
             return self._query_again(now_s, Level.WARN, "e-stop: waiting for release")
@@ -388,13 +399,17 @@ class Navigator:
             else:
                 self._set(Level.WARN, f"waiting for a fresh frame: {seen}")
             return Poll(commands, None, reset_policy)
-        frames, keys = self.history.sample()
+        if self.decisions is not None:
+            frames, keys = self.decisions.sample(latest.frame, latest.key)
+        else:
+            frames, keys = self.history.sample()
         request = PolicyRequest(
             instruction=self.instruction,
             frames=pad_frames(frames),
             frame_keys=keys,
             pose=self._pose,
             episode=self._episode,
+            previous_actions=tuple(self._executed),
         )
         return Poll(commands, Query(self._generation, request, latest.stamp_s), reset_policy)
 
@@ -432,6 +447,9 @@ class Navigator:
         if action.is_stop:
             return self.stop("the policy said stop", now_s, end=END_AGENT_STOPPED)
         command = self._emit(action, "policy", query.frame_stamp_s)
+        if self.decisions is not None:
+            keys = query.request.frame_keys
+            self.decisions.record(query.request.frames[-1], keys[-1] if keys else None)
         self._current = command
         self._sent_at = now_s
         self.state = NavState.EXECUTING
@@ -480,6 +498,9 @@ class Navigator:
         """A fresh episode for history, policy and counters (new instruction or reset)."""
         self._generation += 1
         self.history.reset()
+        if self.decisions is not None:
+            self.decisions.reset()
+        self._executed = []
         self._reset_policy = True
         self._current = None
         self._reparses = 0

@@ -36,15 +36,18 @@ class PolicyUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class PolicyRequest:
-    """One query: the instruction, the sampled frames (oldest first, current last, black frames
-    padding a short history), their cache keys (None where a frame has none), the odometry pose
-    (x, y, yaw) and the `sim/episode` dict; the last two are None when unknown."""
+    """One query: the instruction, the frames in the policy's `history` form (oldest first,
+    current last, black frames padding a short history), their cache keys (None where a frame
+    has none), the odometry pose (x, y, yaw) and the `sim/episode` dict (the last two None when
+    unknown), and the actions executed so far."""
 
     instruction: str
     frames: Sequence[np.ndarray]
     frame_keys: Sequence[int | None] | None = None
     pose: tuple[float, float, float] | None = None
     episode: dict[str, Any] | None = None
+    previous_actions: tuple[str, ...] = ()
+    """Action phrases executed since the instruction, oldest first ("move forward 75 cm")."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,18 @@ class PolicyDecision:
     timings: dict[str, float | int] = field(default_factory=dict)
 
 
+HISTORIES: tuple[str, ...] = ("navila", "recent")
+
+
 class Policy(Protocol):
-    """What the navigator needs from a policy."""
+    """What the navigator needs from a policy.
+
+    `history` says which frames a request carries: "navila" (NaVILA's sample over the whole
+    episode at 2 Hz) or "recent" (the first frame, then one frame per latest decision, then the
+    current one)."""
 
     name: str
+    history: str
 
     def reset(self) -> None:
         """Forget per-instruction state (feature cache, plans): a new episode starts."""
@@ -110,7 +121,12 @@ class NVILAPolicy:
         self.blank_frames = blank_frames
         self.answers = None
         if decoding == "choose":
-            self.answers = [action.to_answer() for action in ALL_ACTIONS]
+            answer = engine.processor.navigation_answer
+            self.answers = [answer(action.to_text()) for action in ALL_ACTIONS]
+
+    @property
+    def history(self) -> str:
+        return self.engine.config.nav_history
 
     @property
     def num_frames(self) -> int:
@@ -132,6 +148,7 @@ class NVILAPolicy:
             frame_keys=None if keys is None else list(keys),
             max_new_tokens=self.max_new_tokens,
             answers=self.answers,
+            previous_actions=request.previous_actions,
         )
         return PolicyDecision(
             text=result.text,
@@ -156,6 +173,8 @@ def episode_from_message(data: dict[str, Any]) -> Episode:
     if "goals" in data:
         return Episode.from_dict(data)
     info = {"goal_landmark": data["goal_landmark"]} if data.get("goal_landmark") else {}
+    if data.get("initial_turn_deg"):
+        info["initial_turn_deg"] = float(data["initial_turn_deg"])
     return Episode.from_dict(
         {
             "episode_id": data["episode_id"],
@@ -178,6 +197,7 @@ class ExpertPolicy:
     """
 
     name = "expert"
+    history = "navila"
 
     def __init__(self) -> None:
         self._episode_data: dict[str, Any] | None = None
@@ -221,6 +241,7 @@ class RandomPolicy:
     reproducible episode by episode while different episodes get different action sequences."""
 
     name = "random"
+    history = "navila"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -244,6 +265,7 @@ class ForwardPolicy:
     evaluator's action or time limit)."""
 
     name = "forward"
+    history = "navila"
     ACTION = Action.forward(75)
 
     def reset(self) -> None:

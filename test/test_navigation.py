@@ -452,3 +452,50 @@ def test_every_end_of_an_instruction_says_why():
         END_CAMERA_TIMEOUT,
         END_STOP_REQUESTED,
     }
+
+
+def test_recent_history_queries_show_decision_frames_and_executed_actions():
+    """With a DecisionHistory the navigator asks with the first decision's view, the views of the
+    latest executed decisions and the current view, plus the actions the controller finished."""
+    from nvila_nav.history import DecisionHistory
+
+    history = FrameHistory(keep_rate_hz=2.0, capacity=64, num_frames=4)
+    navigator = Navigator(history, decisions=DecisionHistory(num_frames=4))
+    policy = ScriptedPolicy(FORWARD, LEFT, FORWARD)
+    worker = Worker(navigator, policy)
+    navigator.offer_frame(frame(1), 0.0)
+    navigator.instruct("walk to the sofa", 0.0)
+    assert worker.step(0.0) == [FORWARD]
+    first = policy.requests[0]
+    assert [int(f[0, 0, 0]) for f in first.frames] == [1, 0, 0, 1]  # black pads the middle
+    assert first.previous_actions == ()
+    navigator.offer_frame(frame(2), 1.5)
+    navigator.on_result(f"succeeded {FORWARD}", 1.5)
+    assert worker.step(1.5) == [LEFT]
+    second = policy.requests[1]
+    assert [int(f[0, 0, 0]) for f in second.frames] == [1, 0, 0, 2]
+    assert second.previous_actions == (FORWARD,)
+    navigator.offer_frame(frame(3), 2.5)
+    navigator.on_result(f"blocked {LEFT}", 2.5)  # a blocked move was still executed (a no-op)
+    assert worker.step(2.5) == [FORWARD]
+    third = policy.requests[2]
+    assert [int(f[0, 0, 0]) for f in third.frames] == [1, 0, 2, 3]
+    assert third.previous_actions == (FORWARD, LEFT)
+    navigator.instruct("go back", 3.0)  # a new instruction starts both histories over
+    navigator.offer_frame(frame(4), 3.1)
+    assert navigator.poll(3.1).query.request.previous_actions == ()
+
+
+def test_decision_history_keeps_the_first_and_the_latest_decisions():
+    from nvila_nav.history import DecisionHistory
+
+    decisions = DecisionHistory(num_frames=4)
+    assert decisions.sample("now", 9) == (["now", None, None, "now"], [9, None, None, 9])
+    for k, name in enumerate("abcde"):
+        decisions.record(name, k)
+    assert len(decisions) == 5
+    assert decisions.sample("f", 5) == (["a", "d", "e", "f"], [0, 3, 4, 5])
+    decisions.reset()
+    assert len(decisions) == 0
+    with pytest.raises(ValueError):
+        DecisionHistory(num_frames=1)

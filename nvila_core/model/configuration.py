@@ -20,6 +20,8 @@ IMAGE_MODES = ("resize", "dynamic_s2", "dynamic")
 PROJECTOR_TYPES = ("mlp_downsample", "mlp_downsample_2x2_fix", "mlp_downsample_3x3_fix")
 CHAT_TEMPLATES = ("qwen2", "llama_3")
 ARCHITECTURES = ("nvila", "vila1.5")
+NAV_PROMPTS = ("navila", "compact")
+NAV_HISTORIES = ("navila", "recent")
 LLM_TYPES = ("qwen2", "llama")
 
 
@@ -53,6 +55,16 @@ class NVILAConfig:
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     model_max_length: int = 4096
     torch_dtype: str = "float32"
+    nav_prompt: str = "navila"
+    """Navigation query text: "navila" (NaVILA's prompt and answer sentence, verbatim) or
+    "compact" (frames, instruction and previous actions in a few tokens; the answer is the bare
+    action phrase). Real NaVILA checkpoints keep "navila"."""
+    nav_history: str = "navila"
+    """Which frames a navigation query shows: "navila" (history spread over the whole episode,
+    then the current frame) or "recent" (the first frame, the frames of the latest decisions,
+    then the current one: the frames passed are one per decision)."""
+    nav_previous_actions: int = 0
+    """How many of the latest executed actions the compact prompt states (0: none)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -151,6 +163,17 @@ class NVILAConfig:
                 f"max_tiles {self.max_tiles} < {fewest}: dynamic-S2's last scale needs at least "
                 f"(s2_scales[-1] / s2_scales[0])^2 tiles",
             )
+        check(self.nav_prompt in NAV_PROMPTS, f"nav_prompt must be one of {NAV_PROMPTS}")
+        check(self.nav_history in NAV_HISTORIES, f"nav_history must be one of {NAV_HISTORIES}")
+        check(
+            self.nav_previous_actions == 0 or self.nav_prompt == "compact",
+            "nav_previous_actions needs nav_prompt: compact (NaVILA's prompt has no place for them)",
+        )
+        check(self.nav_previous_actions >= 0, "nav_previous_actions must be >= 0")
+        check(
+            self.nav_history == "navila" or self.num_video_frames >= 2,
+            "nav_history: recent needs num_video_frames >= 2 (first + current)",
+        )
         check(
             all(len(p) == 3 and all(int(v) >= 1 for v in p) for p in self.video_pool_sizes)
             and len(self.video_pool_sizes) >= 1,
@@ -290,6 +313,9 @@ class NVILAConfig:
                 "name": self.name,
                 "architecture": self.architecture,
                 "chat_template": self.chat_template,
+                "nav_prompt": self.nav_prompt,
+                "nav_history": self.nav_history,
+                "nav_previous_actions": self.nav_previous_actions,
             },
         }
 

@@ -26,9 +26,12 @@ from nvila_core.model.prompting import (
     SystemPrompt,
     apply_chat_template,
     black_like,
+    compact_navigation_prompt,
+    navigation_answer,
     navigation_prompt,
     normalize_instruction,
     sample_history_indices,
+    sample_recent_indices,
     stop_token_ids,
     tokenize_prompt,
 )
@@ -119,24 +122,48 @@ class NVILAProcessor:
         frames: Sequence[ImageLike],
         frame_keys: Sequence[Hashable] | None = None,
         num_frames: int | None = None,
+        previous_actions: Sequence[str] | None = None,
     ) -> ModelInputs:
-        """NaVILA's query: `num_frames` frames sampled from the whole episode so far (newest last).
+        """A navigation query in the model's format (`config.nav_history`, `config.nav_prompt`).
 
-        `frames` is every frame since the instruction was given, oldest first. Black frames pad
-        the front of a short history and carry no cache key. The instruction is normalised as in
-        NaVILA's training data.
+        "navila" history: `frames` is every frame since the instruction was given, oldest first,
+        and `num_frames` are sampled over the whole episode (NaVILA). "recent" history: `frames`
+        holds one frame per decision so far (the current one last); the first and the latest
+        are shown (`sample_recent_indices`). Black frames pad a short history and carry no cache
+        key. `previous_actions` are the executed action phrases, oldest first; the compact
+        prompt states the latest `config.nav_previous_actions` of them.
         """
         num_frames = num_frames or self.config.num_video_frames
         if frame_keys is not None and len(frame_keys) != len(frames):
             raise ValueError(f"got {len(frame_keys)} frame_keys for {len(frames)} frames")
-        indices = sample_history_indices(len(frames), num_frames)
+        if self.config.nav_history == "recent":
+            indices = sample_recent_indices(len(frames), num_frames)
+        else:
+            indices = sample_history_indices(len(frames), num_frames)
         pad = black_like(frames[-1]) if None in indices else None
         sampled = [pad if i is None else frames[i] for i in indices]
         keys = None
         if frame_keys is not None:
             keys = [None if i is None else frame_keys[i] for i in indices]
-        prompt = navigation_prompt(normalize_instruction(instruction), num_frames)
+        prompt = self.navigation_text(instruction, num_frames, previous_actions)
         return self(prompt, frames=sampled, frame_keys=keys)
+
+    def navigation_text(
+        self, instruction: str, num_frames: int, previous_actions: Sequence[str] | None = None
+    ) -> str:
+        """The user text of a navigation query with `num_frames` `<image>` placeholders."""
+        instruction = normalize_instruction(instruction)
+        if self.config.nav_prompt == "compact":
+            shown = None
+            if self.config.nav_previous_actions > 0:
+                latest = list(previous_actions or [])[-self.config.nav_previous_actions :]
+                shown = latest
+            return compact_navigation_prompt(instruction, num_frames, shown)
+        return navigation_prompt(instruction, num_frames)
+
+    def navigation_answer(self, action_text: str) -> str:
+        """The answer this model gives for an action phrase, e.g. "move forward 75 cm"."""
+        return navigation_answer(action_text, self.config.nav_prompt)
 
     def answer_ids(self, answer: str) -> list[int]:
         """Ids of `answer` and its end token as they follow the generation prompt: the training

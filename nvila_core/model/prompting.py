@@ -127,6 +127,40 @@ def navigation_prompt(instruction: str, num_frames: int = 8) -> str:
     )
 
 
+NAVILA_ANSWER_PREFIX = "The next action is "
+
+
+def compact_navigation_prompt(
+    instruction: str, num_frames: int, previous_actions: Sequence[str] | None = None
+) -> str:
+    """A short navigation query for small models trained from scratch: the frames (first one of
+    the instruction, latest decisions, current), the instruction, and the latest executed actions.
+
+    Every token a small model reads costs training time, and NaVILA's ~70 tokens of fixed
+    wording carry nothing; the previous actions carry what the frames cannot (how far a turn has
+    gone, whether the robot just moved).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    text = f"{IMAGE_TOKEN}\n" * num_frames + f"Task: {instruction}"
+    if previous_actions is not None:
+        text += "\nDone: " + (", ".join(previous_actions) if previous_actions else "nothing")
+    return text + "\nNext?"
+
+
+def navigation_answer(action_text: str, nav_prompt: str = "navila") -> str:
+    """The answer a model of `nav_prompt` gives for an action phrase ("move forward 75 cm"):
+    NaVILA's sentence, or the bare phrase for the compact prompt."""
+    if nav_prompt == "compact":
+        return action_text
+    return f"{NAVILA_ANSWER_PREFIX}{action_text}."
+
+
+def action_phrase(answer: str) -> str:
+    """The action phrase inside a NaVILA answer sentence (a bare phrase is returned as is)."""
+    return answer.removeprefix(NAVILA_ANSWER_PREFIX).removesuffix(".").strip()
+
+
 def normalize_instruction(text: str) -> str:
     """NaVILA's training-time instruction clean-up, so inference text looks like training text.
 
@@ -154,6 +188,23 @@ def sample_history_indices(num_available: int, num_frames: int = 8) -> list[int 
         return [None] * (num_frames - num_available) + list(range(num_available))
     history = np.linspace(0, num_available - 1, num=num_frames - 1, endpoint=False, dtype=int)
     return [int(i) for i in history] + [num_available - 1]
+
+
+def sample_recent_indices(num_decisions: int, num_frames: int) -> list[int | None]:
+    """The "recent" history: the instruction's first frame, the frames of the latest
+    num_frames-2 decisions before this one (None where the episode is younger), the current one.
+
+    Indices are into the frames of the decisions so far (one frame per decision, the current
+    last). Each slot keeps its meaning at every step: slot 0 is always the start view, the last
+    slot always the current view, so a young episode repeats nothing but the start frame.
+    """
+    if num_decisions < 1:
+        raise ValueError("the frame history is empty: need at least the current frame")
+    if num_frames < 2:
+        raise ValueError(f"the recent history needs num_frames >= 2, got {num_frames}")
+    current = num_decisions - 1
+    previous = range(current - (num_frames - 2), current)
+    return [0] + [i if i >= 1 else None for i in previous] + [current]
 
 
 def black_like(frame: T) -> T:

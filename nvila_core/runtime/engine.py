@@ -308,12 +308,19 @@ class Engine:
         max_new_tokens: int = 32,
         output_logits: bool = False,
         answers: Sequence[str] | None = None,
+        previous_actions: Sequence[str] | None = None,
     ) -> GenerationResult:
-        """NaVILA's next action for the episode so far: `frames` is every observation since the
-        instruction (oldest first); 8 are sampled, the newest last. Pass stable `frame_keys`
-        (e.g. frame sequence numbers) to skip hashing pixels. With `answers` (the action
-        grammar's sentences) the most probable of them is chosen instead of generating."""
-        inputs = self.processor.navigation(instruction, frames, frame_keys=frame_keys)
+        """The next action for the episode so far, in the model's navigation format
+        (`NVILAProcessor.navigation`): for NaVILA, `frames` is every observation since the
+        instruction (oldest first) and 8 are sampled, the newest last; for a "recent" history
+        model, one frame per decision. Pass stable `frame_keys` (e.g. frame sequence numbers)
+        to skip hashing pixels. `previous_actions`: executed action phrases, oldest first (used
+        by compact-prompt models). With `answers` (the model's answers for the action grammar,
+        `processor.navigation_answer`) the most probable of them is chosen instead of
+        generating."""
+        inputs = self.processor.navigation(
+            instruction, frames, frame_keys=frame_keys, previous_actions=previous_actions
+        )
         if answers is not None:
             return self.choose(inputs, answers)
         return self.run(inputs, max_new_tokens, output_logits)

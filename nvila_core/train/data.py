@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nvila_core.model.processing import MediaItem, NVILAProcessor
 from nvila_core.model.prompting import (
-    navigation_prompt,
-    normalize_instruction,
+    action_phrase,
     sample_history_indices,
+    sample_recent_indices,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN
 from nvila_core.train.deltaloss import read_pruned_mixture
@@ -39,6 +39,7 @@ EPISODE_FORMAT_VERSION = 1
 ANSWER_PREFIX = "The next action is "
 IGNORE_INDEX = -100  # label of every position that is not an answer token
 SPLITS = ("train", "val")
+HISTORIES = ("navila", "recent")
 
 
 class DataError(ValueError):
@@ -55,8 +56,11 @@ class NavSample:
     frame_paths: tuple[Path | None, ...]
     answer: str
     prompt: str | None = None
-    """None: NaVILA's navigation prompt around `instruction`. Otherwise an image-text sample
+    """None: the model's navigation prompt around `instruction`. Otherwise an image-text sample
     (LLaVA format): this user text, whose `<image>` placeholders take `frame_paths` in order."""
+    previous_actions: tuple[str, ...] = ()
+    """Action phrases executed before this step, oldest first (what a perturbed rollout drove,
+    not the label), for models whose prompt states them."""
 
     @property
     def episode_key(self) -> str:
@@ -74,22 +78,33 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _episode_samples(folder: Path, source: str, num_frames: int) -> list[NavSample]:
+def _episode_samples(
+    folder: Path, source: str, num_frames: int, history: str = "navila"
+) -> list[NavSample]:
     meta_path = folder / "meta.json"
     meta = _read_json(meta_path)
     try:
         frames = [folder / f["file"] for f in meta["frames"]]
         instruction = str(meta["instruction"])
-        actions = [(str(a["text"]), int(a["frame_index"])) for a in meta["actions"]]
+        actions = [
+            (str(a["text"]), int(a["frame_index"]), str(a.get("executed") or a["text"]))
+            for a in meta["actions"]
+        ]
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{meta_path}: malformed episode ({err!r})") from err
+    decision_frames = [frame_index for _, frame_index, _ in actions]
+    executed = tuple(done for _, _, done in actions)
     samples = []
-    for k, (text, frame_index) in enumerate(actions):
+    for k, (text, frame_index, _) in enumerate(actions):
         if not text or not 0 <= frame_index < len(frames):
             raise DataError(
                 f"{meta_path}: action {k} ({text!r}) shows frame {frame_index} of {len(frames)}"
             )
-        indices = sample_history_indices(frame_index + 1, num_frames)
+        if history == "recent":
+            picks = sample_recent_indices(k + 1, num_frames)
+            indices = [None if i is None else decision_frames[i] for i in picks]
+        else:
+            indices = sample_history_indices(frame_index + 1, num_frames)
         samples.append(
             NavSample(
                 sample_id=f"{source}/{folder.name}/{k:04d}",
@@ -97,13 +112,21 @@ def _episode_samples(folder: Path, source: str, num_frames: int) -> list[NavSamp
                 instruction=instruction,
                 frame_paths=tuple(None if i is None else frames[i] for i in indices),
                 answer=f"{ANSWER_PREFIX}{text}.",
+                previous_actions=executed[:k],
             )
         )
     return samples
 
 
-def read_episodes(root: str | Path, source_name: str, num_frames: int = 8) -> list[list[NavSample]]:
-    """The samples of every episode of an episode-folder dataset, one list per episode."""
+def read_episodes(
+    root: str | Path, source_name: str, num_frames: int = 8, history: str = "navila"
+) -> list[list[NavSample]]:
+    """The samples of every episode of an episode-folder dataset, one list per episode.
+
+    history "navila": each step shows frames 0..frame_index sampled over the whole episode;
+    "recent": the first decision's frame, the latest decisions' frames and the current one."""
+    if history not in HISTORIES:
+        raise DataError(f"history must be one of {HISTORIES}, got {history!r}")
     root = Path(root)
     index = _read_json(root / "index.json")
     if index.get("format") != EPISODE_FORMAT or index.get("version") != EPISODE_FORMAT_VERSION:
@@ -113,7 +136,7 @@ def read_episodes(root: str | Path, source_name: str, num_frames: int = 8) -> li
         )
     episodes = []
     for entry in index.get("episodes", []):
-        episodes.append(_episode_samples(root / entry["dir"], source_name, num_frames))
+        episodes.append(_episode_samples(root / entry["dir"], source_name, num_frames, history))
     return episodes
 
 
@@ -155,12 +178,14 @@ def read_llava_dataset(path: str | Path, source_name: str) -> list[list[NavSampl
     return groups
 
 
-def _read_groups(spec: DatasetSpec, num_frames: int) -> list[list[NavSample]]:
+def _read_groups(
+    spec: DatasetSpec, num_frames: int, history: str = "navila"
+) -> list[list[NavSample]]:
     """A mixture entry's samples grouped by episode: a `.json` file is LLaVA image-text data,
     a folder holds navigation episodes."""
     if spec.path.suffix == ".json":
         return read_llava_dataset(spec.path, spec.name)
-    return read_episodes(spec.path, spec.name, num_frames)
+    return read_episodes(spec.path, spec.name, num_frames, history)
 
 
 def read_episode_dataset(
@@ -197,6 +222,8 @@ class Mixture:
     max_val_samples: int | None = None
     blank_frames: bool = False
     """Instruction-only ablation: every frame is black (the no-image baseline, docs/training.md)."""
+    history: str = "navila"
+    """Which frames a navigation sample shows; must match the model's `nav_history`."""
     pruned: Path | None = None
     """A `nvila-core prune` file: only its kept samples of the datasets it lists are trained on."""
     source: str = "<inline>"
@@ -218,6 +245,8 @@ class Mixture:
             raise DataError(f"{self.source}: val_fraction must be in [0, 1)")
         if self.num_frames < 1:
             raise DataError(f"{self.source}: num_frames must be >= 1")
+        if self.history not in HISTORIES:
+            raise DataError(f"{self.source}: history must be one of {HISTORIES}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<inline>") -> Mixture:
@@ -231,6 +260,7 @@ class Mixture:
             "num_frames",
             "max_val_samples",
             "blank_frames",
+            "history",
             "pruned",
         }
         unknown = sorted(set(data) - known)
@@ -258,6 +288,7 @@ class Mixture:
             num_frames=int(data.get("num_frames", 8)),
             max_val_samples=data.get("max_val_samples"),
             blank_frames=bool(data.get("blank_frames", False)),
+            history=str(data.get("history", "navila")),
             pruned=Path(data["pruned"]) if data.get("pruned") else None,
             source=source,
         )
@@ -269,7 +300,7 @@ class Mixture:
         train: list[NavSample] = []
         val: list[NavSample] = []
         for spec in self.datasets:
-            episodes = _read_groups(spec, self.num_frames)
+            episodes = _read_groups(spec, self.num_frames, self.history)
             if spec.split == "val":
                 val += [s for e in episodes for s in e]
                 continue
@@ -379,15 +410,18 @@ class NavDataset(Dataset):
         black = Image.new("RGB", present[-1].size if present else (64, 64))
         loaded = iter(present)
         frames = [black if p is None else next(loaded) for p in sample.frame_paths]
-        prompt = sample.prompt
+        prompt, answer = sample.prompt, sample.answer
         if prompt is None:
-            prompt = navigation_prompt(normalize_instruction(sample.instruction), len(frames))
+            prompt = self.processor.navigation_text(
+                sample.instruction, len(frames), sample.previous_actions
+            )
+            answer = self.processor.navigation_answer(action_phrase(sample.answer))
         try:
             inputs = self.processor(prompt, frames=frames)
         except ValueError as err:
             raise DataError(f"sample {sample.sample_id}: {err}") from err
         try:
-            answer_ids = self.processor.answer_ids(sample.answer)  # the answer and its end token
+            answer_ids = self.processor.answer_ids(answer)  # the answer and its end token
         except ValueError as err:
             raise DataError(f"sample {sample.sample_id}: {err}") from err
         ids = inputs.input_ids + answer_ids
@@ -400,7 +434,7 @@ class NavDataset(Dataset):
             labels=torch.tensor(labels, dtype=torch.long),
             media=inputs.media,
             prompt_length=len(inputs.input_ids),
-            answer=sample.answer,
+            answer=answer,
             sample_id=sample.sample_id,
         )
 

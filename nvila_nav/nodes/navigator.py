@@ -61,7 +61,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from nvila_core.model.configuration import list_presets
-from nvila_nav.history import FrameHistory
+from nvila_nav.history import DecisionHistory, FrameHistory
 from nvila_nav.image_conversion import ImageConversionError, image_to_rgb
 from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator, is_stop_instruction
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
@@ -187,10 +187,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "num_frames",
-        8,
-        "Frames per query: num_frames - 1 sampled history frames + the current one; must "
-        f"equal the model's num_video_frames. {_CONFIGURE}",
-        min_value=2,
+        0,
+        "Frames per query (history + the current one); 0 takes the model's num_video_frames "
+        f"(8 for NaVILA, 5 for navila-nano), any other value must equal it. {_CONFIGURE}",
+        min_value=0,
         max_value=1024,
     ),
     ParameterSpec(
@@ -332,9 +332,6 @@ class NavigatorNode(LifecycleNode):
             check_model(
                 params["policy"], params["model"], params["backend"], params["allow_random_weights"]
             )
-            history = FrameHistory(
-                params["keep_rate_hz"], params["history_capacity"], params["num_frames"]
-            )
             config = NavigationConfig(
                 max_reparse=params["max_reparse"],
                 max_controller_failures=params["max_controller_failures"],
@@ -355,12 +352,20 @@ class NavigatorNode(LifecycleNode):
                 params["blank_frames"],
                 params["decoding"],
             )
-            if isinstance(policy, NVILAPolicy) and policy.num_frames != params["num_frames"]:
-                policy.close()
-                raise ValueError(
-                    f"num_frames is {params['num_frames']} but the model takes "
-                    f"{policy.num_frames} frames per query"
-                )
+            num_frames = params["num_frames"]
+            if isinstance(policy, NVILAPolicy):
+                if num_frames and policy.num_frames != num_frames:
+                    policy.close()
+                    raise ValueError(
+                        f"num_frames is {num_frames} but the model takes "
+                        f"{policy.num_frames} frames per query (0 takes the model's)"
+                    )
+                num_frames = policy.num_frames
+            num_frames = num_frames or 8
+            history = FrameHistory(
+                params["keep_rate_hz"], max(params["history_capacity"], num_frames), num_frames
+            )
+            decisions = DecisionHistory(num_frames) if policy.history == "recent" else None
             if (
                 isinstance(policy, NVILAPolicy)
                 and policy.engine.random_weights
@@ -375,7 +380,7 @@ class NavigatorNode(LifecycleNode):
         self.configure_error = None
         self._params = params
         self._policy = policy
-        self._navigator = Navigator(history, config)
+        self._navigator = Navigator(history, config, decisions)
         self._dropped_frames = 0
         self._create_interfaces()
         if isinstance(policy, NVILAPolicy) and policy.engine.random_weights:

@@ -262,6 +262,7 @@ def episode_message(episode: Episode, start_time: float, load_count: int) -> str
             "gt_locations": [list(p) for p in episode.gt_locations],
             "geodesic_distance": episode.info.get("geodesic_distance"),
             "goal_landmark": episode.info.get("goal_landmark"),
+            "initial_turn_deg": episode.info.get("initial_turn_deg"),
             "start_time": start_time,
             "load_count": load_count,
         }
