@@ -1,0 +1,189 @@
+"""DAgger (Ross et al. 2011) for navigation models trained here: on-policy data without ROS.
+
+A model trained on expert rollouts only has seen the states the expert (and its perturbations)
+visits; once it errs it is somewhere it never trained. Each iteration:
+
+1. roll the current model out on fresh training episodes (`closed_loop.run_policy`); with
+   probability beta the expert's action is driven instead (beta decays per iteration);
+2. label every visited state with the expert's action: blocked moves, detours and early stops
+   included (off the route the expert's cost field leads back, it never says "stop" away from
+   the goal);
+3. aggregate: the iteration's episodes join the base data and every earlier iteration's;
+4. fine-tune the current model on the aggregate (an `nvila-core` recipe stage).
+
+Everything is resumable: an iteration whose dataset index exists is not collected again, and
+its training stage resumes or is skipped like any recipe stage.
+
+    nvila-nav-dagger --recipe config/train/navila-nano.yaml \\
+        --from outputs/train/navila-nano/02-navigation/final --out outputs/train/navila-nano-dagger
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nvila_nav.sim.episodes import TIERS, Episode, generate_episode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DaggerSettings:
+    iterations: int = 1
+    episodes: int = 300
+    """Training episodes rolled out per iteration, spread evenly over the tiers."""
+    beta: float = 0.3
+    """Probability of driving the expert's action in the first iteration."""
+    beta_decay: float = 0.5
+    max_actions: int = 60
+    steps: int = 300
+    lr: float = 2.0e-4
+    base_weight: float = 0.5
+    """Sampling weight of the base (expert) datasets in the aggregate."""
+    seed: int = 100
+    width: int = 128
+    height: int = 96
+
+
+def iteration_episodes(settings: DaggerSettings, iteration: int) -> list[Episode]:
+    """Fresh training episodes for one iteration (their own seed, every tier in turn)."""
+    tiers = sorted(TIERS)
+    return [
+        generate_episode("train", i, seed=settings.seed + iteration, tier=tiers[i % len(tiers)])
+        for i in range(settings.episodes)
+    ]
+
+
+def collect(
+    model: str | Path,
+    episodes: Sequence[Episode],
+    out: str | Path,
+    beta: float,
+    settings: DaggerSettings,
+    iteration: int,
+) -> dict[str, float]:
+    """Roll `model` out on `episodes` and write them as an expert-labelled training dataset."""
+    from nvila_core.progress import Progress
+    from nvila_nav.closed_loop import run_policy
+    from nvila_nav.policies import make_policy
+    from nvila_nav.sim.dataset import write_episode, write_index
+    from nvila_nav.sim.env import Simulator
+    from nvila_nav.sim.robot import CameraConfig
+
+    camera = CameraConfig(width=settings.width, height=settings.height)
+    policy = make_policy("nvila", model=str(model), decoding="choose", device="cpu")
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    entries, agree, steps, successes = [], 0, 0, 0
+    with Simulator(camera) as sim, Progress(len(episodes), f"dagger {iteration}", "ep") as bar:
+        for i, episode in enumerate(episodes):
+            seed = (settings.seed + iteration) * 1_000_003 + i
+            result = run_policy(
+                sim, episode, policy, max_actions=settings.max_actions, beta=beta, seed=seed
+            )
+            run = result.run
+            entries.append(write_episode(partial, run, camera))
+            agree += sum(step.executed is None for step in run.actions)
+            steps += len(run.actions)
+            successes += int(run.success)
+            bar.set_postfix(success=f"{successes}/{i + 1}")
+            bar.update(1)
+    write_index(partial, entries, 2.0, camera)
+    partial.rename(out)
+    stats = {
+        "episodes": len(episodes),
+        "steps": steps,
+        "driven_equals_label": round(agree / max(steps, 1), 4),
+        "success": round(successes / max(len(episodes), 1), 4),
+    }
+    (out / "dagger.json").write_text(yaml.safe_dump({"beta": beta, **stats}), encoding="utf-8")
+    return stats
+
+
+def stage_recipe(
+    base: dict[str, Any], model: Path, datasets: list[Path], settings: DaggerSettings, name: str
+) -> dict[str, Any]:
+    """A one-stage recipe: fine-tune `model` on the base navigation data and the DAgger data."""
+    data = dict(base["data"])
+    base_sets = [
+        {**d, "weight": settings.base_weight} if d.get("split") != "val" else d
+        for d in data["datasets"]
+    ]
+    on_policy = [
+        {"name": f"dagger-{k + 1}", "path": str(path), "weight": 1.0, "split": "train"}
+        for k, path in enumerate(datasets)
+    ]
+    return {
+        "name": name,
+        "seed": base.get("seed", 0),
+        "model": {"checkpoint": str(model)},
+        "data": {**data, "blank_frames": False, "datasets": base_sets + on_policy},
+        "defaults": dict(base.get("defaults") or {}),
+        "stages": [
+            {
+                "name": "dagger",
+                "trainable": ["vision_tower", "mm_projector", "llm"],
+                "lr": settings.lr,
+                "vision_lr_ratio": 1.0,
+                "max_steps": settings.steps,
+            }
+        ],
+    }
+
+
+def run_dagger(
+    recipe_path: str | Path, start: str | Path, out: str | Path, settings: DaggerSettings
+) -> Path:
+    """Run the iterations; returns the last iteration's final model folder."""
+    from nvila_core.train.recipe import read_recipe_data, recipe_from_dict, run_recipe
+
+    base = read_recipe_data(Path(recipe_path))
+    out = Path(out)
+    current = Path(start)
+    datasets: list[Path] = []
+    for k in range(1, settings.iterations + 1):
+        folder = out / f"iter-{k}"
+        data_dir = folder / "data"
+        beta = settings.beta * settings.beta_decay ** (k - 1)
+        if not (data_dir / "index.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            stats = collect(current, iteration_episodes(settings, k), data_dir, beta, settings, k)
+            log.info("dagger iteration %d: collected %s", k, stats)
+        datasets.append(data_dir)
+        spec = stage_recipe(base, current, datasets, settings, f"{base['name']}-dagger-{k}")
+        recipe = recipe_from_dict(spec, source=str(folder / "recipe.yaml"))
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        current = run_recipe(recipe, folder / "train")
+    return current
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = DaggerSettings()
+    parser = argparse.ArgumentParser(prog="nvila-nav-dagger", description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True, help="the model's training recipe (its data)")
+    parser.add_argument("--from", dest="start", required=True, help="model folder to start from")
+    parser.add_argument("--out", required=True, help="output folder (iter-N/ per iteration)")
+    for name, value in vars(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k not in ("recipe", "start", "out")}
+    final = run_dagger(args.recipe, args.start, args.out, DaggerSettings(**fields))
+    print(f"final model: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# navila-nano from nothing, on a CPU: data, the two-stage recipe, DAgger, then models/navila-nano.
+#
+#   make train-nano                      # or: bash scripts/train_navila_nano.sh
+#
+# Every step is resumable: finished datasets are not written again, training resumes from its
+# newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
+# interruption. On a 2-core machine: data ~15 min, captions ~7 min, navigation ~60 min, one DAgger
+# iteration ~25 min. Variables: NANO_DATA (data/nano), NANO_OUT (outputs/train),
+# NANO_DAGGER_ITERATIONS (1), NANO_INSTALL (models/navila-nano; empty: do not install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV_BIN="${VENV_BIN:-.venv/bin}"
+DATA="${NANO_DATA:-data/nano}"
+OUT="${NANO_OUT:-outputs/train}"
+ITERATIONS="${NANO_DAGGER_ITERATIONS:-1}"
+INSTALL="${NANO_INSTALL-models/navila-nano}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+# One torch thread: on 2 cores a 2-thread run that shares a core with the data loader or a
+# rollout waits on its own threads; the simulator workers use the other core.
+export OMP_NUM_THREADS=1
+
+if [ "$DATA" != "data/nano" ]; then
+  echo "NANO_DATA must be data/nano: config/train/navila-nano.yaml reads its datasets there" >&2
+  exit 2
+fi
+
+say() { printf '\n[train-nano] %s\n' "$*"; }
+sim() { "$VENV_BIN/nvila-sim" "$@"; }
+
+rollouts() { # split tier n seed out perturb
+  local split=$1 tier=$2 n=$3 seed=$4 out=$5 perturb=$6
+  if [ -f "$out/index.json" ]; then
+    say "$out: done"
+    return
+  fi
+  sim episodes --split "$split" --tier "$tier" --n "$n" --seed "$seed" --out "$out.json.gz"
+  rm -rf "$out"
+  sim rollout --episodes "$out.json.gz" --out "$out" --perturb "$perturb" --decision-frames \
+    --workers 2 --width 128 --height 96
+}
+
+captions() { # split n out
+  if [ -f "$3/captions.json" ]; then
+    say "$3: done"
+    return
+  fi
+  sim captions --split "$1" --n "$2" --seed 0 --out "$3" --width 128 --height 96
+}
+
+say "data: perturbed expert rollouts on 1000 train scenes, tiers A/B/C; captions"
+mkdir -p "$DATA"
+rollouts train A 1500 0 "$DATA/train_A" 0.2
+rollouts train B 1200 0 "$DATA/train_B" 0.2
+rollouts train C 1300 0 "$DATA/train_C" 0.2
+rollouts val_unseen C 40 7 "$DATA/val_C" 0.2
+captions train 16000 "$DATA/captions"
+captions val_unseen 256 "$DATA/val_captions"
+
+say "training: captions, then navigation (config/train/navila-nano.yaml)"
+"$VENV_BIN/nvila-core" train --recipe config/train/navila-nano.yaml --out "$OUT/navila-nano"
+final="$OUT/navila-nano/02-navigation/final"
+
+if [ "$ITERATIONS" -gt 0 ]; then
+  say "DAgger: $ITERATIONS iteration(s) on fresh training episodes"
+  final=$("$VENV_BIN/nvila-nav-dagger" --recipe config/train/navila-nano.yaml --from "$final" \
+    --out "$OUT/navila-nano-dagger" --iterations "$ITERATIONS" | tail -n 1 | sed 's/^final model: //')
+fi
+
+if [ -n "$INSTALL" ]; then
+  say "installing $final as $INSTALL"
+  rm -rf "$INSTALL.tmp"
+  mkdir -p "$(dirname "$INSTALL")"
+  cp -r "$final" "$INSTALL.tmp"
+  rm -f "$INSTALL.tmp/trainer_state.json"
+  rm -rf "$INSTALL" && mv "$INSTALL.tmp" "$INSTALL"
+fi
+say "done: $final"
