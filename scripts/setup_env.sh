@@ -118,7 +118,7 @@ if [ "$TORCH_CUDA" = "0" ] && [ "$torch_cuda" != "cpu" ]; then
 fi
 # Every later install keeps exactly this torch.
 constraints="$VENV/torch-constraint.txt"
-"$VPY" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
+"$VPY" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints" 2>/dev/null
 
 log "installing pinned requirements"
 "$VPY" -m pip install -q -r "$ROOT/requirements.txt" -c "$constraints"

@@ -86,7 +86,8 @@ def test_overview_from_evaluator_files_shows_every_episode_and_outcome(evaluated
     assert axes[1].get_title(loc="left").split()[1:] == second.instruction_text.split()
     labels = [ax.get_xlabel() for ax in axes]
     assert labels[0] == overview.outcome(results["expert"][0])
-    assert labels[0].startswith("SUCCESS: stop, ") and labels[0].endswith(" actions")
+    expert_end = results["expert"][0]["end_reason"]
+    assert labels[0].startswith(f"SUCCESS: {expert_end}, ") and labels[0].endswith(" actions")
     assert labels[2].startswith("FAILURE: action_limit, ")
     assert f"{results['model'][0]['metrics']['ne']:.2f} m to goal" in labels[2]
     assert labels[3] == "not run"
