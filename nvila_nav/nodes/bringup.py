@@ -21,20 +21,144 @@ from pathlib import Path
 
 import rclpy
 import yaml
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 
-from nvila_nav.policies import POLICY_KINDS
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument: `ros2 launch nvila_nav <graph>.launch.py name:=value`, and the same
+    `name:=value` (or `--name value`) for `nvila-nav-bringup <graph>`.
+
+    default "" means "not given": the parameter files decide. kind: str, path (made absolute),
+    bool (true/false), int or float; it types the parameter the argument sets.
+    """
+
+    name: str
+    description: str
+    default: str = ""
+    kind: str = "str"
+
+    def convert(self, text: str) -> object:
+        """The parameter value for a given (non-empty) argument text; ValueError if malformed."""
+        if self.kind == "path":
+            return os.path.abspath(os.path.expanduser(text))
+        if self.kind == "bool":
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"argument {self.name} must be true or false, got {text!r}")
+            return text.lower() == "true"
+        if self.kind in ("int", "float"):
+            try:
+                return int(text) if self.kind == "int" else float(text)
+            except ValueError:
+                raise ValueError(
+                    f"argument {self.name} must be {self.kind}, got {text!r}"
+                ) from None
+        return text
+
+
+ARGUMENTS: dict[str, Argument] = {
+    argument.name: argument
+    for argument in (
+        Argument(
+            "params_file",
+            "ROS params file applied to every node after config/ (and the graph's overrides): "
+            "sections name nodes (navigator:, motion_controller:, ...) or /** for all",
+            kind="path",
+        ),
+        Argument(
+            "controller_params_file",
+            "motion_controller params file applied after config/motion_controller.yaml",
+            kind="path",
+        ),
+        Argument(
+            "voice_params_file",
+            "voice_teleop params file applied after config/voice_teleop.yaml",
+            kind="path",
+        ),
+        Argument(
+            "model",
+            "navigator model: a checkpoint directory (or an nvila_core preset: random weights, "
+            "refused unless allow_random_weights); empty: the params files' (tiny)",
+        ),
+        Argument("policy", "navigator policy: nvila | expert | random | forward; empty: nvila"),
+        Argument(
+            "allow_random_weights",
+            "true lets the navigator run a preset's random weights (tests, demos); empty: false",
+            kind="bool",
+        ),
+        Argument("camera_topic", "sensor_msgs/Image the navigator follows", default="rgb"),
+        Argument("odom_topic", "nav_msgs/Odometry of the robot", default="odom"),
+        Argument(
+            "cmd_vel_topic",
+            "velocity output (point it at a twist_mux / safety input)",
+            default="cmd_vel",
+        ),
+        Argument(
+            "cmd_vel_stamped",
+            "true: cmd_vel is geometry_msgs/TwistStamped (Nav2, ros2_control); false: Twist "
+            "(Isaac Sim); empty: the params files' (Twist)",
+            kind="bool",
+        ),
+        Argument(
+            "use_sim_time",
+            "true: every node runs on /clock (a simulator); empty: the params files'",
+            kind="bool",
+        ),
+        Argument(
+            "rviz",
+            "true: also start RViz with config/rviz/nvila_nav.rviz (ros2 launch only; "
+            "nvila-nav-bringup prints the rviz2 command instead)",
+            default="false",
+            kind="bool",
+        ),
+        Argument(
+            "episodes",
+            "R2R-format episodes (.json/.json.gz) for the sim and the evaluator (required; "
+            "`nvila-sim episodes` makes them)",
+            kind="path",
+        ),
+        Argument("output_dir", "evaluator output folder; empty: outputs/evaluation", kind="path"),
+        Argument("label", "evaluator policy_label; empty: the policy argument, else nvila"),
+        Argument("max_episodes", "episodes to run; empty or 0: all", kind="int"),
+        Argument("real_time_factor", "sim speed-up (sim s per wall s); empty: 1.0", kind="float"),
+        Argument("audio_source", "voice_teleop: microphone | file | topic | none"),
+        Argument("audio_file", "voice_teleop: WAV file when audio_source is file", kind="path"),
+    )
+}
+FALLBACKS = {"label": "policy"}
+"""An argument left empty takes this other argument's value (the evaluator's label)."""
+ROBOT_ARGUMENTS = (
+    "params_file",
+    "controller_params_file",
+    "model",
+    "policy",
+    "allow_random_weights",
+    "camera_topic",
+    "odom_topic",
+    "cmd_vel_topic",
+    "cmd_vel_stamped",
+    "use_sim_time",
+)
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node of a graph, as a launch_ros `Node(...)` action names it."""
+    """One node of a graph, as a launch_ros `Node(...)` action names it.
+
+    params_files: config/ files, in order. file_arguments: arguments naming one more params
+    file for this node, applied next when given. parameters: (parameter, argument) pairs set
+    when the argument is given. remappings: (topic, argument): the topic is remapped to the
+    argument's value (its default is the topic itself).
+    """
 
     executable: str
     name: str
     params_files: tuple[str, ...]
+    file_arguments: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()
     remappings: tuple[tuple[str, str], ...] = ()
     lifecycle: bool = False
 
@@ -47,6 +171,9 @@ class GraphSpec:
     """A params file applied to every node after its own (e.g. use_sim_time for simulation)."""
     done_when: str | None = None
     """Name of a node whose `finished` event ends the bringup (the evaluator)."""
+    arguments: tuple[str, ...] = ROBOT_ARGUMENTS
+    """The launch arguments the graph declares (names in ARGUMENTS)."""
+    launch_file: str = ""
 
 
 # Where each console script's node class lives (setup.py: `<executable> = <module>:main`).
@@ -58,55 +185,156 @@ NODE_CLASSES = {
     "voice_teleop": "nvila_nav.nodes.voice_teleop:VoiceTeleopNode",
 }
 
-# Robot-side remappings: the camera topic names differ per robot; these are the defaults the
-# launch files expose as arguments.
+_SIM_TIME = (("use_sim_time", "use_sim_time"),)
 NAVIGATOR = NodeSpec(
     executable="navigator",
     name="navigator",
     params_files=("navigator.yaml",),
-    remappings=(("rgb", "rgb"),),
+    parameters=(
+        ("model", "model"),
+        ("policy", "policy"),
+        ("allow_random_weights", "allow_random_weights"),
+        *_SIM_TIME,
+    ),
+    remappings=(("rgb", "camera_topic"), ("odom", "odom_topic")),
     lifecycle=True,
 )
 MOTION_CONTROLLER = NodeSpec(
     executable="motion_controller",
     name="motion_controller",
     params_files=("motion_controller.yaml",),
-    remappings=(("cmd_vel", "cmd_vel"),),
+    file_arguments=("controller_params_file",),
+    parameters=(("use_stamped", "cmd_vel_stamped"), *_SIM_TIME),
+    remappings=(("cmd_vel", "cmd_vel_topic"), ("odom", "odom_topic")),
+)
+SIM = NodeSpec(
+    executable="sim",
+    name="sim",
+    params_files=("sim.yaml",),
+    parameters=(
+        ("episodes_file", "episodes"),
+        ("real_time_factor", "real_time_factor"),
+        ("use_stamped", "cmd_vel_stamped"),
+        *_SIM_TIME,
+    ),
+    remappings=(("rgb", "camera_topic"), ("odom", "odom_topic"), ("cmd_vel", "cmd_vel_topic")),
+)
+EVALUATOR = NodeSpec(
+    executable="evaluator",
+    name="evaluator",
+    params_files=("evaluator.yaml",),
+    parameters=(
+        ("episodes_file", "episodes"),
+        ("output_dir", "output_dir"),
+        ("policy_label", "label"),
+        ("max_episodes", "max_episodes"),
+        *_SIM_TIME,
+    ),
+    remappings=(("odom", "odom_topic"),),
+)
+VOICE_TELEOP = NodeSpec(
+    executable="voice_teleop",
+    name="voice_teleop",
+    params_files=("voice_teleop.yaml",),
+    file_arguments=("voice_params_file",),
+    parameters=(
+        ("audio_source", "audio_source"),
+        ("audio_file", "audio_file"),
+        ("cmd_vel_stamped", "cmd_vel_stamped"),
+        *_SIM_TIME,
+    ),
+    remappings=(("cmd_vel", "cmd_vel_topic"),),
 )
 
 GRAPHS: dict[str, GraphSpec] = {
     "navigation": GraphSpec(
         nodes=(NAVIGATOR, MOTION_CONTROLLER),
         description="on a robot: navigator + motion_controller",
+        arguments=(*ROBOT_ARGUMENTS, "rviz"),
+        launch_file="navigation.launch.py",
     ),
     "sim_eval": GraphSpec(
         # The navigator comes first: configuring it loads the model stack (torch, and triton's
         # LLVM through transformers), which segfaults if Mesa's LLVM is already loaded by the
         # simulator's EGL renderer in this process; the other order works.
-        nodes=(
-            NAVIGATOR,
-            NodeSpec(executable="sim", name="sim", params_files=("sim.yaml",)),
-            MOTION_CONTROLLER,
-            NodeSpec(executable="evaluator", name="evaluator", params_files=("evaluator.yaml",)),
-        ),
+        nodes=(NAVIGATOR, SIM, MOTION_CONTROLLER, EVALUATOR),
         description="embedded simulator + navigator + motion_controller + evaluator",
         overrides_file="sim_eval.yaml",
         done_when="evaluator",
+        arguments=(
+            *ROBOT_ARGUMENTS,
+            "episodes",
+            "output_dir",
+            "label",
+            "max_episodes",
+            "real_time_factor",
+            "rviz",
+        ),
+        launch_file="sim_eval.launch.py",
     ),
     "voice": GraphSpec(
-        nodes=(
-            NodeSpec(
-                executable="voice_teleop",
-                name="voice_teleop",
-                params_files=("voice_teleop.yaml",),
-                remappings=(("cmd_vel", "cmd_vel"),),
-            ),
-            NAVIGATOR,
-            MOTION_CONTROLLER,
-        ),
+        nodes=(VOICE_TELEOP, NAVIGATOR, MOTION_CONTROLLER),
         description="voice instructions on a robot: voice_teleop + navigator + motion_controller",
+        arguments=(*ROBOT_ARGUMENTS, "voice_params_file", "audio_source", "audio_file"),
+        launch_file="voice_teleop.launch.py",
     ),
 }
+
+
+class GraphStartError(RuntimeError):
+    """The graph cannot start as configured (a missing file, a refused model, no microphone):
+    one line for the user, no traceback."""
+
+
+def launch_tables(graph_name: str) -> dict:
+    """The literal tables a graph's launch file holds (ARGUMENTS, NODES, FALLBACKS,
+    OVERRIDES_FILE), built from GRAPHS and ARGUMENTS; test/test_launch_graphs.py compares."""
+    graph = GRAPHS[graph_name]
+    return {
+        "ARGUMENTS": {
+            name: (ARGUMENTS[name].default, ARGUMENTS[name].kind, ARGUMENTS[name].description)
+            for name in graph.arguments
+        },
+        "NODES": tuple(
+            {
+                "executable": spec.executable,
+                "name": spec.name,
+                "params_files": spec.params_files,
+                "file_arguments": spec.file_arguments,
+                "parameters": dict(spec.parameters),
+                "remappings": dict(spec.remappings),
+            }
+            for spec in graph.nodes
+        ),
+        "FALLBACKS": {k: v for k, v in FALLBACKS.items() if k in graph.arguments},
+        "OVERRIDES_FILE": graph.overrides_file,
+    }
+
+
+def argument_values(graph: GraphSpec, given: dict[str, str]) -> dict[str, str]:
+    """Every declared argument's text: given, else its fallback argument's, else its default.
+    Unknown names raise ValueError (a typo must not pass silently)."""
+    unknown = sorted(set(given) - set(graph.arguments))
+    if unknown:
+        raise ValueError(
+            f"unknown argument(s) {', '.join(unknown)} (this graph takes: "
+            f"{', '.join(graph.arguments)})"
+        )
+    values = {name: given.get(name, ARGUMENTS[name].default) for name in graph.arguments}
+    for name, other in FALLBACKS.items():
+        if name in values and not values[name] and other in values:
+            values[name] = values[other]
+    return values
+
+
+def argument_parameters(graph: GraphSpec, values: dict[str, str]) -> dict[str, dict]:
+    """{node name: {parameter: typed value}} for the given (non-empty) arguments."""
+    params: dict[str, dict] = {}
+    for spec in graph.nodes:
+        for parameter, name in spec.parameters:
+            if values.get(name):
+                params.setdefault(spec.name, {})[parameter] = ARGUMENTS[name].convert(values[name])
+    return params
 
 
 def config_dir() -> Path:
@@ -125,38 +353,157 @@ def config_dir() -> Path:
     )
 
 
-def node_arguments(
-    spec: NodeSpec, graph: GraphSpec, extra_params_files: list[Path] = ()
-) -> list[str]:
-    """The `--ros-args` a launch file would give this node: params files, then remappings."""
-    args = ["--ros-args"]
+def params_files(
+    spec: NodeSpec,
+    graph: GraphSpec,
+    extra_params_files=(),
+    values: dict[str, str] | None = None,
+) -> list[Path]:
+    """The params files a launch file gives this node, in order: config/, the node's file
+    arguments, the graph's overrides, params_file(s). (The argument parameters come last.)"""
+    values = values or {}
     files = [config_dir() / f for f in spec.params_files]
+    files += [Path(ARGUMENTS[a].convert(values[a])) for a in spec.file_arguments if values.get(a)]
     if graph.overrides_file:
         files.append(config_dir() / graph.overrides_file)
-    files.extend(extra_params_files)
+    files.extend(Path(f) for f in extra_params_files)
+    if values.get("params_file"):
+        files.append(Path(ARGUMENTS["params_file"].convert(values["params_file"])))
+    return files
+
+
+def node_arguments(
+    spec: NodeSpec,
+    graph: GraphSpec,
+    extra_params_files=(),
+    values: dict[str, str] | None = None,
+    arguments_file: Path | None = None,
+) -> list[str]:
+    """The `--ros-args` a launch file would give this node: params files, then remappings."""
+    values = values if values is not None else argument_values(graph, {})
+    args = ["--ros-args"]
+    files = params_files(spec, graph, extra_params_files, values)
+    if arguments_file is not None:
+        files.append(arguments_file)
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} (node {spec.name}) does not exist")
         args += ["--params-file", str(path)]
-    for source, target in spec.remappings:
-        args += ["-r", f"{source}:={target}"]
+    for topic, name in spec.remappings:
+        args += ["-r", f"{topic}:={values.get(name) or topic}"]
     return args
 
 
-def create_node(spec: NodeSpec, graph: GraphSpec, context, extra_params_files=()) -> Node:
+def create_node(
+    spec: NodeSpec,
+    graph: GraphSpec,
+    context,
+    extra_params_files=(),
+    values: dict[str, str] | None = None,
+    arguments_file: Path | None = None,
+) -> Node:
     module_name, class_name = NODE_CLASSES[spec.executable].split(":")
     node_class = getattr(importlib.import_module(module_name), class_name)
     return node_class(
         node_name=spec.name,
         context=context,
-        cli_args=node_arguments(spec, graph, list(extra_params_files)),
+        cli_args=node_arguments(spec, graph, list(extra_params_files), values, arguments_file),
     )
 
 
-class Bringup:
-    """Creates a graph's nodes in one process and spins them; `close()` tears them down."""
+def effective_parameters(
+    spec: NodeSpec, graph: GraphSpec, extra_params_files=(), values: dict[str, str] | None = None
+) -> dict[str, object]:
+    """What the node's parameters will be, read from its params files the way rcl applies them
+    (sections `/**`, `<name>`, `/<name>`, later files win) plus the argument parameters; for
+    checks before any node (or model) starts."""
+    values = values if values is not None else argument_values(graph, {})
+    merged: dict[str, object] = {}
+    for path in params_files(spec, graph, extra_params_files, values):
+        if not path.is_file():
+            raise GraphStartError(f"parameter file {path} (node {spec.name}) does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        for key in ("/**", spec.name, f"/{spec.name}"):
+            section = data.get(key) or {}
+            merged.update(section.get("ros__parameters") or {})
+    merged.update(argument_parameters(graph, values).get(spec.name, {}))
+    return merged
 
-    def __init__(self, graph_name: str, context=None, extra_params_files=()):
+
+def preflight(graph_name: str, extra_params_files=(), given: dict[str, str] | None = None) -> list:
+    """Check what would fail late, before anything starts (the evaluator's episodes file used
+    to fail only after the navigator had loaded its model): raises GraphStartError with one line
+    that says what to set. Returns notes for the user (e.g. about rviz)."""
+    from nvila_nav.nodes.evaluator import check_episodes_file
+    from nvila_nav.nodes.navigator import check_model
+    from nvila_nav.nodes.voice_teleop import check_audio_source
+
+    graph = GRAPHS[graph_name]
+    try:
+        values = argument_values(graph, given or {})
+        for name, text in values.items():
+            if text:
+                ARGUMENTS[name].convert(text)
+        params = {
+            spec.name: effective_parameters(spec, graph, extra_params_files, values)
+            for spec in graph.nodes
+        }
+    except ValueError as error:
+        raise GraphStartError(str(error)) from None
+    checks = []
+    if "evaluator" in params:
+        checks.append(("evaluator", lambda p: check_episodes_file(p.get("episodes_file", ""))))
+    if "sim" in params:
+
+        def check_sim(p: dict) -> None:
+            path = p.get("episodes_file", "")
+            if path and not Path(path).is_file():
+                raise ValueError(f"episodes_file {path} does not exist")
+
+        checks.append(("sim", check_sim))
+    if "navigator" in params:
+        checks.append(
+            (
+                "navigator",
+                lambda p: check_model(
+                    p.get("policy", "nvila"),
+                    str(p.get("model", "tiny")),
+                    p.get("backend", "torch"),
+                    bool(p.get("allow_random_weights", False)),
+                ),
+            )
+        )
+    if "voice_teleop" in params:
+        checks.append(("voice_teleop", check_audio_source))
+    for node_name, check in checks:
+        try:
+            check(params[node_name])
+        except ValueError as error:
+            raise GraphStartError(f"{node_name}: {error}") from None
+    notes = []
+    if values.get("rviz") and ARGUMENTS["rviz"].convert(values["rviz"]):
+        notes.append(
+            "rviz:=true: nvila-nav-bringup does not start RViz (ros2 launch does); run "
+            f"`rviz2 -d {config_dir() / 'rviz' / 'nvila_nav.rviz'}` in a ROS 2 shell"
+        )
+    return notes
+
+
+class Bringup:
+    """Creates a graph's nodes in one process and spins them; `close()` tears them down.
+
+    `arguments` are launch arguments ({name: text}, as `name:=text`), `extra_params_files`
+    more params files for every node (params_file). Nodes that cannot start raise
+    GraphStartError (after the ones already made are destroyed).
+    """
+
+    def __init__(
+        self,
+        graph_name: str,
+        context=None,
+        extra_params_files=(),
+        arguments: dict[str, str] | None = None,
+    ):
         if graph_name not in GRAPHS:
             raise ValueError(f"unknown graph {graph_name!r} (known: {', '.join(GRAPHS)})")
         self.graph = GRAPHS[graph_name]
@@ -167,9 +514,20 @@ class Bringup:
         # 100% CPU re-queueing tasks and starve callbacks for seconds (ros2/rclpy#1452).
         self.executor = SingleThreadedExecutor(context=context)
         self._thread: threading.Thread | None = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="nvila-nav-bringup-")
         try:
+            values = argument_values(self.graph, arguments or {})
+            params = argument_parameters(self.graph, values)
+            arguments_file = None
+            if params:
+                arguments_file = write_params_file(params, Path(self._scratch.name) / "args.yaml")
             for spec in self.graph.nodes:
-                node = create_node(spec, self.graph, context, extra_params_files)
+                try:
+                    node = create_node(
+                        spec, self.graph, context, extra_params_files, values, arguments_file
+                    )
+                except (ValueError, OSError, ParameterException) as error:
+                    raise GraphStartError(f"{spec.name}: {error}") from error
                 self.nodes[spec.name] = node
                 self.executor.add_node(node)
                 if spec.lifecycle:
@@ -184,9 +542,8 @@ class Bringup:
         in a standalone process)."""
         for transition in (node.trigger_configure, node.trigger_activate):
             if transition() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError(
-                    f"lifecycle node {node.get_name()}: {transition.__name__} failed"
-                )
+                why = getattr(node, "configure_error", None) or "see the log above"
+                raise GraphStartError(f"{node.get_name()}: {transition.__name__} failed: {why}")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._spin, name="bringup-executor", daemon=True)
@@ -209,12 +566,17 @@ class Bringup:
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()
         self.nodes.clear()
+        self._scratch.cleanup()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(graph_name: str | None = None) -> argparse.ArgumentParser:
+    """Options of `nvila-nav-bringup`: the graph, then its launch arguments as `name:=value` or
+    `--name value` (dashes or underscores), and repeatable --params-file."""
     parser = argparse.ArgumentParser(
         prog="nvila-nav-bringup",
-        description="Start a nvila_nav graph in one process (what `ros2 launch` starts).",
+        description="Start a nvila_nav graph in one process (what `ros2 launch` starts). "
+        "Arguments are the launch files' (`ros2 launch nvila_nav <graph>.launch.py -s`): "
+        "give them as name:=value or --name value.",
     )
     parser.add_argument("graph", choices=sorted(GRAPHS), help=" | ".join(sorted(GRAPHS)))
     parser.add_argument(
@@ -222,42 +584,59 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=Path,
-        help="extra ROS params file applied to every node after the config/ files (repeatable)",
+        help="params_file: ROS params file applied to every node after config/ and the graph's "
+        "overrides (repeatable; name:=value form: one file)",
     )
-    shortcuts = parser.add_argument_group(
-        "shortcuts", "common parameters, written to one more params file after --params-file"
+    names = GRAPHS[graph_name].arguments if graph_name else tuple(ARGUMENTS)
+    group = parser.add_argument_group(
+        "launch arguments" + (f" of {graph_name}" if graph_name else ""),
+        "empty: the params files decide",
     )
-    shortcuts.add_argument("--policy", choices=POLICY_KINDS, help="navigator policy")
-    shortcuts.add_argument("--model", help="navigator model: checkpoint directory or preset")
-    shortcuts.add_argument(
-        "--label", help="sim_eval: the evaluator's policy_label (default: the --policy value)"
-    )
-    shortcuts.add_argument("--episodes", type=Path, help="sim_eval: R2R-format episodes file")
-    shortcuts.add_argument("--max-episodes", type=int, help="sim_eval: episodes to run (0: all)")
-    shortcuts.add_argument("--output-dir", type=Path, help="sim_eval: evaluator output folder")
-    shortcuts.add_argument("--real-time-factor", type=float, help="sim_eval: sim speed-up")
+    for name in names:
+        if name == "params_file":
+            continue
+        argument = ARGUMENTS[name]
+        flags = [f"--{name.replace('_', '-')}"]
+        if "_" in name:
+            flags.append(f"--{name}")
+        default = f" (default: {argument.default})" if argument.default else ""
+        group.add_argument(
+            *flags, dest=name, metavar=argument.kind.upper(), help=argument.description + default
+        )
     return parser
 
 
-def shortcut_parameters(args: argparse.Namespace) -> dict[str, dict[str, object]]:
-    """{node name: {parameter: value}} for the shortcut flags that were given."""
-    params: dict[str, dict[str, object]] = {}
+def split_launch_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(`name:=value` tokens outside any --ros-args section, the other tokens): rcl would take
+    the first for (deprecated) remapping rules."""
+    launch_style, others, in_ros_args = [], [], False
+    for token in argv:
+        if token == "--ros-args":
+            in_ros_args = True
+        elif token == "--" and in_ros_args:
+            in_ros_args = False
+        if not in_ros_args and ":=" in token and not token.startswith("-"):
+            launch_style.append(token)
+        else:
+            others.append(token)
+    return launch_style, others
 
-    def put(node: str, name: str, value: object) -> None:
+
+def parse_command_line(argv: list[str]) -> tuple[str, dict[str, str], list[Path]]:
+    """(graph, launch arguments given, extra params files) from the command line (ROS args
+    already removed). `name:=value` tokens are launch-style arguments."""
+    launch_style, rest = split_launch_arguments(argv)
+    graph_name = next((a for a in rest if a in GRAPHS), None)
+    args = build_parser(graph_name).parse_args(rest)
+    given: dict[str, str] = {}
+    for token in launch_style:
+        name, _, value = token.partition(":=")
+        given[name] = value
+    for name in ARGUMENTS:
+        value = None if name == "params_file" else getattr(args, name, None)
         if value is not None:
-            params.setdefault(node, {})[name] = value
-
-    put("navigator", "policy", args.policy)
-    put("navigator", "model", args.model)
-    put("evaluator", "policy_label", args.label or args.policy)
-    if args.episodes is not None:
-        put("sim", "episodes_file", str(args.episodes.resolve()))
-        put("evaluator", "episodes_file", str(args.episodes.resolve()))
-    put("evaluator", "max_episodes", args.max_episodes)
-    if args.output_dir is not None:
-        put("evaluator", "output_dir", str(args.output_dir.resolve()))
-    put("sim", "real_time_factor", args.real_time_factor)
-    return params
+            given[name] = value
+    return args.graph, given, list(args.params_file)
 
 
 def write_params_file(params: dict[str, dict[str, object]], path: Path) -> Path:
@@ -269,20 +648,23 @@ def write_params_file(params: dict[str, dict[str, object]], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    launch_style, argv = split_launch_arguments(argv)
     ros_args = rclpy.utilities.remove_ros_args(["bringup", *argv])[1:]
-    args = build_parser().parse_args(ros_args)
-    extra_files = list(args.params_file)
-    shortcuts = shortcut_parameters(args)
-    scratch = tempfile.TemporaryDirectory(prefix="nvila-nav-bringup-")
-    if shortcuts:
-        extra_files.append(write_params_file(shortcuts, Path(scratch.name) / "shortcuts.yaml"))
+    graph_name, given, extra_files = parse_command_line([*ros_args, *launch_style])
+    try:
+        notes = preflight(graph_name, extra_files, given)
+    except GraphStartError as error:
+        print(f"nvila-nav-bringup {graph_name}: error: {error}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"nvila-nav-bringup {graph_name}: {note}", file=sys.stderr)
     rclpy.init(args=["bringup", *argv])
     bringup = None
     try:
-        bringup = Bringup(args.graph, extra_params_files=extra_files)
+        bringup = Bringup(graph_name, extra_params_files=extra_files, arguments=given)
         names = ", ".join(bringup.nodes)
         bringup.nodes[next(iter(bringup.nodes))].get_logger().info(
-            f"graph {args.graph} up: {names}"
+            f"graph {graph_name} up: {names}"
         )
         bringup.start()
         if bringup.graph.done_when:
@@ -291,13 +673,15 @@ def main(argv: list[str] | None = None) -> int:
             evaluator = bringup.nodes[bringup.graph.done_when]
             return 1 if evaluator.error else 0
         threading.Event().wait()
+    except GraphStartError as error:
+        print(f"nvila-nav-bringup {graph_name}: error: {error}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
         if bringup is not None:
             bringup.close()
         rclpy.try_shutdown()
-        scratch.cleanup()
     return 0
 
 

@@ -17,6 +17,11 @@ Behaviour decisions:
   `release_estop_on_instruction` is true; it never releases one it did not engage.
 - The end-of-speech → zero-twist latency of each stop is measured on `cmd_vel` and logged.
 - Typed lines (keyboard fallback) are instructions without a wake phrase; "stop" stops.
+- A source that cannot open (no microphone, no PortAudio, a missing WAV) fails construction with
+  one ValueError naming `audio_source` and the alternatives (file, topic, none);
+  `check_audio_source` runs the same checks before a graph starts.
+- An instruction published while nobody listens on `instruction` is logged as lost (the
+  navigator subscribes from construction on and keeps one that arrives while it loads).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -252,6 +258,36 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 
+_SOURCE_HINT = (
+    "set the voice_teleop parameter audio_source to file (with audio_file: a WAV), topic (PCM "
+    "on the audio topic, docs/voice.md) or none (keyboard only); ros2 launch / "
+    "nvila-nav-bringup voice: audio_source:=file audio_file:=speech.wav"
+)
+
+
+def check_audio_source(params: dict[str, Any]) -> None:
+    """Whether the configured audio source can open, without opening it; ValueError naming
+    audio_source and the alternatives when not (e.g. a machine without a microphone)."""
+    source = params.get("audio_source", "microphone")
+    if source == "file":
+        path = params.get("audio_file", "")
+        if not path or not Path(path).is_file():
+            raise ValueError(f"audio_source is file but audio_file {path!r} does not exist")
+    elif source == "microphone":
+        device = str(params.get("microphone_device", ""))
+        try:
+            import sounddevice
+
+            sounddevice.query_devices(
+                (int(device) if device.isdigit() else device) or None, "input"
+            )
+        except Exception as error:  # ImportError, OSError (no PortAudio), PortAudioError
+            raise ValueError(
+                f"audio_source is microphone but no microphone {device or '(default)'} can be "
+                f"opened ({type(error).__name__}: {error}); {_SOURCE_HINT}"
+            ) from None
+
+
 class VoiceTeleopNode(Node):
     """Speech and keyboard in; instruction, transcript, e-stop and navigator/stop out."""
 
@@ -262,6 +298,7 @@ class VoiceTeleopNode(Node):
         self._worker: threading.Thread | None = None
         self.source: Any = None
         params = declare_all(self, PARAMETERS)
+        check_audio_source(params)  # before the recogniser loads
         self._release_estop = params["release_estop_on_instruction"]
         self._interpreter = CommandInterpreter(params["wake_phrase"], params["require_wake_phrase"])
         recognizer = make_recognizer(
@@ -341,9 +378,12 @@ class VoiceTeleopNode(Node):
                 realtime=params["file_realtime"],
             )
         elif kind == "microphone":
-            source = MicrophoneSource(
-                self._queue_audio, params["microphone_device"], params["sample_rate"]
-            )
+            try:
+                source = MicrophoneSource(
+                    self._queue_audio, params["microphone_device"], params["sample_rate"]
+                )
+            except RuntimeError as error:
+                raise ValueError(f"audio_source is microphone: {error}; {_SOURCE_HINT}") from None
         elif kind == "topic":
             self._resample = Resampler(params["sample_rate"])
             self._channels = params["channels"]
@@ -460,7 +500,13 @@ class VoiceTeleopNode(Node):
             self._estop_pub.publish(Bool(data=False))
             self.get_logger().info("e-stop released for a new instruction")
         self._instruction_pub.publish(String(data=text))
-        self.get_logger().info(f"instruction: {text!r}")
+        if self._instruction_pub.get_subscription_count() == 0:
+            self.get_logger().error(
+                f"instruction {text!r} published, but nothing subscribes to instruction "
+                "(no navigator running?): it is lost"
+            )
+        else:
+            self.get_logger().info(f"instruction: {text!r}")
 
     def _publish_transcript(self, transcript: Transcript, decision: str, **extra: Any) -> None:
         record = {
@@ -488,7 +534,12 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = VoiceTeleopNode()
+        try:
+            node = VoiceTeleopNode()
+        except ValueError as error:  # a configuration error: one line, no traceback
+            rclpy.logging.get_logger("voice_teleop").fatal(str(error))
+            rclpy.try_shutdown()
+            sys.exit(2)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -65,7 +65,8 @@ def test_launch_file_starts_the_voice_graph():
     launch_graphs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_graphs)
     launch_file = ROOT / "launch" / "voice_teleop.launch.py"
-    assert launch_graphs.read_launch_file(launch_file) == launch_graphs.bringup_nodes("voice")
+    assert launch_graphs.launch_nodes("voice") == launch_graphs.bringup_nodes("voice")
+    assert launch_graphs.read_launch_file(launch_file)["NODES"][0]["name"] == "voice_teleop"
 
 
 def test_spoken_stop_on_the_audio_topic_reaches_zero_twist(tmp_path, ros_domain_id, speak, silence):
