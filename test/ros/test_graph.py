@@ -5,12 +5,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from ros_harness import isolated_context
 
 from nvila_nav.actions import parse_action
 from nvila_nav.nodes.bringup import Bringup, write_params_file
+from nvila_nav.policies import ExpertPolicy
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -148,3 +150,44 @@ def test_onnxruntime_backend_drives_the_navigator_in_the_sim_graph(
     # the navigator answered through the ONNX engine: a parsed action, or its documented
     # fallback "stop" for unparseable output of random weights
     assert result["actions"], "the navigator never answered"
+
+
+def test_a_slow_policy_gets_the_same_episode_as_a_fast_one(tmp_path, ros_domain_id, monkeypatch):
+    """The simulator holds physics and clock while the navigator's policy decides
+    (navigator/querying), so an expert that thinks 1.5 s per decision (a slow model on a loaded
+    CPU; 3 s of sim time each at 2x real time without the hold) drives the same actions in the
+    same sim time as the undelayed expert, with the same outcome."""
+    runs = {}
+    for name, delay_s in (("fast", 0.0), ("slow", 1.5)):
+        if delay_s:
+            decide = ExpertPolicy.decide
+
+            def slow(self, request, decide=decide, delay_s=delay_s):
+                time.sleep(delay_s)
+                return decide(self, request)
+
+            monkeypatch.setattr(ExpertPolicy, "decide", slow)
+        (tmp_path / name).mkdir()
+        assert run_sim_eval(tmp_path / name, ros_domain_id, "expert", 1)["metrics"]["sr"] == 1.0
+        (episode_file,) = (tmp_path / name / "eval" / "episodes").glob("*.json")
+        runs[name] = json.loads(episode_file.read_text())
+    fast, slow = runs["fast"], runs["slow"]
+    print(
+        {
+            name: (run["elapsed_s"], [a["text"] for a in run["actions"]])
+            for name, run in runs.items()
+        }
+    )
+    assert slow["end_reason"] == fast["end_reason"] == "agent_stopped"
+    # The same route; near the goal a few millimetres of coasting (DDS latency of the hold)
+    # may cost one small correction turn more or less.
+    fast_actions = [a["text"] for a in fast["actions"]]
+    slow_actions = [a["text"] for a in slow["actions"]]
+    common = min(len(fast_actions), len(slow_actions)) - 2
+    assert slow_actions[:common] == fast_actions[:common]
+    assert abs(len(slow_actions) - len(fast_actions)) <= 2
+    tolerance = 0.1 * fast["elapsed_s"] + 2.0
+    assert abs(slow["elapsed_s"] - fast["elapsed_s"]) < tolerance
+    # without the hold the slow run would take 1.5 s x 2 (real-time factor) more per decision
+    assert 3.0 * len(fast["actions"]) > 3 * tolerance
+    assert slow["metrics"]["ne"] == pytest.approx(fast["metrics"]["ne"], abs=0.1)
