@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from tqdm import tqdm
 
 from nvila_core.export import export_model
 from nvila_core.export.graphs import export_vision
@@ -49,6 +48,7 @@ from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import ModelInputs, NVILAProcessor
 from nvila_core.model.projector import MultimodalProjector
 from nvila_core.model.tokenizer import build_tokenizer
+from nvila_core.progress import Progress
 from nvila_core.quant import QuantState, quantize_model
 from nvila_core.quant.awq import DECODER_PREFIX
 from nvila_core.quant.calibration import calibration_inputs
@@ -442,13 +442,15 @@ def bench_hf_generate(rows: Rows, size: BenchSize, model: NVILAModel, inputs: Mo
 def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
     """Build, quantize and export the bench model, then run every benchmark."""
     rows = Rows()
-    progress = tqdm(total=8, desc="model bench", unit="stage")
+    progress = Progress(8, "model bench", "stages")
+    started: list[str] = []
 
     def stage(name: str) -> None:
         """Mark the previous stage done and show `name` as running."""
-        if progress.postfix:
+        progress.set_postfix(running=name)
+        if started:
             progress.update(1)
-        progress.set_postfix_str(name)
+        started.append(name)
 
     start = time.perf_counter()
     config = bench_config(size)
@@ -510,6 +512,7 @@ def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
     bench_compression(rows, size, model, tokenizer, config)
     stage("hf generate")
     bench_hf_generate(rows, size, model, nav_inputs)
+    progress.set_postfix()
     progress.update(1)
     progress.close()
     return rows
@@ -609,7 +612,9 @@ def machine_summary(threads: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nvila-core-bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nvila_core.bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="outputs/bench", help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny model, one repeat (smoke test)")
     parser.add_argument(

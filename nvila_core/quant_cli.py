@@ -5,6 +5,9 @@
     nvila-core build-engine deploy/          # on the Jetson / a GPU box with TensorRT
 
 Each `add_*_cli(subparsers)` registers one subcommand whose handler returns the exit code.
+torch, transformers and the model code are imported inside the handlers, so `nvila-core --help`
+and `nvila-core quantize --help` answer at once. Long steps print stage lines and progress on
+stderr (nvila_core/progress.py); the JSON report goes to stdout.
 """
 
 from __future__ import annotations
@@ -13,27 +16,36 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
+from nvila_core.progress import stage_reporter
 
-from nvila_core.model.configuration import ConfigError, NVILAConfig, list_presets
-from nvila_core.model.modeling import NVILAModel
-from nvila_core.model.processing import NVILAProcessor
-from nvila_core.model.tokenizer import build_tokenizer
-from nvila_core.quant import RECIPES, QuantState, load_quantized, quantize_model, save_quantized
-from nvila_core.quant.calibration import load_calibration
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from nvila_core.model.modeling import NVILAModel
+    from nvila_core.quant import QuantState
 
 log = logging.getLogger(__name__)
 EXIT_COMPARE_FAILED = 1
 EXIT_NO_TENSORRT = 3
+# nvila_core.quant.RECIPES, spelled out so that building the parser imports no torch
+# (test/deploy/test_quant_cli.py checks that the two agree).
+RECIPES = ("w4a16", "w8a8", "both")
+Report = Callable[[str], None]
 
 
 def _load(
     model: str, device: str, dtype: str | None, seed: int
 ) -> tuple[NVILAModel, PreTrainedTokenizerBase, QuantState | None]:
     """A checkpoint folder (with its quantization state, if any), or a preset's random model."""
+    from nvila_core.model.configuration import ConfigError, NVILAConfig, list_presets
+    from nvila_core.model.modeling import NVILAModel
+    from nvila_core.model.tokenizer import build_tokenizer
+    from nvila_core.quant import load_quantized
+
     if Path(model).is_dir():
         return load_quantized(model, device=device, dtype=dtype)
     if model not in list_presets():
@@ -56,9 +68,32 @@ def _quantize(
     recipe: str,
     calib: str,
     args: argparse.Namespace,
+    report: Report,
 ) -> QuantState:
+    from nvila_core.model.processing import NVILAProcessor
+    from nvila_core.quant import quantize_model
+    from nvila_core.quant.calibration import load_calibration
+
+    report(f"calibration: reading up to {args.samples} queries from {calib}")
     samples = load_calibration(calib, NVILAProcessor(model.config, tokenizer), args.samples)
-    return quantize_model(model, samples, recipe, args.block_size, args.alpha)
+    steps = {
+        "w8a8": "W8A8 SmoothQuant of the vision tower and projector",
+        "w4a16": "W4A16 AWQ scale search over the LLM's decoder layers",
+        "both": "W8A8 SmoothQuant (vision tower, projector), then W4A16 AWQ (LLM)",
+    }
+    report(f"{len(samples)} calibration queries; {steps[recipe]}")
+    state = quantize_model(model, samples, recipe, args.block_size, args.alpha)
+    report(f"quantized {len(state.linears)} linears")
+    return state
+
+
+def _load_reported(
+    args: argparse.Namespace, report: Report
+) -> tuple[NVILAModel, PreTrainedTokenizerBase, QuantState | None]:
+    report(f"loading {args.model} on {args.device}")
+    loaded = _load(args.model, args.device, args.dtype, args.seed)
+    report(f"loaded {loaded[0].config.name}")
+    return loaded
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -83,12 +118,17 @@ def _print(report: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
-    model, tokenizer, existing = _load(args.model, args.device, args.dtype, args.seed)
+    from nvila_core.quant import save_quantized
+
+    report = stage_reporter("nvila-core quantize")
+    model, tokenizer, existing = _load_reported(args, report)
     if existing is not None:
         raise ValueError(f"{args.model} is already quantized ({existing.recipe.get('recipe')})")
-    state = _quantize(model, tokenizer, args.recipe, args.calib, args)
+    state = _quantize(model, tokenizer, args.recipe, args.calib, args, report)
     out = Path(args.out or f"outputs/quantized/{model.config.name}-{args.recipe}")
+    report(f"writing {out}")
     save_quantized(model, tokenizer, state, out)
+    report("done")
     schemes: dict[str, int] = {}
     for q in state.linears.values():
         schemes[q.scheme] = schemes.get(q.scheme, 0) + 1
@@ -122,7 +162,8 @@ def add_quantize_cli(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def cmd_export(args: argparse.Namespace) -> int:
     from nvila_core.export import export_model
 
-    model, tokenizer, state = _load(args.model, args.device, args.dtype, args.seed)
+    report = stage_reporter("nvila-core export")
+    model, tokenizer, state = _load_reported(args, report)
     if args.quant == "none":
         state = None
     elif args.quant in RECIPES:
@@ -130,8 +171,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.model} is already quantized; use --quant auto or none")
         if not args.calib:
             raise ValueError(f"--quant {args.quant} needs --calib DATA")
-        state = _quantize(model, tokenizer, args.quant, args.calib, args)
-    metadata = export_model(model, tokenizer, args.out, state)
+        state = _quantize(model, tokenizer, args.quant, args.calib, args, report)
+    precision = state.recipe.get("recipe") if state is not None else "float"
+    report(f"exporting ONNX graphs ({precision}) to {args.out}")
+    metadata = export_model(model, tokenizer, args.out, state, report=report)
+    report("done")
     _print(
         {
             "out": args.out,

@@ -276,18 +276,28 @@ def export_model(
     tokenizer: PreTrainedTokenizerBase,
     out_dir: str | Path,
     state: QuantState | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Export `model` (with the quantized linears of `state`, if any) to `out_dir`.
 
+    `report(line)` hears about each graph as it starts and ends (the CLI prints the lines).
     Returns the metadata also written to `out_dir/export.json`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     graphs = {}
+    specs = _graph_specs(model)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        for spec in _graph_specs(model):
+        for n, spec in enumerate(specs, 1):
+            if report:
+                report(f"graph {n}/{len(specs)} {spec.name}: ONNX export, Q/DQ, reference run")
             graphs[spec.name] = _export_graph(spec, model, state, out, Path(tmp))
+            if report:
+                error = max(graphs[spec.name]["torch_relative_error"].values())
+                report(f"graph {n}/{len(specs)} {spec.name}: written, vs torch {error:.1e}")
+    if report:
+        report("writing embeddings, tokenizer and export.json")
     embedding = model.llm.get_input_embeddings().weight.detach().cpu().contiguous()
     save_file({EMBEDDINGS_KEY: embedding}, str(out / EMBEDDINGS_FILE), metadata={"format": "pt"})
     tokenizer_files = tokenizer.save_pretrained(str(out / TOKENIZER_DIR))

@@ -26,6 +26,7 @@ from torch import nn
 
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import ModelInputs
+from nvila_core.progress import track
 from nvila_core.quant.calibration import DEFAULT_MAX_ROWS, record_inputs, run_llm
 from nvila_core.quant.folding import fold_into_norm, fold_into_rows, scale_inputs
 from nvila_core.quant.formats import QuantizedLinear, dequantize_int4_blocks, quantize_int4_blocks
@@ -136,7 +137,8 @@ def awq_quantize_llm(
         model, [consumers[0] for _, consumers, _ in groups], run_llm(model, samples), rows_per_call
     )
     alphas: dict[str, float] = {}
-    for producer, consumers, producer_is_linear in groups:
+    search_desc = f"AWQ scale search ({num_layers} LLM layers)"
+    for producer, consumers, producer_is_linear in track(groups, search_desc, "groups"):
         linears: list[nn.Linear] = [model.get_submodule(name) for name in consumers]
         block = block_size_for(linears[0].in_features, block_size)
         search = search_scale(

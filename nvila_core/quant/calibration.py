@@ -24,6 +24,7 @@ from torch import nn
 from nvila_core.model.image_processing import ImageLike
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import ModelInputs, NVILAProcessor
+from nvila_core.progress import track
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 INSTRUCTIONS_FILE = "instructions.txt"
@@ -165,7 +166,7 @@ def run_vision(model: NVILAModel, samples: Sequence[ModelInputs]) -> Callable[[]
     """A `run` for `record_inputs` that pushes every sample's frames through ViT + projector."""
 
     def run() -> None:
-        for pixels in frame_batches(samples):
+        for pixels in track(frame_batches(samples), "calibration pass (vision)", "queries"):
             model.frame_features(pixels)
 
     return run
@@ -175,7 +176,7 @@ def run_llm(model: NVILAModel, samples: Sequence[ModelInputs]) -> Callable[[], N
     """A `run` for `record_inputs` that prefills the LLM with every sample's spliced prompt."""
 
     def run() -> None:
-        for sample in samples:
+        for sample in track(samples, "calibration pass (LLM)", "queries"):
             embeds = model.embed_inputs(sample.input_ids, sample.media)
             model(embeds, use_cache=False, logits_to_keep=1)
 

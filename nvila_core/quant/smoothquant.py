@@ -20,6 +20,7 @@ from torch import nn
 
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import ModelInputs
+from nvila_core.progress import track
 from nvila_core.quant.calibration import record_inputs, run_vision
 from nvila_core.quant.folding import fold_into_norm, scale_inputs
 from nvila_core.quant.formats import QuantizedLinear, activation_scale, quantize_int8_channels
@@ -69,7 +70,7 @@ def smoothquant_vision(
     groups = vision_groups(model)
     stats = record_inputs(model, [names[0] for _, names in groups], run_vision(model, samples))
     quantized = {}
-    for norm, names in groups:
+    for norm, names in track(groups, "SmoothQuant (vision tower, projector)", "groups"):
         linears: list[nn.Linear] = [model.get_submodule(name) for name in names]
         absmax = stats[names[0]].absmax
         if norm is not None:

@@ -38,15 +38,17 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import torch
-import torch.nn.functional as F
 import yaml
-from tqdm import tqdm
 
-from nvila_core.model.modeling import NVILAModel
-from nvila_core.model.processing import MediaItem
+from nvila_core.progress import track
+
+if TYPE_CHECKING:  # torch is imported where it is used: `nvila-core --help` lists `prune`
+    import torch
+
+    from nvila_core.model.modeling import NVILAModel
+    from nvila_core.model.processing import MediaItem
 
 PRUNED_FORMAT = "nvila_core.pruned_mixture"
 PRUNED_VERSION = 1
@@ -61,15 +63,14 @@ class AnswerBatch(Protocol):
     media: Sequence[Sequence[MediaItem]]
 
 
-MakeInputs = Callable[[NVILAModel, Sequence[Any]], AnswerBatch]
+MakeInputs = Callable[["NVILAModel", Sequence[Any]], AnswerBatch]
 
 
 # ---------------------------------------------------------------- scoring
 def _as_list(values: Sequence[int] | torch.Tensor) -> list[int]:
-    return values.tolist() if isinstance(values, torch.Tensor) else [int(v) for v in values]
+    return values.tolist() if hasattr(values, "tolist") else [int(v) for v in values]
 
 
-@torch.no_grad()
 def answer_logprobs(model: NVILAModel, batch: AnswerBatch) -> list[float]:
     """Per sample, the mean log-probability `model` gives its labelled (answer) tokens.
 
@@ -77,6 +78,16 @@ def answer_logprobs(model: NVILAModel, batch: AnswerBatch) -> list[float]:
     changes nothing) and only the tail of the sequence that holds answer tokens gets logits.
     Call it on a model in eval mode (dropout would make the scores noisy).
     """
+    import torch
+
+    with torch.no_grad():
+        return _answer_logprobs(model, batch)
+
+
+def _answer_logprobs(model: NVILAModel, batch: AnswerBatch) -> list[float]:
+    import torch
+    import torch.nn.functional as F
+
     embeds, targets = [], []
     for n, (ids, labels, media) in enumerate(
         zip(batch.input_ids, batch.labels, batch.media, strict=True)
@@ -131,7 +142,7 @@ def score_answers(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     chunks = range(0, len(samples), batch_size)
     scores: list[float] = []
-    for start in tqdm(chunks, desc=desc, disable=desc is None, unit="batch"):
+    for start in track(chunks, desc=desc or "", unit="batches", disable=desc is None):
         chunk = samples[start : start + batch_size]
         scores += answer_logprobs(model, make_inputs(model, chunk))
     return scores

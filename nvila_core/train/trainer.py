@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from nvila_core.model.checkpoint import save_checkpoint
 from nvila_core.model.generation import greedy_decode
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.prompting import stop_token_ids
+from nvila_core.progress import Progress, track
 from nvila_core.train import distributed as dist_utils
 from nvila_core.train.data import IGNORE_INDEX, Batch
 from nvila_core.train.distributed import DistContext, EpochSampler
@@ -704,8 +704,8 @@ class Trainer:
         local_samples = cfg.batch_size * self.grad_accum
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         stream = self._micro_batches(self.step * self.grad_accum)
-        progress = tqdm(
-            total=self.total_steps, initial=self.step, desc=cfg.name, disable=not ctx.is_main
+        progress = Progress(
+            self.total_steps, cfg.name, "steps", initial=self.step, disable=not ctx.is_main
         )
         window_start = start_time = time.perf_counter()
         last: dict[str, Any] = {}
@@ -789,7 +789,7 @@ class Trainer:
         loss_module = LossModule(model, self.loss_fn)
         stops = stop_token_ids(self.tokenizer, model.config.chat_template)
         loss_sum, samples, correct, decoded = 0.0, 0, 0, 0
-        for batch in self.val_loader:
+        for batch in track(self.val_loader, f"{self.cfg.name} evaluation", "batches"):
             with self._autocast():
                 loss_sum += float(loss_module(batch)["losses"].double().sum())
             samples += len(batch)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from nvila_core.progress import Progress
 from nvila_nav.sim.env import Simulator
 from nvila_nav.sim.episodes import SPLIT_SCENES
 from nvila_nav.sim.geometry import Pose, wrap_angle
@@ -139,7 +139,7 @@ def write_caption_dataset(
     for k in range(n):
         by_scene.setdefault(scenes[k % len(scenes)], []).append(k)
     records: list[dict] = [{}] * n
-    with Simulator(camera) as sim, tqdm(total=n, desc="captions", unit="img") as bar:
+    with Simulator(camera) as sim, Progress(n, "captions", "img") as bar:
         for scene, ks in by_scene.items():
             world = world_for_scene(scene)
             rng = np.random.default_rng([seed, zlib.crc32(split.encode()), world.index])

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nvila_core import quant
 from nvila_core.export import load_metadata
 from nvila_core.export.reference import load_inputs, load_outputs
 from nvila_core.quant import QuantState
 from nvila_core.quant_cli import (
     EXIT_NO_TENSORRT,
+    RECIPES,
     add_build_engine_cli,
     add_export_cli,
     add_quantize_cli,
@@ -57,14 +59,27 @@ def test_quantize_then_export_then_build_engine_without_tensorrt(
         )
         == 0
     )
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["quantized_linears"] == {"int8_channel": 14, "int4_block": 14}
+    stages = captured.err  # stage lines and progress on stderr as the work happens
+    for step in (
+        "nvila-core quantize [",
+        "] calibration: reading up to 16 queries",
+        "calibration pass (vision): 0/1 queries",
+        "SmoothQuant (vision tower, projector): done, ",
+        "AWQ scale search (2 LLM layers): done, 6 groups in ",
+        f"] writing {quantized}",
+    ):
+        assert step in stages, step
     assert QuantState.exists(quantized) and (quantized / "config.json").is_file()
     assert not list(quantized.rglob("*.bin")) and not list(quantized.rglob("*.pt"))
 
     deploy = tmp_path / "deploy"
     assert run_cli("export", "--model", str(quantized), "--out", str(deploy)) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "] graph 1/" in captured.err and "] writing embeddings, tokenizer" in captured.err
     assert report["graphs"]["llm"]["precision"] == ["int4_block"]
     metadata = load_metadata(deploy)
     assert metadata["quantization"]["recipe"] == "both"
@@ -77,6 +92,10 @@ def test_quantize_then_export_then_build_engine_without_tensorrt(
     err = capsys.readouterr().err
     assert "TensorRT is not available" in err and "JetPack" in err
     assert not list(deploy.glob("*.engine"))
+
+
+def test_the_parser_lists_the_quantization_recipes_without_importing_them():
+    assert RECIPES == quant.RECIPES
 
 
 def test_export_with_an_inline_recipe_needs_calibration(tmp_path):
