@@ -43,7 +43,7 @@ def is_terminal(stream: IO[str]) -> bool:
 
 def format_duration(seconds: float) -> str:
     """12.4 -> "0:12", 3725 -> "1:02:05" (like tqdm)."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -99,9 +99,7 @@ class Progress:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                total=total, initial=initial, desc=desc, unit=unit, file=self._stream
-            )
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self._stream)
         else:
             self._emit(self._counter())
 
