@@ -4,7 +4,9 @@
     nvila-core generate --model tiny --image photo.png --prompt "Describe the scene."
     nvila-core train --recipe config/train/navila-nano.yaml --out outputs/train/navila-nano
 
-One function per subcommand (`cmd_<name>`), registered in `build_parser`.
+One function per subcommand (`cmd_<name>`), registered in `build_parser`. Building the parser
+imports no torch, transformers or model code (each handler imports what it runs), so `--help`
+answers at once; test/core/test_cli.py checks that.
 """
 
 from __future__ import annotations
@@ -15,18 +17,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from nvila_core.model.checkpoint import read_config
-from nvila_core.model.configuration import ConfigError, NVILAConfig
-from nvila_core.model.image_processing import ImagePlan, plan_frames, plan_image
-from nvila_core.model.modeling import NVILAModel
 from nvila_core.quant_cli import add_build_engine_cli, add_export_cli, add_quantize_cli
 from nvila_core.train.deltaloss import add_prune_cli
-from nvila_core.train.finetune import FinetuneConfig, add_finetune_cli
+from nvila_core.train.finetune_options import FinetuneConfig, add_finetune_cli
 from nvila_core.train.mcap_import import add_import_cli
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from nvila_core.model.configuration import NVILAConfig
+    from nvila_core.model.image_processing import ImagePlan
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -49,6 +51,9 @@ def _positive(text: str) -> int:
 
 def _load_config(model: str) -> NVILAConfig:
     """A checkpoint folder's config, or a preset's."""
+    from nvila_core.model.checkpoint import read_config
+    from nvila_core.model.configuration import NVILAConfig
+
     return read_config(model) if Path(model).is_dir() else NVILAConfig.preset(model)
 
 
@@ -75,6 +80,9 @@ def describe(
     model: str, image_size: tuple[int, int] | None = None, frames: int | None = None
 ) -> dict[str, Any]:
     """Architecture, parameter counts (from a weightless meta-device build) and media budgets."""
+    from nvila_core.model.image_processing import plan_frames, plan_image
+    from nvila_core.model.modeling import NVILAModel
+
     config = _load_config(model)
     meta_model = NVILAModel.from_config(config, device="meta")
     llm, vision = config.llm_config, config.vision_config
@@ -171,6 +179,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- generate
 def _open_image(path: str) -> Image.Image:
+    from PIL import Image
+
+    from nvila_core.model.configuration import ConfigError
+
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -214,15 +226,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
+SMOKE_SUFFIX = "-smoke"
+
+
+def default_out(base: str | Path, max_steps: int | None) -> Path:
+    """The default output folder: `base`, or `base-smoke` for a `--max-steps` (smoke) run, so
+    that a smoke run never leaves finished stages where the full run looks for them."""
+    base = Path(base)
+    return base if max_steps is None else base.with_name(base.name + SMOKE_SUFFIX)
+
+
+def _announce_smoke(command: str, out: Path, max_steps: int | None) -> None:
+    if max_steps is not None:
+        print(
+            f"nvila-core {command}: smoke run, {max_steps} step(s) per stage and a shortened "
+            f"evaluation, into {out}",
+            file=sys.stderr,
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nvila_core.train.distributed import init_distributed, shutdown_distributed
     from nvila_core.train.recipe import load_recipe, run_recipe
 
     logging.getLogger("nvila_core.train").setLevel(logging.INFO)
     recipe = load_recipe(args.recipe)
-    out = Path(args.out) if args.out else Path("outputs/train") / recipe.name
+    out = (
+        Path(args.out)
+        if args.out
+        else default_out(Path("outputs/train") / recipe.name, args.max_steps)
+    )
     first = recipe.stage(args.stage) if args.stage else recipe.stages[0]
     ctx = init_distributed(first.train.device)  # torchrun sets the environment it reads
+    if ctx.is_main:
+        _announce_smoke("train", out, args.max_steps)
     try:
         final = run_recipe(
             recipe,
@@ -231,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             stage=args.stage,
             max_steps=args.max_steps,
             ctx=ctx,
+            smoke=args.max_steps is not None,
         )
     finally:
         shutdown_distributed()
@@ -274,9 +312,14 @@ def cmd_finetune(args: argparse.Namespace, finetune: FinetuneConfig) -> int:
         },
         source="nvila-core finetune",
     )
+    out = Path(args.out) if args.out else default_out("outputs/finetune", args.max_steps)
     ctx = init_distributed(args.device)
+    if ctx.is_main:
+        _announce_smoke("finetune", out, args.max_steps)
     try:
-        final = run_recipe(recipe, args.out, resume=args.resume, ctx=ctx)
+        final = run_recipe(
+            recipe, out, resume=args.resume, ctx=ctx, smoke=args.max_steps is not None
+        )
     finally:
         shutdown_distributed()
     if ctx.is_main:
@@ -327,7 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="run a training recipe: its stages in order, resumable (torchrun-ready)"
     )
     train_parser.add_argument("--recipe", required=True, help="recipe YAML (config/train/)")
-    train_parser.add_argument("--out", help="output folder (default: outputs/train/<recipe>)")
+    train_parser.add_argument(
+        "--out",
+        help="output folder (default: outputs/train/<recipe>, or outputs/train/<recipe>-smoke "
+        "with --max-steps)",
+    )
     train_parser.add_argument("--stage", help="run only this stage (its predecessor must be done)")
     train_parser.add_argument(
         "--resume",
@@ -336,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip finished stages and continue from the newest checkpoint (default: on)",
     )
     train_parser.add_argument(
-        "--max-steps", type=_positive, metavar="N", help="run every stage for N optimizer steps"
+        "--max-steps",
+        type=_positive,
+        metavar="N",
+        help="smoke run: every stage for N optimizer steps and a shortened end-of-stage "
+        "evaluation (default --out: outputs/train/<recipe>-smoke)",
     )
     train_parser.set_defaults(handler=cmd_train)
 
@@ -345,11 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_checkpoint", required=True, help="checkpoint to start from"
     )
     finetune_parser.add_argument("--data", required=True, help="mixture YAML (docs/training.md)")
-    finetune_parser.add_argument("--out", default="outputs/finetune", help="output folder")
+    finetune_parser.add_argument(
+        "--out",
+        help="output folder (default: outputs/finetune, outputs/finetune-smoke with --max-steps)",
+    )
     finetune_parser.add_argument("--lr", type=float, default=1e-4, help="LLM learning rate")
     finetune_parser.add_argument("--batch-size", type=_positive, default=8)
     finetune_parser.add_argument("--epochs", type=float, default=1.0)
-    finetune_parser.add_argument("--max-steps", type=_positive, metavar="N")
+    finetune_parser.add_argument(
+        "--max-steps",
+        type=_positive,
+        metavar="N",
+        help="smoke run: N optimizer steps, a shortened evaluation",
+    )
     finetune_parser.add_argument("--device", default="auto")
     finetune_parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
 
@@ -369,3 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # bad model names, checkpoints, images, dtypes
         print(f"nvila-core {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,14 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 from nvila_nav.metrics import COLUMNS, EpisodeMetrics, aggregate, metric_cells
 from nvila_nav.sim.episodes import Episode, read_episodes
 from nvila_nav.sim.geometry import Pose, polyline_length
-from nvila_nav.sim.topdown import draw_topdown
 
 if TYPE_CHECKING:
     # Type-only: MuJoCo is needed for GIFs alone, and it picks its GL backend when imported.
@@ -155,6 +152,9 @@ def plot_lengths(runs: list[Run], episodes: list[Episode], path: Path) -> None:
     The reference path length (the expert's route) goes into the second panel when every
     episode has a reference_path.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # plotting only: fast --help
+    from matplotlib.figure import Figure
+
     actions = {
         r.name: [r.results[e.episode_id]["metrics"]["steps"] for e in episodes] for r in runs
     }
@@ -236,6 +236,11 @@ def save_failure_gif(
     """Animate one episode: the head camera at each recorded pose beside the map, the path so far,
     the goal and its success radius. The camera of `sim` sets the frame size. Returns the number of
     frames."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nvila_nav.sim.topdown import draw_topdown
+
     trajectory = np.asarray(result["trajectory"], dtype=float)
     frames = gif_frames(result)
     world = sim.load_scene(episode.scene_id)

@@ -5,11 +5,17 @@ and the media settings (nvila.md §5.1); a recipe writes that down once (`config
 format in docs/training.md). `run_recipe` runs the stages in order, each starting from the
 previous stage's final model, skips finished stages and resumes an interrupted one from its
 newest checkpoint, so a killed run continues with `nvila-core train --recipe R` again.
+
+A stage counts as finished only if its `final/trainer_state.json` records the training settings
+this run asks for (`max_steps` included): a stage left by a `--max-steps` smoke run, or by an
+edited recipe, is refused with a message instead of being passed on as the real model. A smoke
+run (`smoke=True`) also shortens the end-of-stage evaluation to a few validation samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from nvila_core.train.data import Mixture, NavDataset, load_mixture, make_loader
 from nvila_core.train.distributed import DistContext, init_distributed
 from nvila_core.train.trainer import (
     FINAL_DIR,
+    STATE_FILE,
     TrainConfig,
     Trainer,
     is_complete,
@@ -48,6 +55,22 @@ _BASE_KEY = "base"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Fine-tuning learning-rate ratios live on the stage, so there is one source of truth.
 _FINETUNE_LR_KEYS = ("vision_lr_ratio", "projector_lr")
+# TrainConfig fields that change how a run is carried out, not the model it trains: a finished
+# stage whose recorded settings differ only in these still counts as finished.
+RUN_ONLY_SETTINGS = (
+    "device",
+    "strategy",
+    "num_workers",
+    "log_every",
+    "save_every",
+    "save_total_limit",
+    "eval_every",
+    "eval_generate_samples",
+    "eval_max_new_tokens",
+)
+# A smoke run's end-of-stage evaluation: the val loss on this many samples, this many decoded.
+SMOKE_VAL_SAMPLES = 8
+SMOKE_GENERATE_SAMPLES = 2
 
 
 class RecipeError(ValueError):
@@ -152,7 +175,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A recipe file's mapping with its `base:` chain resolved (relative to the file)."""
     if path.resolve() in seen:
         raise RecipeError(f"recipe {path}: 'base' chain loops ({' -> '.join(map(str, seen))})")
@@ -164,7 +187,7 @@ def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]
         return data
     data = dict(data)
     base_path = path.parent / str(data.pop(_BASE_KEY))
-    base = _read_recipe_data(base_path, (*seen, path.resolve()))
+    base = read_recipe_data(base_path, (*seen, path.resolve()))
     if not isinstance(base, dict):
         raise RecipeError(f"recipe {path}: base {base_path} is not a mapping")
     return _deep_merge(base, data)
@@ -174,7 +197,7 @@ def load_recipe(path: str | Path) -> Recipe:
     """A recipe file. `base: other.yaml` (relative to the file) starts from that recipe: the
     file's mappings merge into the base's key by key, its lists (stages, datasets) replace."""
     path = Path(path)
-    return recipe_from_dict(_read_recipe_data(path), source=str(path))
+    return recipe_from_dict(read_recipe_data(path), source=str(path))
 
 
 # ---------------------------------------------------------------- running
@@ -247,6 +270,51 @@ def stage_dir(out_dir: str | Path, recipe: Recipe, stage: Stage) -> Path:
     return Path(out_dir) / f"{recipe.stages.index(stage) + 1:02d}-{stage.name}"
 
 
+def stage_config(stage: Stage, max_steps: int | None = None, smoke: bool = False) -> TrainConfig:
+    """The stage's TrainConfig for this run: `max_steps` overrides the recipe's; a smoke run
+    decodes only SMOKE_GENERATE_SAMPLES val samples at the end."""
+    cfg = stage.train
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, max_steps=max_steps)
+    if smoke:
+        generate = min(cfg.eval_generate_samples, SMOKE_GENERATE_SAMPLES)
+        cfg = dataclasses.replace(cfg, eval_generate_samples=generate)
+    return cfg
+
+
+def finished_config_differences(folder: str | Path, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{setting: (recorded, requested)} for the training settings in which the finished stage
+    in `folder` differs from `cfg`; RUN_ONLY_SETTINGS are not compared, and neither are
+    settings the stage's state file does not record."""
+    state = json.loads((Path(folder) / FINAL_DIR / STATE_FILE).read_text())
+    recorded = state.get("config")
+    if not isinstance(recorded, dict):
+        return {}
+    requested = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as JSON lists
+    return {
+        key: (recorded[key], value)
+        for key, value in requested.items()
+        if key not in RUN_ONLY_SETTINGS and key in recorded and recorded[key] != value
+    }
+
+
+def check_finished_stage(folder: str | Path, stage: Stage, cfg: TrainConfig) -> None:
+    """Refuse a finished stage that was trained with other settings than `cfg` asks for."""
+    differences = finished_config_differences(folder, cfg)
+    if not differences:
+        return
+    changes = ", ".join(
+        f"{key}={recorded!r} (this run: {requested!r})"
+        for key, (recorded, requested) in differences.items()
+    )
+    raise RecipeError(
+        f"stage {stage.name!r} in {folder} was finished with other training settings: "
+        f"{changes}. It is not this run's stage (a `--max-steps` smoke run, or an edited "
+        f"recipe?): train into another --out, or delete {folder} and the stages after it to "
+        "train them again"
+    )
+
+
 def run_stage(
     recipe: Recipe,
     stage: Stage,
@@ -254,16 +322,19 @@ def run_stage(
     resume: bool = True,
     max_steps: int | None = None,
     ctx: DistContext | None = None,
+    smoke: bool = False,
 ) -> Path:
-    """Train one stage from the previous stage's final model; returns its final model folder."""
+    """Train one stage from the previous stage's final model; returns its final model folder.
+
+    `smoke`: a quick check of the whole chain; the end-of-stage evaluation covers only
+    SMOKE_VAL_SAMPLES val samples and decodes SMOKE_GENERATE_SAMPLES of them.
+    """
     folder = stage_dir(out_dir, recipe, stage)
     index = recipe.stages.index(stage)
     checkpoint = latest_checkpoint(folder) if resume else None
     if not resume and folder.is_dir() and any(folder.iterdir()):
         raise RecipeError(f"{folder} already holds a run; resume it or pick another --out")
-    cfg = (
-        stage.train if max_steps is None else dataclasses.replace(stage.train, max_steps=max_steps)
-    )
+    cfg = stage_config(stage, max_steps, smoke)
     ctx = ctx or init_distributed(cfg.device)
     if index == 0:
         model, tokenizer = initial_model(recipe)
@@ -271,10 +342,18 @@ def run_stage(
         previous = stage_dir(out_dir, recipe, recipe.stages[index - 1]) / FINAL_DIR
         if not is_complete(previous.parent):
             raise RecipeError(f"stage {stage.name!r} starts from {previous}, which is not finished")
+        before = recipe.stages[index - 1]
+        check_finished_stage(previous.parent, before, stage_config(before, max_steps, smoke))
         model, tokenizer = load_checkpoint(previous, dtype=torch.float32)
     if checkpoint is not None:
         tokenizer = load_tokenizer(checkpoint / "llm")
     apply_model_overrides(model, stage.model_overrides)
+    navigation = [d.name for d in stage.data.datasets if d.path.suffix != ".json"]
+    if navigation and stage.data.history != model.config.nav_history:
+        raise RecipeError(
+            f"stage {stage.name!r}: its data shows the {stage.data.history!r} frame history but "
+            f"the model expects {model.config.nav_history!r} (set 'history' in the stage's data)"
+        )
     processor = NVILAProcessor(model.config, tokenizer)
     train_loader = make_loader(
         NavDataset(stage.data.train_samples(), processor),
@@ -285,6 +364,8 @@ def run_stage(
         world_size=ctx.world_size,
     )
     val_samples = stage.data.val_samples()
+    if smoke:
+        val_samples = val_samples[:SMOKE_VAL_SAMPLES]
     val_loader = None
     if val_samples:
         val_loader = make_loader(
@@ -318,11 +399,14 @@ def run_recipe(
     stage: str | None = None,
     max_steps: int | None = None,
     ctx: DistContext | None = None,
+    smoke: bool = False,
 ) -> Path:
     """Run the recipe's stages in order (or only `stage`) under `out_dir/NN-<stage>/`.
 
     With `resume`, finished stages are skipped and an interrupted stage continues from its
-    newest checkpoint. Returns the final model folder of the last stage run.
+    newest checkpoint; a finished stage trained with other settings (`max_steps` included)
+    raises RecipeError. `smoke` shortens each stage's final evaluation (`run_stage`). Returns
+    the final model folder of the last stage run.
     """
     stages = [recipe.stage(stage)] if stage else recipe.stages
     ctx = ctx or init_distributed(stages[0].train.device)
@@ -330,9 +414,10 @@ def run_recipe(
     for current in stages:
         folder = stage_dir(out_dir, recipe, current)
         if resume and is_complete(folder):
+            check_finished_stage(folder, current, stage_config(current, max_steps, smoke))
             if ctx.is_main:
                 log.info("stage %s: already finished in %s", current.name, folder)
             final = folder / FINAL_DIR
             continue
-        final = run_stage(recipe, current, out_dir, resume, max_steps, ctx)
+        final = run_stage(recipe, current, out_dir, resume, max_steps, ctx, smoke)
     return final

@@ -1,12 +1,15 @@
 """`nvila-core` command line, run in-process."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nvila_core.cli import main
+from nvila_core.cli import default_out, main
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -64,3 +67,67 @@ def test_errors_go_to_stderr_with_status_2(capsys):
     assert "no model preset 'no-such-model'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["describe", "tiny", "--image-size", "big"])
+
+
+HEAVY = ("torch", "transformers")
+_HELP_IMPORTS = """
+import argparse
+import sys
+from nvila_core.cli import build_parser, main
+
+parser = build_parser()
+commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+for argv in (["--help"], *([name, "--help"] for name in commands)):
+    try:
+        main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, argv
+print(",".join(sorted(commands)))
+print(",".join(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))))
+"""
+
+
+def test_help_imports_no_torch_or_transformers():
+    """`nvila-core --help` (python -m nvila_core) in a fresh interpreter, module by module."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nvila_core", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.startswith("usage: nvila-core")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "nvila_core.cli" in imported
+    assert not {name for name in imported if name.split(".")[0] in HEAVY}
+
+
+def test_every_subcommand_help_imports_no_torch_or_transformers():
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_IMPORTS, *HEAVY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    commands, heavy = done.stdout.splitlines()[-2:]
+    assert {"describe", "generate", "train", "finetune", "quantize", "export"} <= set(
+        commands.split(",")
+    )
+    assert heavy == ""
+
+
+def test_python_m_nvila_core_cli_runs_the_command_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "nvila_core.cli", "describe", "tiny", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout)["name"] == "tiny"
+
+
+def test_a_smoke_run_defaults_to_its_own_folder():
+    assert default_out("outputs/train/navila-nano", None) == Path("outputs/train/navila-nano")
+    assert default_out("outputs/train/navila-nano", 2) == Path("outputs/train/navila-nano-smoke")
