@@ -1,4 +1,11 @@
-"""ament_python package nvila_nav: the ROS 2 nodes, nvila_core and trt_kernels in one distribution."""
+"""ament_python package nvila_nav: the ROS 2 nodes, nvila_core and trt_kernels in one distribution.
+
+Every console script has a project prefix (nvila-core, nvila-sim, nvila-nav-*), so a pip install
+puts no generic name such as `navigator` or `sim` on PATH. ROS users keep `ros2 run nvila_nav
+navigator` and the launch files' `executable="navigator"`: the node names are small wrapper
+scripts (resource/executables/) installed to lib/nvila_nav, where ros2 run looks, each running
+the node's nvila-nav-<node> console script (setup.cfg puts those in lib/nvila_nav under colcon).
+"""
 
 import os
 from glob import glob
@@ -27,6 +34,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*launch.py")),
+        ("lib/" + package_name, sorted(glob("resource/executables/*"))),
         *data_tree("config"),
     ],
     install_requires=["setuptools"],
@@ -41,13 +49,15 @@ setup(
             "nvila-core = nvila_core.cli:main",
             "nvila-sim = nvila_nav.sim.cli:main",
             "nvila-nav-bringup = nvila_nav.nodes.bringup:main",
+            "nvila-nav-demo = nvila_nav.demo:main",
             "nvila-nav-report = nvila_nav.report:main",
             "nvila-nav-agreement = nvila_nav.agreement:main",
-            "navigator = nvila_nav.nodes.navigator:main",
-            "motion_controller = nvila_nav.nodes.motion_controller:main",
-            "sim = nvila_nav.nodes.simulator:main",
-            "evaluator = nvila_nav.nodes.evaluator:main",
-            "voice_teleop = nvila_nav.nodes.voice_teleop:main",
+            # the nodes; `ros2 run nvila_nav <node>` runs them through resource/executables/<node>
+            "nvila-nav-navigator = nvila_nav.nodes.navigator:main",
+            "nvila-nav-motion-controller = nvila_nav.nodes.motion_controller:main",
+            "nvila-nav-sim = nvila_nav.nodes.simulator:main",
+            "nvila-nav-evaluator = nvila_nav.nodes.evaluator:main",
+            "nvila-nav-voice-teleop = nvila_nav.nodes.voice_teleop:main",
         ],
     },
 )

@@ -13,7 +13,9 @@ import nvila_nav.sim.bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nvila-bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nvila_nav.bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="outputs/bench", help="output directory")
     parser.add_argument("--quick", action="store_true", help="model bench in smoke mode")
     args = parser.parse_args(argv)

@@ -325,12 +325,19 @@ def _console_scripts() -> dict[str, str]:
     }
 
 
+def _ros_run_target(executable: str) -> str:
+    """The console script `ros2 run nvila_nav <executable>` runs: resource/executables/<name>,
+    installed to lib/nvila_nav by setup.py, execs it (test/test_console_scripts.py)."""
+    wrapper = (ROOT / "resource" / "executables" / executable).read_text()
+    return re.search(r"^exec (\S+) ", wrapper, re.MULTILINE).group(1)
+
+
 def test_every_graph_executable_is_a_console_script_of_the_same_node_class():
     scripts = _console_scripts()
     assert scripts["nvila-nav-bringup"] == "nvila_nav.nodes.bringup:main"
     for graph in GRAPHS.values():
         for spec in graph.nodes:
-            module, func = scripts[spec.executable].split(":")
+            module, func = scripts[_ros_run_target(spec.executable)].split(":")
             assert func == "main"
             assert NODE_CLASSES[spec.executable].split(":")[0] == module
 

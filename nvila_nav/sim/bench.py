@@ -91,7 +91,9 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nvila-sim-bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nvila_nav.sim.bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="outputs/bench", help="output directory")
     parser.add_argument("--frames", type=int, default=300, help="iterations per loop")
     parser.add_argument(

@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
+from nvila_core.progress import track
 from nvila_nav.sim.episodes import SPLIT_SCENES, generate_episodes, read_episodes, write_episodes
 from nvila_nav.sim.robot import CameraConfig
 
@@ -47,7 +46,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     order = sorted(range(len(episodes)), key=lambda i: (episodes[i].scene_id, i))
     entries: list[dict] = [{}] * len(episodes)
     with Simulator(camera) as sim:
-        for i in tqdm(order, desc="rollout", unit="ep"):
+        for i in track(order, "rollout", "ep"):
             run = run_expert(
                 sim,
                 episodes[i],
@@ -159,3 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,7 +29,7 @@ def test_episodes_command_writes_readable_episodes(episodes_file):
     assert len(episodes) == 3 and all(e.scene_id.startswith("nvsim/scene_1") for e in episodes)
 
 
-def test_rollout_command_writes_a_dataset(tmp_path, episodes_file):
+def test_rollout_command_writes_a_dataset(tmp_path, episodes_file, capsys):
     out = tmp_path / "data"
     args = ["rollout", "--episodes", str(episodes_file), "--out", str(out), "--limit", "2"]
     assert cli.main([*args, "--width", "48", "--height", "36"]) == 0
@@ -38,6 +38,17 @@ def test_rollout_command_writes_a_dataset(tmp_path, episodes_file):
         e.episode_id for e in read_episodes(episodes_file)[:2]
     ]
     assert all(e.success for e in data.episodes)
+    progress = capsys.readouterr().err  # not a terminal: whole lines, no redrawn bar
+    assert "\r" not in progress
+    assert progress.splitlines()[0] == "rollout: 0/2 ep"
+    assert progress.splitlines()[-1].startswith("rollout: done, 2 ep in ")
+
+
+def test_python_m_nvila_nav_sim_cli_runs_the_command(tmp_path):
+    out = tmp_path / "eps.json.gz"
+    argv = ["episodes", "--split", "val_unseen", "--n", "2", "--seed", "3", "--out", str(out)]
+    subprocess.run([sys.executable, "-m", "nvila_nav.sim.cli", *argv], check=True, timeout=120)
+    assert len(read_episodes(out)) == 2
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])
