@@ -125,15 +125,6 @@ class Progress:
         if self._bar is not None and not self.disable:
             self._bar.set_postfix({k: _format_value(v) for k, v in values.items()})
 
-    def write(self, message: str) -> None:
-        """A line of its own, printed without breaking the bar."""
-        if self.disable:
-            return
-        if self._bar is not None:
-            self._bar.write(message, file=self._stream)
-        else:
-            self._emit(message)
-
     def close(self) -> None:
         if self._closed:
             return
