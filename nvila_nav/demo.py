@@ -155,6 +155,9 @@ def _demo(args: argparse.Namespace) -> int:
     results[label], folders[label] = expert["metrics"], args.out / "expert"
     if args.model_episodes > 0:
         label = f"nvila ({Path(args.model).name})"
+        navigator = {"decoding": args.decoding} if args.decoding else {}
+        if not Path(args.model).is_dir():  # a preset: random weights, asked for explicitly
+            navigator["allow_random_weights"] = True
         model_episodes = write_episodes(
             args.out / "val_unseen_model.json.gz", episodes[: args.model_episodes]
         )
@@ -165,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
             args.out / "nvila",
             args,
             evaluator={"max_actions": args.model_max_actions},
-            navigator={"decoding": args.decoding} if args.decoding else None,
+            navigator=navigator,
         )
         results[label], folders[label] = nvila["metrics"], args.out / "nvila"
 

@@ -36,7 +36,7 @@ esac
 ROS_REQUIREMENTS="${ROS_REQUIREMENTS:-requirements-ros.txt}"
 case "$ROS_REQUIREMENTS" in /*) ;; *) ROS_REQUIREMENTS="$ROOT/$ROS_REQUIREMENTS" ;; esac
 [ -f "$ROS_REQUIREMENTS" ] || { echo "[setup_env] ERROR: $ROS_REQUIREMENTS not found" >&2; exit 1; }
-DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 espeak-ng libportaudio2)
+DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libopengl0 espeak-ng libportaudio2)
 
 log() { printf '[setup_env] %s\n' "$*"; }
 
