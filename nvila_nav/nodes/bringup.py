@@ -25,6 +25,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 
 @dataclass(frozen=True)
@@ -658,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for note in notes:
         print(f"nvila-nav-bringup {graph_name}: {note}", file=sys.stderr)
-    rclpy.init(args=["bringup", *argv])
+    # rclpy's SIGINT handler would shut the context down at once, before the nodes' final stop
+    # and zero twist go out (their destroy_node); Ctrl-C arrives as KeyboardInterrupt instead.
+    rclpy.init(args=["bringup", *argv], signal_handler_options=SignalHandlerOptions.NO)
     bringup = None
     try:
         bringup = Bringup(graph_name, extra_params_files=extra_files, arguments=given)
