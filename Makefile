@@ -8,7 +8,7 @@ JAZZY_TESTS := test/ros test/voice/test_voice_graph.py test/test_package.py test
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv venv-jazzy demo test test-jazzy lint format bench clean
+.PHONY: venv venv-jazzy demo test test-jazzy lint format bench train-nano clean
 
 venv:
 	@bash scripts/setup_env.sh
@@ -36,6 +36,9 @@ venv-jazzy:
 test-jazzy: venv-jazzy
 	env -u ROS_DISTRO -u PYTHONPATH -u AMENT_PREFIX_PATH -u LD_LIBRARY_PATH \
 	  $(JAZZY_VENV)/bin/python -m pytest $(JAZZY_TESTS)
+
+train-nano: venv
+	bash scripts/train_navila_nano.sh
 
 bench: venv
 	$(PY) -m nvila_nav.bench

@@ -38,13 +38,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DaggerSettings:
     iterations: int = 1
-    episodes: int = 300
+    episodes: int = 240
     """Training episodes rolled out per iteration, spread evenly over the tiers."""
     beta: float = 0.3
     """Probability of driving the expert's action in the first iteration."""
     beta_decay: float = 0.5
     max_actions: int = 60
-    steps: int = 300
+    steps: int = 250
     lr: float = 2.0e-4
     base_weight: float = 0.5
     """Sampling weight of the base (expert) datasets in the aggregate."""

@@ -1,74 +1,82 @@
 #!/usr/bin/env bash
-# The README's navila-nano table: every policy through the sim_eval ROS 2 graph (simulator,
-# navigator, motion controller, evaluator over Fast DDS) on the same 100 val_unseen episodes,
-# then `nvila-nav-report` (table, episode-length plot, failure GIFs).
-#   scripts/evaluate_navila_nano.sh [POLICY ...]   default: all of them; a finished run is kept
-# Runs in parallel need their own ROS_DOMAIN_ID each (two sim_eval graphs on one domain hear
-# each other's episodes and camera), e.g. ROS_DOMAIN_ID=11 scripts/evaluate_navila_nano.sh random.
-# Policies: navila-nano (models/navila-nano), random, forward, navila-nano-blind (the
-# instruction-only model, $BLIND), navila-nano-w8a8-w4a16 (navila-nano quantized with both
-# recipes, calibrated on train rollouts, exported to ONNX and run by onnxruntime, $DEPLOY);
-# the models choose the most probable of the ten action sentences (navigator decoding: choose),
-# navila-nano-generate is navila-nano with NaVILA's greedy generation instead.
+# The navila-nano results: every policy on the val_unseen episodes of each curriculum tier
+# (scenes 1000-1011, never trained on), then `nvila-nav-report` per tier (table with how episodes
+# ended, episode-length plot, failure GIFs).
+#
+#   scripts/evaluate_navila_nano.sh [TIER ...]      default: A B C; finished runs are kept
+#
+# Tiers: A (goal in the start room or the next one, <= 5 m; 50 episodes), B (one doorway;
+# 50), C (all routes, 3-22 m; 100). Where each row runs:
+#   navila-nano-ros        models/navila-nano (fp32) through the sim_eval ROS 2 graph
+#                          (simulator, navigator, motion controller, evaluator over Fast DDS)
+#   navila-nano            the same model in the ROS-free closed loop (nvila-nav-closed-loop)
+#   navila-nano-w8a8-w4a16 W8A8 vision + W4A16 LLM, ONNX on onnxruntime (closed loop)
+#   navila-nano-blind      the instruction-only model, black frames (closed loop)
+#   random, forward, expert                                            (closed loop)
+# Both loops use the evaluator's scoring code, VLN-CE semantics (a blocked move is an executed
+# no-op; success needs the agent's own stop within 1.5 m) and at most 100 actions. The models
+# choose the most probable of the ten actions. Runs in parallel need their own ROS_DOMAIN_ID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+BIN=${BIN:-.venv/bin}
 OUT=${OUT:-outputs/eval}
 RTF=${RTF:-4}
-EPISODES=data/sim/eval_val_unseen.json.gz
 NANO=${NANO:-models/navila-nano}
 BLIND=${BLIND:-outputs/train/navila-nano-blind/02-navigation/final}
 DEPLOY=${DEPLOY:-outputs/deploy/navila-nano-w8a8-w4a16}
+ROWS=${ROWS:-navila-nano-ros navila-nano navila-nano-w8a8-w4a16 navila-nano-blind random forward expert}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-mkdir -p "$OUT"
-[[ -f $EPISODES ]] || "$PY" -m nvila_nav.sim episodes --split val_unseen --n 100 --seed 0 --out "$EPISODES"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-run() {  # run NAME BRINGUP-ARGS...
-  local name=$1; shift
-  if [[ -f $OUT/$name/summary.json ]]; then echo "$name: done ($OUT/$name)"; return; fi
-  echo "$name: $OUT/$name"
-  "$PY" -m nvila_nav.nodes.bringup sim_eval --episodes "$EPISODES" --output-dir "$OUT/$name" \
-    --label "$name" --real-time-factor "$RTF" --params-file config/eval/val_unseen_100.yaml \
-    "$@" --ros-args --log-level warn
-}
+TIERS=("$@")
+[[ ${#TIERS[@]} -gt 0 ]] || TIERS=(A B C)
 
-navigator_params() {  # navigator_params FILE KEY: VALUE ...
-  local file=$OUT/$1; shift
-  { printf 'navigator:\n  ros__parameters:\n'; printf '    %s\n' "$@"; } > "$file"
-  echo "$file"
-}
+count() { case $1 in C) echo 100 ;; *) echo 50 ;; esac; }
 
 deploy() {  # the W8A8 vision + W4A16 LLM ONNX set of docs/deployment.md
   [[ -f $DEPLOY/export.json ]] && return
-  "$PY" -m nvila_core quantize --model "$NANO" --recipe both --calib data/sim/train_rollouts \
+  "$BIN/nvila-core" quantize --model "$NANO" --recipe both --calib data/nano/train_C \
     --out "$DEPLOY-checkpoint"
-  "$PY" -m nvila_core export --model "$DEPLOY-checkpoint" --out "$DEPLOY"
+  "$BIN/nvila-core" export --model "$DEPLOY-checkpoint" --out "$DEPLOY"
 }
 
-POLICIES=("$@")
-[[ ${#POLICIES[@]} -gt 0 ]] || POLICIES=(navila-nano random forward navila-nano-blind navila-nano-w8a8-w4a16)
-RUNS=()
-for p in "${POLICIES[@]}"; do
-  case $p in
-    navila-nano)
-      run "$p" --policy nvila --model "$NANO" --params-file "$(navigator_params choose.yaml 'decoding: choose')" ;;
-    navila-nano-generate) run "$p" --policy nvila --model "$NANO" ;;
-    random) run "$p" --policy random ;;
-    forward) run "$p" --policy forward ;;
-    navila-nano-blind)
-      run "$p" --policy nvila --model "$BLIND" \
-        --params-file "$(navigator_params blind.yaml 'blank_frames: true' 'decoding: choose')" ;;
-    navila-nano-w8a8-w4a16)
-      deploy
-      run "$p" --policy nvila --model "$DEPLOY" \
-        --params-file "$(navigator_params ort.yaml 'backend: onnxruntime' 'decoding: choose')" ;;
-    *) echo "unknown policy $p" >&2; exit 2 ;;
-  esac
-  RUNS+=(--run "$p=$OUT/$p")
+closed_loop() {  # closed_loop EPISODES DIR LABEL ARGS...
+  local episodes=$1 dir=$2 label=$3; shift 3
+  [[ -f $dir/summary.json ]] && { echo "$label: done ($dir)"; return; }
+  "$BIN/nvila-nav-closed-loop" --episodes "$episodes" --out "$dir" --label "$label" "$@"
+}
+
+ros_graph() {  # ros_graph EPISODES DIR LABEL
+  local episodes=$1 dir=$2 label=$3
+  [[ -f $dir/summary.json ]] && { echo "$label: done ($dir)"; return; }
+  # frames at the training data's 128x96 (the model resizes to 96 px tiles either way)
+  local params=$OUT/navila_nano_graph.yaml
+  printf 'navigator:\n  ros__parameters:\n    decoding: choose\nsim:\n  ros__parameters:\n    width: 128\n    height: 96\n' > "$params"
+  "$BIN/nvila-nav-bringup" sim_eval --episodes "$episodes" --output-dir "$dir" --label "$label" \
+    --policy nvila --model "$NANO" --real-time-factor "$RTF" \
+    --params-file config/eval/val_unseen_100.yaml --params-file "$params" \
+    --ros-args --log-level warn
+}
+
+mkdir -p "$OUT"
+for tier in "${TIERS[@]}"; do
+  episodes=$OUT/val_unseen_$tier.json.gz
+  [[ -f $episodes ]] || "$BIN/nvila-sim" episodes --split val_unseen --tier "$tier" \
+    --n "$(count "$tier")" --seed 0 --out "$episodes"
+  runs=()
+  for row in $ROWS; do
+    dir=$OUT/$tier/$row
+    case $row in
+      navila-nano-ros) ros_graph "$episodes" "$dir" "$row" ;;
+      navila-nano) closed_loop "$episodes" "$dir" "$row" --model "$NANO" ;;
+      navila-nano-w8a8-w4a16)
+        deploy
+        closed_loop "$episodes" "$dir" "$row" --model "$DEPLOY" --backend onnxruntime ;;
+      navila-nano-blind) closed_loop "$episodes" "$dir" "$row" --model "$BLIND" --blank-frames ;;
+      random|forward|expert) closed_loop "$episodes" "$dir" "$row" --policy "$row" ;;
+      *) echo "unknown row $row" >&2; exit 2 ;;
+    esac
+    runs+=(--run "$row=$dir")
+  done
+  "$BIN/nvila-nav-report" "${runs[@]}" --episodes "$episodes" --out "$OUT/$tier/report" --gifs 3
 done
-"$PY" -m nvila_nav.report "${RUNS[@]}" --episodes "$EPISODES" --out "$OUT/report" --gifs 3
-if [[ " ${POLICIES[*]} " == *" navila-nano-w8a8-w4a16 "* && ! -f $OUT/agreement/summary.json ]]; then
-  # next-action agreement of the deployed form with fp32 on the same (teacher-forced) inputs
-  "$PY" -m nvila_nav.agreement --model "fp32=$NANO" --model "w8a8-w4a16=$DEPLOY:onnxruntime" \
-    --episodes "$EPISODES" --decoding choose --out "$OUT/agreement"
-fi

@@ -30,9 +30,10 @@ from nvila_core.model.checkpoint import load_checkpoint
 from nvila_core.model.configuration import NVILAConfig
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
+from nvila_core.model.prompting import action_phrase
 from nvila_core.model.temporal import TemporalPooler
 from nvila_core.model.tokenizer import build_tokenizer, load_tokenizer
-from nvila_core.train.data import Mixture, NavDataset, load_mixture, make_loader
+from nvila_core.train.data import Mixture, NavDataset, NavSample, load_mixture, make_loader
 from nvila_core.train.distributed import DistContext, init_distributed
 from nvila_core.train.trainer import (
     FINAL_DIR,
@@ -222,13 +223,25 @@ def initial_model(recipe: Recipe) -> tuple[NVILAModel, PreTrainedTokenizerBase]:
             text
             for each in recipe.stages
             for s in each.data.train_samples()
-            for text in (s.instruction, s.prompt, s.answer if s.prompt is not None else None)
+            for text in _corpus_texts(s)
             if text
         }
         corpus = sorted(texts)
     tokenizer = build_tokenizer(int(config.llm_config["vocab_size"]), config.chat_template, corpus)
     model = NVILAModel.from_config(config, seed=recipe.seed, tokenizer=tokenizer, dtype="float32")
     return model, tokenizer
+
+
+def _corpus_texts(sample: NavSample) -> tuple[str | None, ...]:
+    """Texts of a training sample the tokenizer should encode compactly: image-text prompts and
+    answers; for navigation, the instruction and the compact prompt's words and action phrases."""
+    if sample.prompt is not None:
+        return (sample.instruction, sample.prompt, sample.answer)
+    return (
+        f"Task: {sample.instruction}",
+        "Done: " + (", ".join(sample.previous_actions) or "nothing") + "\nNext?",
+        action_phrase(sample.answer),
+    )
 
 
 def apply_model_overrides(model: NVILAModel, overrides: dict[str, Any]) -> None:

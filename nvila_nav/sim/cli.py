@@ -13,8 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nvila_core.progress import track
-from nvila_nav.sim.episodes import SPLIT_SCENES, generate_episodes, read_episodes, write_episodes
+from nvila_core.progress import Progress
+from nvila_nav.sim.episodes import (
+    SPLIT_SCENES,
+    TIERS,
+    generate_episodes,
+    read_episodes,
+    write_episodes,
+)
 from nvila_nav.sim.robot import CameraConfig
 
 # Simulator, expert and plotting modules are imported by the commands that need them, so that
@@ -26,37 +32,31 @@ def _camera(args: argparse.Namespace) -> CameraConfig:
 
 
 def _cmd_episodes(args: argparse.Namespace) -> int:
-    episodes = generate_episodes(args.split, args.n, seed=args.seed)
+    episodes = generate_episodes(args.split, args.n, seed=args.seed, tier=args.tier)
     path = write_episodes(args.out, episodes)
     scenes = len({e.scene_id for e in episodes})
-    print(f"wrote {len(episodes)} {args.split} episodes from {scenes} scenes to {path}")
+    print(
+        f"wrote {len(episodes)} {args.split} tier {args.tier} episodes from {scenes} scenes "
+        f"to {path}"
+    )
     return 0
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from nvila_nav.sim.dataset import write_episode, write_index
-    from nvila_nav.sim.env import Simulator
-    from nvila_nav.sim.expert import run_expert
+    from nvila_nav.sim.rollouts import RolloutSettings, write_rollouts
 
     episodes = read_episodes(args.episodes)[: args.limit]
-    camera = _camera(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Grouping by scene builds each MuJoCo model once; the index keeps the file's order.
-    order = sorted(range(len(episodes)), key=lambda i: (episodes[i].scene_id, i))
-    entries: list[dict] = [{}] * len(episodes)
-    with Simulator(camera) as sim:
-        for i in track(order, "rollout", "ep"):
-            run = run_expert(
-                sim,
-                episodes[i],
-                render=True,
-                frame_hz=args.frame_hz,
-                perturb=args.perturb,
-                seed=args.seed * 1_000_003 + i,
-            )
-            entries[i] = write_episode(out, run, camera, image_format=args.image_format)
-    write_index(out, entries, args.frame_hz, camera)
+    settings = RolloutSettings(
+        camera=_camera(args),
+        frame_hz=args.frame_hz,
+        perturb=args.perturb,
+        seed=args.seed,
+        image_format=args.image_format,
+        decision_frames=args.decision_frames,
+    )
+    with Progress(len(episodes), "rollout", "ep") as bar:
+        entries = write_rollouts(episodes, out, settings, args.workers, progress=bar.update)
     ok = sum(e["success"] for e in entries)
     frames = sum(e["num_frames"] for e in entries)
     print(
@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, choices=sorted(SPLIT_SCENES))
     p.add_argument("--n", type=int, required=True, help="number of episodes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tier",
+        choices=sorted(TIERS),
+        default="C",
+        help="route tier: A goal in the start room or the next one (<= 5 m), B one doorway, "
+        "C all routes (3-22 m)",
+    )
     p.add_argument("--out", required=True, help="output .json or .json.gz")
     p.set_defaults(func=_cmd_episodes)
 
@@ -135,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "labels stay the expert's",
     )
     p.add_argument("--seed", type=int, default=0, help="perturbation seed")
+    p.add_argument(
+        "--decision-frames",
+        action="store_true",
+        help="one frame per decision instead of frames at --frame-hz (for recent-history models)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="parallel simulator processes")
     _add_camera_args(p, 640, 480)
     p.set_defaults(func=_cmd_rollout)
 

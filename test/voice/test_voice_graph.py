@@ -204,7 +204,7 @@ def test_spoken_instruction_moves_the_simulated_robot_and_stop_halts_it(
             assert heard, "no instruction was published"
             heard_at, message = heard
             print(f"instruction: {message.data!r}")
-            assert "yellow doorway" in message.data.lower()
+            assert "yellow door" in message.data.lower()  # the landmark the route names
             before = [pose(m) for t, m in odom.timed() if t <= heard_at]
             start = before[0]
             assert all(distance(p, start) < 0.05 and abs(turn(p, start)) < 0.05 for p in before)
