@@ -132,11 +132,15 @@ def check_coverage(runs: list[Run], episodes: dict[str, Episode]) -> list[str]:
 
 
 def table(runs: list[Run]) -> list[list[str]]:
-    """Header row, then one row per run, with the numbers as printed."""
-    rows = [["Policy", *(header for header, *_ in COLUMNS)]]
+    """Header row, then one row per run, with the numbers as printed and how episodes ended."""
+    from nvila_nav.evaluation import end_reason_counts
+
+    rows = [["Policy", *(header for header, *_ in COLUMNS), "Ended"]]
     for run in runs:
-        metrics = aggregate([EpisodeMetrics(**r["metrics"]) for r in run.results.values()])
-        rows.append([run.name, *metric_cells(metrics)])
+        results = list(run.results.values())
+        metrics = aggregate([EpisodeMetrics(**r["metrics"]) for r in results])
+        ended = ", ".join(f"{reason} {n}" for reason, n in end_reason_counts(results).items())
+        rows.append([run.name, *metric_cells(metrics), ended])
     return rows
 
 

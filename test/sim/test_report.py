@@ -83,7 +83,7 @@ def test_table_plot_and_failure_list(runs, tmp_path, capsys):
     def mean(results, key, scale=1):
         return np.mean([r["metrics"][key] for r in results]) * scale
 
-    def row(name, results, sr, osr, steps):
+    def row(name, results, sr, osr, steps, ended):
         return [
             name,
             "2",
@@ -95,13 +95,14 @@ def test_table_plot_and_failure_list(runs, tmp_path, capsys):
             f"{mean(results, 'ne'):.2f}",
             f"{mean(results, 'path_length'):.2f}",
             steps,
+            ended,
         ]
 
     header = ["Policy", "N", "SR%", "SPL%", "OSR%", "nDTW%", "SDTW%", "NE(m)", "TL(m)", "Steps"]
     expected = [
-        header,
-        row("good", good, "50.0", "50.0", "3.0"),
-        row("bad", bad, "0.0", "0.0", "2.0"),
+        [*header, "Ended"],
+        row("good", good, "50.0", "50.0", "3.0", f"{END_AGENT_STOPPED} 2"),
+        row("bad", bad, "0.0", "0.0", "2.0", f"{END_AGENT_STOPPED} 1, action_limit 1"),
     ]
     with open(tmp_path / "table.csv", newline="") as f:
         assert list(csv.reader(f)) == expected
