@@ -139,7 +139,13 @@ def test_onnxruntime_backend_drives_the_navigator_in_the_sim_graph(
         "nvila",
         1,
         extra={
-            "navigator": {"model": str(export_dir), "backend": "onnxruntime"},
+            # choose: even random weights answer one of the ten actions, so the run shows the
+            # ONNX engine's answers reaching the controller (generated text would be gibberish)
+            "navigator": {
+                "model": str(export_dir),
+                "backend": "onnxruntime",
+                "decoding": "choose",
+            },
             "evaluator": {"max_actions": 4, "max_episode_time_s": 30.0},
         },
     )
@@ -147,9 +153,9 @@ def test_onnxruntime_backend_drives_the_navigator_in_the_sim_graph(
     (episode_file,) = (tmp_path / "eval" / "episodes").glob("*.json")
     result = json.loads(episode_file.read_text())
     assert result["policy"] == "nvila"
-    # the navigator answered through the ONNX engine: a parsed action, or its documented
-    # fallback "stop" for unparseable output of random weights
+    # the navigator answered through the ONNX engine: actions of the grammar, sent to the robot
     assert result["actions"], "the navigator never answered"
+    assert all(parse_action(a["text"]) is not None for a in result["actions"])
 
 
 def test_a_slow_policy_gets_the_same_episode_as_a_fast_one(tmp_path, ros_domain_id, monkeypatch):
