@@ -28,7 +28,7 @@ from pathlib import Path
 from nvila_nav.metrics import format_table
 from nvila_nav.overview import write_overview
 from nvila_nav.report import load_run
-from nvila_nav.sim.episodes import generate_episodes, write_episodes
+from nvila_nav.sim.episodes import TIERS, generate_episodes, write_episodes
 
 NANO = Path(__file__).resolve().parent.parent / "models" / "navila-nano"
 FALLBACK = "tiny"
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nvila-nav-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=5, help="val_unseen episodes to run")
     parser.add_argument(
+        "--tier",
+        choices=sorted(TIERS),
+        default="A",
+        help="route tier: A goal in the start room or the next one (<= 5 m), B one doorway, "
+        "C all routes (3-22 m)",
+    )
+    parser.add_argument(
         "--model",
         default=None,
         help=f"nvila policy: checkpoint dir or preset (default: {NANO.parent.name}/{NANO.name} "
@@ -73,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--decoding",
         choices=("generate", "choose"),
-        help="navigator decoding for the nvila policy (default: config/navigator.yaml's)",
+        default="choose",
+        help="navigator decoding for the nvila policy: choose (the most probable of the ten "
+        "actions, how navila-nano is evaluated) or generate (NaVILA's greedy text)",
     )
     return parser
 
@@ -89,7 +98,8 @@ def run_policy(
 ) -> dict:
     """One `nvila-nav-bringup sim_eval` run; returns the evaluator's summary."""
     out.mkdir(parents=True, exist_ok=True)
-    params = {"evaluator": evaluator or {}}
+    # the camera at navila-nano's training resolution (the model resizes to 96 px tiles)
+    params = {"evaluator": evaluator or {}, "sim": {"width": 128, "height": 96}}
     if navigator:
         params["navigator"] = navigator
     params_file = out / "demo_params.yaml"
@@ -137,15 +147,18 @@ def _demo(args: argparse.Namespace) -> int:
         args.model = default_model()
         if args.model == FALLBACK and args.model_episodes > 0:
             print(
-                f"{NANO} is not here (navila-nano is not shipped yet): the nvila policy runs the "
+                f"{NANO} is not here: the nvila policy runs the "
                 f"{FALLBACK!r} preset, the NVILA engine with RANDOM weights. It shows the model path "
                 "end to end and is not expected to reach a goal."
             )
     if args.model_episodes > 0:
         check_model(args.model)
-    episodes = generate_episodes("val_unseen", args.episodes, seed=0)
+    episodes = generate_episodes("val_unseen", args.episodes, seed=0, tier=args.tier)
     episodes_file = write_episodes(args.out / "val_unseen.json.gz", episodes)
-    print(f"{len(episodes)} val_unseen episodes (scenes never used for training): {episodes_file}")
+    print(
+        f"{len(episodes)} val_unseen tier {args.tier} episodes (scenes never used for training): "
+        f"{episodes_file}"
+    )
     for episode in episodes:
         print(f"  {episode.episode_id}: {episode.instruction_text}")
 
@@ -155,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
     results[label], folders[label] = expert["metrics"], args.out / "expert"
     if args.model_episodes > 0:
         label = f"nvila ({Path(args.model).name})"
-        navigator = {"decoding": args.decoding} if args.decoding else {}
+        navigator = {"decoding": args.decoding}
         if not Path(args.model).is_dir():  # a preset: random weights, asked for explicitly
             navigator["allow_random_weights"] = True
         model_episodes = write_episodes(
@@ -172,10 +185,13 @@ def _demo(args: argparse.Namespace) -> int:
         )
         results[label], folders[label] = nvila["metrics"], args.out / "nvila"
 
-    print("\nVLN-CE metrics on val_unseen (success radius 1.5 m):")
+    print(f"\nVLN-CE metrics on val_unseen tier {args.tier} (success radius 1.5 m):")
     print(format_table(results))
     runs = [load_run(name, folder) for name, folder in folders.items()]
-    title = f"make demo: {len(episodes)} val_unseen episodes (scenes never used for training)"
+    title = (
+        f"make demo: {len(episodes)} val_unseen tier {args.tier} episodes "
+        "(scenes never used for training)"
+    )
     overview = write_overview(args.out / "overview.png", runs, episodes, title)
     print("\nwhat ran: the sim_eval graph (simulator, navigator, motion controller, evaluator as")
     print("ROS 2 nodes over DDS) once per policy:")
