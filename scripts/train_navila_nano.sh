@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# navila-nano from nothing, on a CPU: data, the two-stage recipe, DAgger, then models/navila-nano.
+# navila-nano from nothing, on a CPU: data, the two-stage recipe, optional DAgger, then
+# models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
 # Every step is resumable: finished datasets are not written again, training resumes from its
 # newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
-# interruption. On a 2-core machine: data ~15 min, captions ~7 min, navigation ~60 min, one DAgger
+# interruption. On a 2-core machine: data ~15 min, captions ~10 min, navigation ~65 min, one DAgger
 # iteration ~25 min. Variables: NANO_DATA (data/nano), NANO_OUT (outputs/train),
-# NANO_DAGGER_ITERATIONS (1), NANO_INSTALL (models/navila-nano; empty: do not install).
+# NANO_DAGGER_ITERATIONS (default 0), NANO_INSTALL (models/navila-nano; empty: do not install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV_BIN="${VENV_BIN:-.venv/bin}"
 DATA="${NANO_DATA:-data/nano}"
 OUT="${NANO_OUT:-outputs/train}"
-ITERATIONS="${NANO_DAGGER_ITERATIONS:-1}"
+ITERATIONS="${NANO_DAGGER_ITERATIONS:-0}"
 INSTALL="${NANO_INSTALL-models/navila-nano}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 # One torch thread: on 2 cores a 2-thread run that shares a core with the data loader or a
