@@ -18,26 +18,26 @@ SUBSET=${SUBSET:-240}
 KEEP=${KEEP:-0.5}
 GROUP_BY=${GROUP_BY:-dataset}
 PRUNED=pruned-by-$GROUP_BY
-DATA=data/sim/train_rollouts_$SUBSET
+DATA=data/nano/train_C_$SUBSET
 export OMP_NUM_THREADS=1 MUJOCO_GL=${MUJOCO_GL:-egl}
 mkdir -p "$OUT" "$DATA"
 
 # the subset: an index over the first $SUBSET episodes of the training rollouts (no copies)
 "$PY" - "$SUBSET" "$DATA/index.json" <<'PY'
 import json, sys
-index = json.load(open("data/sim/train_rollouts/index.json"))
+index = json.load(open("data/nano/train_C/index.json"))
 index["episodes"] = [
-    {**e, "dir": f"../train_rollouts/{e['dir']}"} for e in index["episodes"][: int(sys.argv[1])]
+    {**e, "dir": f"../train_C/{e['dir']}"} for e in index["episodes"][: int(sys.argv[1])]
 ]
 json.dump(index, open(sys.argv[2], "w"), indent=1)
 PY
 
 data_section() {  # data_section [PRUNED_FILE]
-  printf 'data:\n  seed: 0\n  num_frames: 8\n  max_val_samples: 256\n'
+  printf 'data:\n  seed: 0\n  num_frames: 5\n  history: recent\n  max_val_samples: 256\n'
   [[ -z ${1:-} ]] || printf '  pruned: %s\n' "$1"
   printf '  datasets:\n'
   printf '    - {name: sim-train, path: %s, split: train}\n' "$DATA"
-  printf '    - {name: sim-val-unseen, path: data/sim/val_unseen_rollouts, split: val}\n'
+  printf '    - {name: sim-val-unseen, path: data/nano/val_C, split: val}\n'
 }
 data_section | sed '1d; s/^  //' > "$OUT/mixture.yaml"
 [[ -f $OUT/kept-by-$GROUP_BY.yaml ]] || OMP_NUM_THREADS=2 "$PY" -m nvila_core prune \
@@ -64,9 +64,12 @@ for run in full "$PRUNED"; do
   "$PY" -m nvila_core train --recipe "$OUT/$run.yaml" --out "$OUT/$run" > "$OUT/$run.log" 2>&1 &
 done
 wait
+EVAL=outputs/eval/val_unseen_C.json.gz
+[[ -f $EVAL ]] || "$PY" -m nvila_nav.sim episodes --split val_unseen --tier C --n 100 --seed 0 \
+  --out "$EVAL"
 "$PY" -m nvila_nav.agreement --model "navila-nano=$LARGE" \
   --model "full=$OUT/full/01-finetune/final" --model "$PRUNED=$OUT/$PRUNED/01-finetune/final" \
-  --episodes data/sim/eval_val_unseen.json.gz --limit 30 --decoding choose \
+  --episodes "$EVAL" --limit 30 --decoding choose --width 128 --height 96 \
   --out "$OUT/agreement-$PRUNED"
 for run in full "$PRUNED"; do
   echo "$run: $(tail -1 "$OUT/$run/01-finetune/metrics.csv")"
