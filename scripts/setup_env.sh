@@ -19,7 +19,7 @@
 #                     a CUDA build: e.g. https://download.pytorch.org/whl/cu128; empty: pip's own
 #                     configured index, e.g. a local mirror)
 #   TORCH_CUDA        expect a CUDA build (1) or a CPU build (0); default: 1 when TORCH_INDEX
-#                     names a cuXXX index, else 0. A mismatch after installing is an error.
+#                     names a CUDA index (/cu128, ...), else 0. A mismatch after installing is an error.
 #   ROS_REQUIREMENTS  the ROS 2 wheels when no sourced ROS provides rclpy (default:
 #                     requirements-ros.txt = Kilted; requirements-ros-jazzy.txt = Jazzy)
 set -euo pipefail
