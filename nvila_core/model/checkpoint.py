@@ -119,7 +119,13 @@ def _finish_config(
         config = NVILAConfig.from_vila_config(
             vila, _normalize_llm_config(llm), vision, name=own.get("name", name)
         )
-        own_keys = ("architecture", "chat_template", "nav_prompt", "nav_history")
+        own_keys = (
+            "architecture",
+            "chat_template",
+            "projector_token_order",
+            "nav_prompt",
+            "nav_history",
+        )
         overrides = {k: own[k] for k in own_keys if k in own}
         if "nav_previous_actions" in own:
             overrides["nav_previous_actions"] = int(own["nav_previous_actions"])

@@ -18,6 +18,10 @@ import yaml
 
 IMAGE_MODES = ("resize", "dynamic_s2", "dynamic")
 PROJECTOR_TYPES = ("mlp_downsample", "mlp_downsample_2x2_fix", "mlp_downsample_3x3_fix")
+# Order of the projector's merged tokens: "auto" follows the architecture's lineage
+# (LINEAGE_TOKEN_ORDERS).
+TOKEN_ORDERS = ("row_major", "column_major")
+LINEAGE_TOKEN_ORDERS = {"nvila": "row_major", "vila1.5": "column_major"}
 CHAT_TEMPLATES = ("qwen2", "llama_3")
 ARCHITECTURES = ("nvila", "vila1.5")
 NAV_PROMPTS = ("navila", "compact")
@@ -42,6 +46,11 @@ class NVILAConfig:
     llm_config: dict[str, Any] = field(default_factory=dict)
     vision_config: dict[str, Any] = field(default_factory=dict)
     mm_projector_type: str = "mlp_downsample"
+    projector_token_order: str = "auto"
+    """Order of the tokens the projector's k x k merge emits per tile: "row_major" (NVILA's
+    VILA code), "column_major" (the VILA-1.5 code NaVILA-8B was trained with) or "auto", the
+    order of the architecture's lineage (nvila: row_major, vila1.5: column_major). A checkpoint
+    trained with one order sees its images scrambled in the other."""
     mm_vision_select_layer: int = -2
     image_aspect_ratio: str = "dynamic_s2"
     s2_scales: list[int] = field(default_factory=lambda: [448, 896, 1344])
@@ -100,6 +109,13 @@ class NVILAConfig:
     def mm_hidden_size(self) -> int:
         """Channels entering the projector: the ViT width times the number of S2 scales."""
         return self.vision_hidden_size * self.num_scales
+
+    @property
+    def token_order(self) -> str:
+        """The projector's token order, "auto" resolved by the lineage (`projector_token_order`)."""
+        if self.projector_token_order == "auto":
+            return LINEAGE_TOKEN_ORDERS[self.architecture]
+        return self.projector_token_order
 
     @property
     def downsample_rate(self) -> int:
@@ -163,6 +179,16 @@ class NVILAConfig:
                 f"max_tiles {self.max_tiles} < {fewest}: dynamic-S2's last scale needs at least "
                 f"(s2_scales[-1] / s2_scales[0])^2 tiles",
             )
+        check(
+            self.projector_token_order in ("auto", *TOKEN_ORDERS),
+            f"projector_token_order must be auto or one of {TOKEN_ORDERS}, got "
+            f"{self.projector_token_order!r}",
+        )
+        check(
+            self.token_order == "row_major" or self.image_aspect_ratio != "dynamic_s2",
+            "dynamic_s2 lays each block's tokens out row-major: it needs projector_token_order "
+            "row_major",
+        )
         check(self.nav_prompt in NAV_PROMPTS, f"nav_prompt must be one of {NAV_PROMPTS}")
         check(self.nav_history in NAV_HISTORIES, f"nav_history must be one of {NAV_HISTORIES}")
         check(
@@ -313,6 +339,7 @@ class NVILAConfig:
                 "name": self.name,
                 "architecture": self.architecture,
                 "chat_template": self.chat_template,
+                "projector_token_order": self.projector_token_order,
                 "nav_prompt": self.nav_prompt,
                 "nav_history": self.nav_history,
                 "nav_previous_actions": self.nav_previous_actions,

@@ -23,8 +23,8 @@ from nvila_core.model.image_processing import ImageLike, ImageProcessor
 from nvila_core.model.prompting import (
     DEFAULT_SYSTEM,
     IMAGE_TOKEN_INDEX,
+    ChatFormat,
     SystemPrompt,
-    apply_chat_template,
     black_like,
     compact_navigation_prompt,
     navigation_answer,
@@ -32,7 +32,6 @@ from nvila_core.model.prompting import (
     normalize_instruction,
     sample_history_indices,
     sample_recent_indices,
-    stop_token_ids,
     tokenize_prompt,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, media_token_ids
@@ -64,6 +63,7 @@ class NVILAProcessor:
         self.config = config
         self.tokenizer = tokenizer
         self.image_processor = ImageProcessor(config)
+        self.chat = ChatFormat(tokenizer, config.chat_template)
         self._media_ids = media_token_ids(tokenizer) if config.architecture == "nvila" else None
 
     def __call__(
@@ -83,7 +83,9 @@ class NVILAProcessor:
         every one of `frames`; its only `<vila/video>` takes `video`. A prompt without any
         placeholder gets the media in front of the text (NVILA's layout, nvila.md §3.3).
         `frame_keys` / `video_keys` (one per frame, None = uncached) become `MediaItem.keys`.
-        With `chat` the text is wrapped in the model's chat template (`system` as there).
+        With `chat` the text is wrapped in the model's chat template (`self.chat`: the
+        checkpoint's own template when its lineage renders with it, else the built-in one;
+        `system` as in `ChatFormat.apply`).
         """
         images, frames, video = list(images), list(frames), list(video)
         if frame_keys is not None and len(frame_keys) != len(frames):
@@ -111,7 +113,7 @@ class NVILAProcessor:
             else:
                 text.append(part)
         user = "".join(text)
-        full = apply_chat_template(self.config.chat_template, user, system) if chat else user
+        full = self.chat.apply(user, system) if chat else user
         ids = tokenize_prompt(self.tokenizer, full, self.config.architecture)
         self._check_positions(ids, media)
         return ModelInputs(input_ids=ids, media=media, prompt_text=full)
@@ -168,17 +170,24 @@ class NVILAProcessor:
     def answer_ids(self, answer: str) -> list[int]:
         """Ids of `answer` and its end token as they follow the generation prompt: the training
         target of a sample, and what `Engine.choose` scores for each candidate answer."""
-        template = self.config.chat_template
-        prompt = apply_chat_template(template, "?")
-        full = apply_chat_template(template, "?", assistant=answer)
+        prompt = self.chat.apply("?")
+        full = self.chat.apply("?", assistant=answer)
         if not full.startswith(prompt):
-            raise ValueError(f"chat template {template!r}: the answer does not extend the prompt")
+            raise ValueError(
+                f"{self.chat.source} chat template {self.chat.template!r}: the answer does not "
+                "extend the prompt"
+            )
         ids = self.tokenizer(full[len(prompt) :], add_special_tokens=False).input_ids
-        stops = set(stop_token_ids(self.tokenizer, template))
+        stops = set(self.stop_token_ids)
         end = next((i for i, t in enumerate(ids) if t in stops), None)
         if end is None:
             raise ValueError(f"the answer {answer!r} has no end token")
         return list(ids[: end + 1])
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The ids that end an answer (`ChatFormat.stop_token_ids`): end-of-turn, then eos."""
+        return self.chat.stop_token_ids()
 
     def decode(self, token_ids: Sequence[int] | torch.Tensor) -> str:
         """Generated text without special tokens (and without -200 placeholders), stripped."""

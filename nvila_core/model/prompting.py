@@ -1,8 +1,10 @@
 """Prompt text and prompt tokens: chat templates, the NaVILA navigation prompt and frame history.
 
-Two conventions live side by side (nvila.md §4, navila.md §1.2-1.3):
-- NVILA ("nvila"): Qwen2 ChatML, `<image>` / `<vila/video>` are single special tokens;
-- NaVILA ("vila1.5"): VILA-1.5 `llama_3` template, every `<image>` becomes the id -200.
+Two conventions live side by side, one per lineage:
+- NVILA ("nvila"): the checkpoint's own chat template (Qwen2 ChatML; VILA's qwen2.jinja when the
+  tokenizer carries none), `<image>` / `<vila/video>` are single special tokens;
+- NaVILA ("vila1.5"): VILA-1.5's `llama_3` conversation template, every `<image>` becomes the
+  id -200.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, media_token_ids, token_id
+from nvila_core.model.tokenizer import (
+    IMAGE_TOKEN,
+    SENTINEL_TOKEN,
+    VIDEO_TOKEN,
+    media_token_ids,
+    token_id,
+)
 
 T = TypeVar("T")
 
@@ -39,10 +47,12 @@ class _TemplateDefault:
 
 DEFAULT_SYSTEM = _TemplateDefault()
 SystemPrompt = str | None | _TemplateDefault
+Message = dict[str, str | None]  # {"role": "system" | "user" | "assistant", "content": text}
 
 _DEFAULT_SYSTEMS = {"qwen2": QWEN2_SYSTEM, "llama_3": LLAMA3_SYSTEM}
-# Stop tokens: the end-of-turn token first, then the end-of-text token.
-_STOPS = {"qwen2": ["<|im_end|>", "<|endoftext|>"], "llama_3": ["<|eot_id|>", "<|end_of_text|>"]}
+# The conversation VILA renders to find a template's end-of-turn tokens (`infer_stop_tokens`):
+# ten rounds whose answers are the sentinel token; whatever token follows an answer ends a turn.
+_STOP_PROBE_ROUNDS = 10
 
 
 def _check_template(template: str) -> None:
@@ -52,6 +62,59 @@ def _check_template(template: str) -> None:
         )
 
 
+def _messages(
+    user: str, system: SystemPrompt, assistant: str | None, empty_system: str | None
+) -> list[Message]:
+    """One user turn (and its answer) as messages, stripped; `system=None` becomes a system
+    message with content `empty_system`, DEFAULT_SYSTEM no system message at all."""
+    messages: list[Message] = []
+    if system is None:
+        messages.append({"role": "system", "content": empty_system})
+    elif not isinstance(system, _TemplateDefault):
+        messages.append({"role": "system", "content": system.strip()})
+    messages.append({"role": "user", "content": user.strip()})
+    if assistant is not None:
+        messages.append({"role": "assistant", "content": assistant.strip()})
+    return messages
+
+
+def render_builtin(
+    template: str, messages: Sequence[Message], add_generation_prompt: bool = True
+) -> str:
+    """A conversation rendered by a built-in template, exactly as the lineage's code does.
+
+    qwen2 (VILA's qwen2.jinja): `<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n`
+    unless the first message is a system message, then `<|im_start|>{role}\\n{text}<|im_end|>\\n`
+    per message whose content is not None, then `<|im_start|>assistant\\n` when a generation
+    prompt is asked for.
+    llama_3 (VILA-1.5's `llama_3` conversation, used by NaVILA): `<|begin_of_text|>` + system
+    header + system text + `<|eot_id|>` (the whole block is left out for a system message whose
+    content is None), then `<|start_header_id|>{role}<|end_header_id|>\\n\\n{text}` per turn; a turn
+    that is not the last ends with `<|eot_id|>`, the last with `<|end_of_text|>`; the generation
+    prompt is an empty last turn (the assistant header alone).
+    """
+    _check_template(template)
+    messages = list(messages)
+    system: str | None = _DEFAULT_SYSTEMS[template]
+    if messages and messages[0]["role"] == "system":
+        system = messages.pop(0)["content"]
+    if template == "qwen2":
+        turns = [] if system is None else [("system", system)]
+        turns += [(m["role"], m["content"]) for m in messages if m["content"] is not None]
+        text = "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in turns)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n".format
+    text = "" if system is None else f"<|begin_of_text|>{header('system')}{system}<|eot_id|>"
+    turns: list[tuple[str, str | None]] = [(m["role"], m["content"]) for m in messages]
+    if add_generation_prompt:
+        turns.append(("assistant", None))
+    for n, (role, content) in enumerate(turns):
+        text += header(role)
+        if content:
+            text += content + ("<|eot_id|>" if n < len(turns) - 1 else "<|end_of_text|>")
+    return text
+
+
 def apply_chat_template(
     template: str,
     user: str,
@@ -59,53 +122,124 @@ def apply_chat_template(
     add_generation_prompt: bool = True,
     assistant: str | None = None,
 ) -> str:
-    """One user turn (and optionally its answer) rendered as the checkpoint was trained.
+    """One user turn (and optionally its answer) rendered by the built-in `template`
+    (`render_builtin`); a checkpoint's own template is applied by `ChatFormat`.
 
-    qwen2 (NVILA, VILA's qwen2.jinja): `<|im_start|>{role}\\n{text}<|im_end|>\\n` per message,
-    then `<|im_start|>assistant\\n` when a generation prompt is asked for.
-    llama_3 (NaVILA, VILA-1.5 conversation template): `<|begin_of_text|>` + system header + system
-    + `<|eot_id|>`, then `<|start_header_id|>{role}<|end_header_id|>\\n\\n{text}`; a turn that is
-    not the last ends with `<|eot_id|>`, the last answer ends with `<|end_of_text|>`.
-    Messages are stripped; `system=None` drops the system block. With `assistant`, the answer and
-    its end token are rendered (a training target) and `add_generation_prompt` is ignored.
+    Messages are stripped; `system=None` drops the system block, DEFAULT_SYSTEM keeps the
+    template's own. With `assistant`, the answer and its end token are rendered (a training
+    target) and `add_generation_prompt` is ignored.
     """
     _check_template(template)
-    if isinstance(system, _TemplateDefault):
-        system = _DEFAULT_SYSTEMS[template]
-    user = user.strip()
-    if template == "qwen2":
-        text = "" if system is None else f"<|im_start|>system\n{system.strip()}<|im_end|>\n"
-        text += f"<|im_start|>user\n{user}<|im_end|>\n"
-        if assistant is not None:
-            return text + f"<|im_start|>assistant\n{assistant.strip()}<|im_end|>\n"
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-    header = "<|start_header_id|>{}<|end_header_id|>\n\n".format
-    text = (
-        "" if system is None else f"<|begin_of_text|>{header('system')}{system.strip()}<|eot_id|>"
-    )
-    text += f"{header('user')}{user}<|eot_id|>"
-    if assistant is not None:
-        return text + f"{header('assistant')}{assistant.strip()}<|end_of_text|>"
-    return text + (header("assistant") if add_generation_prompt else "")
+    messages = _messages(user, system, assistant, empty_system=None)
+    return render_builtin(template, messages, add_generation_prompt and assistant is None)
 
 
-def stop_strings(template: str) -> list[str]:
-    """Strings that end an answer: the end-of-turn token, then the end-of-text token."""
+def checkpoint_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str | None:
+    """The tokenizer's own chat template when the lineage of `template` renders prompts with it,
+    else None.
+
+    "qwen2" (NVILA, VILA's `auto` conversation mode) renders with the tokenizer's template, the
+    `chat_template` of llm/tokenizer_config.json (a named "default" one when there are several).
+    "llama_3" (NaVILA) renders with VILA-1.5's `llama_3` conversation template, whatever the
+    tokenizer carries: that is what NaVILA's code trained and runs with.
+    """
     _check_template(template)
-    return list(_STOPS[template])
+    if template != "qwen2":
+        return None
+    own = getattr(tokenizer, "chat_template", None)
+    if isinstance(own, dict):
+        own = own.get("default")
+    return own if isinstance(own, str) and own.strip() else None
+
+
+class ChatFormat:
+    """How one model renders its prompts and where its answers end.
+
+    The checkpoint's own chat template when its lineage uses one (`checkpoint_chat_template`),
+    else the built-in `template` (`render_builtin`). Stop tokens are the tokens that end an
+    answer in that rendering, plus the tokenizer's eos, found as VILA does: a conversation whose
+    answers are the `<vila/sentinel>` token is rendered and tokenized, and every token that
+    follows a sentinel is an end-of-turn token.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str):
+        _check_template(template)
+        self.tokenizer = tokenizer
+        self.template = template
+        self.own_template = checkpoint_chat_template(tokenizer, template)
+        self._stop_ids: list[int] | None = None
+
+    @property
+    def source(self) -> str:
+        """ "checkpoint" (the tokenizer's own template) or "built-in"."""
+        return "built-in" if self.own_template is None else "checkpoint"
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """A whole conversation as prompt text."""
+        if self.own_template is None:
+            return render_builtin(self.template, messages, add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            list(messages),
+            chat_template=self.own_template,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+        )
+
+    def apply(
+        self,
+        user: str,
+        system: SystemPrompt = DEFAULT_SYSTEM,
+        add_generation_prompt: bool = True,
+        assistant: str | None = None,
+    ) -> str:
+        """One user turn (and optionally its answer), as `apply_chat_template`.
+
+        With the checkpoint's own template, DEFAULT_SYSTEM passes no system message (the template
+        decides) and `system=None` passes an empty one, as VILA does for prompts trained without
+        a system prompt.
+        """
+        if self.own_template is None:
+            return apply_chat_template(
+                self.template, user, system, add_generation_prompt, assistant
+            )
+        messages = _messages(user, system, assistant, empty_system="")
+        return self.render(messages, add_generation_prompt and assistant is None)
+
+    def stop_token_ids(self) -> list[int]:
+        """End-of-turn token ids (in order of appearance), then the eos id, without repeats."""
+        if self._stop_ids is None:
+            self._stop_ids = self._find_stop_ids()
+        return list(self._stop_ids)
+
+    def _find_stop_ids(self) -> list[int]:
+        sentinel = token_id(self.tokenizer, SENTINEL_TOKEN)
+        if sentinel is None:
+            raise ValueError(
+                f"the tokenizer lacks {SENTINEL_TOKEN}, needed to find the end-of-turn tokens; "
+                "load it with load_tokenizer()"
+            )
+        probe: list[Message] = []
+        for _ in range(_STOP_PROBE_ROUNDS):
+            probe += [
+                {"role": "user", "content": "question"},
+                {"role": "assistant", "content": SENTINEL_TOKEN},
+            ]
+        ids = self.tokenizer(self.render(probe, False), add_special_tokens=False).input_ids
+        found = [ids[k + 1] for k in range(len(ids) - 1) if ids[k] == sentinel]
+        if self.tokenizer.eos_token_id is not None:
+            found.append(self.tokenizer.eos_token_id)
+        if not found:
+            raise ValueError(
+                f"{self.source} chat template {self.template!r}: no token ends an answer and the "
+                "tokenizer has no eos token"
+            )
+        return list(dict.fromkeys(found))
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, template: str) -> list[int]:
-    """Ids of `stop_strings(template)` present in the tokenizer, plus its eos, without repeats."""
-    ids = [i for s in stop_strings(template) if (i := token_id(tokenizer, s)) is not None]
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    unique = list(dict.fromkeys(ids))
-    if not unique:
-        raise ValueError(
-            f"tokenizer has none of the {template} stop tokens {stop_strings(template)}"
-        )
-    return unique
+    """The ids that end an answer of a model with this tokenizer and `template`
+    (`ChatFormat.stop_token_ids`): the end-of-turn token(s), then eos, without repeats."""
+    return ChatFormat(tokenizer, template).stop_token_ids()
 
 
 # ---------------------------------------------------------------- NaVILA navigation prompt

@@ -1,5 +1,6 @@
 """NVILAConfig: presets, real VILA config.json parsing, validation errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -140,3 +141,18 @@ def test_unknown_keys_and_missing_presets_are_named():
         NVILAConfig.preset("nvila-900b")
     with pytest.raises(ConfigError, match="no vision tower config"):
         NVILAConfig.from_vila_config({"llm_cfg": NVILA_8B_CONFIG_JSON["llm_cfg"]})
+
+
+def test_projector_token_order_defaults_to_the_lineage():
+    nvila, navila = NVILAConfig.preset("nvila-8b"), NVILAConfig.preset("navila-8b")
+    assert (nvila.projector_token_order, nvila.token_order) == ("auto", "row_major")
+    assert (navila.projector_token_order, navila.token_order) == ("auto", "column_major")
+    # "auto" follows the architecture, also after a replace
+    assert dataclasses.replace(navila, architecture="nvila").token_order == "row_major"
+    explicit = dataclasses.replace(navila, projector_token_order="row_major")
+    assert explicit.token_order == "row_major"
+    assert NVILAConfig.from_dict(explicit.to_dict()).token_order == "row_major"
+    with pytest.raises(ConfigError, match="projector_token_order"):
+        dataclasses.replace(nvila, projector_token_order="diagonal")
+    with pytest.raises(ConfigError, match=r"dynamic_s2 .* row_major"):
+        dataclasses.replace(nvila, projector_token_order="column_major")

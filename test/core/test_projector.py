@@ -152,3 +152,40 @@ def test_forward_token_counts():
 def test_unknown_projector_type():
     with pytest.raises(ValueError, match=r"'mlp2x_gelu'.*mlp_downsample_3x3_fix"):
         MultimodalProjector("mlp2x_gelu", 8, 16)
+
+
+# ---------------------------------------------------------------- token order per lineage
+def test_space_to_channel_column_major_transposes_the_cells_only():
+    x = coordinate_grid(4)
+    row, column = space_to_channel(x, 2), space_to_channel(x, 2, "column_major")
+    # cells (0,0) (1,0) (0,1) (1,1): NaVILA's VILA-1.5 order; the channels of a cell are the same
+    torch.testing.assert_close(column, row[:, [0, 2, 1, 3]])
+    grid = torch.randn(2, 7 * 7, 3)
+    for k in (2, 3):
+        n = -(-7 // k)
+        rows = space_to_channel(grid, k).reshape(2, n, n, -1)
+        columns = space_to_channel(grid, k, "column_major").reshape(2, n, n, -1)
+        torch.testing.assert_close(columns, rows.transpose(1, 2))
+
+
+def test_unknown_token_order():
+    with pytest.raises(ValueError, match="token order 'diagonal'"):
+        space_to_channel(torch.zeros(1, 16, 2), 2, "diagonal")
+    with pytest.raises(ValueError, match="token order"):
+        MultimodalProjector("mlp_downsample", 8, 16, token_order="diagonal")
+
+
+def test_projector_order_follows_the_lineage():
+    """NVILA presets merge row-major, NaVILA (vila1.5) column-major; weights are the same."""
+    assert meta_projector("nvila-8b").layers[0].order == "row_major"
+    assert meta_projector("nvila-lite-8b").layers[0].order == "row_major"
+    assert meta_projector("navila-8b").layers[0].order == "column_major"
+    row = MultimodalProjector("mlp_downsample", 4, 8)
+    column = MultimodalProjector("mlp_downsample", 4, 8, token_order="column_major")
+    column.load_state_dict(row.state_dict())
+    x = torch.randn(1, 27 * 27, 4)
+    out_row, out_column = row(x), column(x)
+    torch.testing.assert_close(
+        out_column, out_row.reshape(1, 14, 14, 8).transpose(1, 2).reshape(1, 196, 8)
+    )
+    assert not torch.allclose(out_column, out_row)

@@ -6,15 +6,18 @@ import torch
 from PIL import Image
 
 from nvila_core.model.prompting import (
+    DEFAULT_SYSTEM,
     IMAGE_TOKEN_INDEX,
     LLAMA3_SYSTEM,
     QWEN2_SYSTEM,
+    ChatFormat,
     apply_chat_template,
+    checkpoint_chat_template,
     navigation_prompt,
     normalize_instruction,
+    render_builtin,
     sample_history,
     sample_history_indices,
-    stop_strings,
     stop_token_ids,
     tokenize_prompt,
 )
@@ -89,13 +92,109 @@ def test_unknown_template():
         apply_chat_template("vicuna_v1", "hi")
 
 
-def test_stop_tokens(qwen, llama):
-    assert stop_strings("qwen2") == ["<|im_end|>", "<|endoftext|>"]
-    assert stop_strings("llama_3") == ["<|eot_id|>", "<|end_of_text|>"]
-    assert stop_token_ids(qwen, "qwen2") == [VOCAB - 3, VOCAB - 5]  # im_end (= eos), endoftext
+def test_llama3_renders_turns_as_the_conversation_template():
+    """VILA-1.5's get_prompt: every turn but the last ends with <|eot_id|>, the last with
+    <|end_of_text|>, a turn without content is its header alone."""
+    messages = [
+        {"role": "user", "content": "A"},
+        {"role": "assistant", "content": "B"},
+        {"role": "user", "content": "C"},
+    ]
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n".format
+    system = f"<|begin_of_text|>{header('system')}{LLAMA3_SYSTEM}<|eot_id|>"
+    assert render_builtin("llama_3", messages, add_generation_prompt=False) == (
+        f"{system}{header('user')}A<|eot_id|>{header('assistant')}B<|eot_id|>"
+        f"{header('user')}C<|end_of_text|>"
+    )
+    assert render_builtin("llama_3", messages).endswith(
+        f"{header('user')}C<|eot_id|>{header('assistant')}"
+    )
+
+
+def test_stop_tokens_are_what_ends_an_answer_in_the_template(qwen, llama):
+    # VILA's qwen2.jinja ends every answer with <|im_end|> (also the eos); <|endoftext|> is not
+    # an end of turn.
+    assert stop_token_ids(qwen, "qwen2") == [VOCAB - 3]
+    assert qwen.convert_ids_to_tokens(VOCAB - 3) == "<|im_end|>" == qwen.eos_token
+    # llama_3: a turn before another ends with <|eot_id|>, the last answer with <|end_of_text|>.
     eot, end = llama.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
     assert stop_token_ids(llama, "llama_3") == [eot, end]
     assert end == llama.eos_token_id
+
+
+# ---------------------------------------------------------------- the checkpoint's own template
+# VILA's qwen2.jinja as VILA's builder installs it (indentation and newlines removed), with the
+# system prompt as the checkpoint may carry it.
+def vila_qwen2_jinja(system: str = "You are a helpful assistant") -> str:
+    return (
+        "{% if messages[0]['role'] != 'system' %}"
+        f"{{{{ '<|im_start|>system\\n{system}<|im_end|>\\n' }}}}"
+        "{% endif %}"
+        "{% for message in messages if message['content'] is not none %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+
+
+@pytest.fixture
+def qwen_with_template():
+    tokenizer = build_tokenizer(VOCAB, "qwen2")
+    tokenizer.chat_template = vila_qwen2_jinja("You are a helpful assistant.")
+    return tokenizer
+
+
+def test_vila_qwen2_jinja_renders_like_the_built_in_template(qwen):
+    """The built-in qwen2 template is VILA's qwen2.jinja: same text for every system choice."""
+    tokenizer = build_tokenizer(VOCAB, "qwen2")
+    tokenizer.chat_template = vila_qwen2_jinja()
+    own = ChatFormat(tokenizer, "qwen2")
+    assert own.source == "checkpoint" and ChatFormat(qwen, "qwen2").source == "built-in"
+    for system in (DEFAULT_SYSTEM, " Be brief. "):
+        for answer in (None, " The next action is stop. "):
+            assert own.apply(" <image>Hi\n", system, assistant=answer) == apply_chat_template(
+                "qwen2", " <image>Hi\n", system, assistant=answer
+            )
+    assert own.stop_token_ids() == stop_token_ids(qwen, "qwen2")
+
+
+def test_the_checkpoint_template_is_used_when_the_tokenizer_has_one(qwen_with_template):
+    chat = ChatFormat(qwen_with_template, "qwen2")
+    assert chat.apply("Hi") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # VILA's "no system prompt": an empty system message, which this template renders
+    assert chat.apply("Hi", system=None).startswith("<|im_start|>system\n<|im_end|>\n")
+    assert stop_token_ids(qwen_with_template, "qwen2") == [VOCAB - 3]
+
+
+def test_llama3_lineage_never_reads_the_tokenizer_template(llama):
+    """NaVILA's code renders VILA-1.5's llama_3 conversation whatever the tokenizer carries."""
+    tokenizer = build_tokenizer(VOCAB, "llama_3")
+    tokenizer.chat_template = vila_qwen2_jinja()
+    assert checkpoint_chat_template(tokenizer, "llama_3") is None
+    assert checkpoint_chat_template(tokenizer, "qwen2") == vila_qwen2_jinja()
+    chat = ChatFormat(tokenizer, "llama_3")
+    assert chat.source == "built-in"
+    assert chat.apply("<image>\nGo.") == apply_chat_template("llama_3", "<image>\nGo.")
+    assert chat.stop_token_ids() == stop_token_ids(llama, "llama_3")
+
+
+def test_named_templates_use_the_default_one():
+    tokenizer = build_tokenizer(VOCAB, "qwen2")
+    tokenizer.chat_template = {"default": vila_qwen2_jinja("Hello."), "tool_use": "{{ 1 }}"}
+    assert ChatFormat(tokenizer, "qwen2").apply("Hi").startswith("<|im_start|>system\nHello.")
+
+
+def test_stop_tokens_need_the_sentinel_token():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "<|im_end|>": 1}, unk_token="[UNK]"))
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>")
+    with pytest.raises(ValueError, match="sentinel"):
+        stop_token_ids(plain, "qwen2")
 
 
 # ---------------------------------------------------------------- NaVILA prompt
