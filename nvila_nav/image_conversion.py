@@ -136,3 +136,28 @@ def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict[str, An
         "step": packed.strides[0],
         "data": packed.tobytes(),
     }
+
+
+def shrink_frame(rgb: np.ndarray, longest_side: int = 0, square: int = 0) -> np.ndarray:
+    """A smaller copy of an H×W×3 uint8 frame for keeping in memory, or `rgb` itself when it is
+    already small enough.
+
+    square > 0: the frame becomes a square×square bicubic resize, exactly the resize a model
+    with that tile size makes of every frame itself (so what it sees does not change).
+    Otherwise, longest_side > 0: frames whose longer side exceeds it are resized (bicubic,
+    aspect ratio kept) so that it equals `longest_side`.
+    """
+    from PIL import Image as PILImage
+
+    height, width = rgb.shape[:2]
+    if square > 0:
+        if (height, width) == (square, square):
+            return rgb
+        size = (square, square)
+    elif longest_side > 0 and max(height, width) > longest_side:
+        scale = longest_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    else:
+        return rgb
+    resized = PILImage.fromarray(rgb).resize(size, PILImage.Resampling.BICUBIC)
+    return np.asarray(resized)

@@ -28,8 +28,20 @@ Behaviour decisions:
 - Frames: a query starts only when the newest frame is at most `max_frame_age_s` old (no
   decisions on a frozen camera). Waiting longer than `frame_timeout_s` for one ends the
   instruction. Frame stamps and `now_s` must share a clock (use_sim_time with a simulator).
-- While the e-stop is active nothing new is published; a decision that arrives meanwhile is
-  discarded and asked again after the release, on fresh frames.
+- E-stop: reset is not restart. An instruction that is running when the e-stop engages
+  (querying or executing) is paused: nothing new is published, a decision that arrives meanwhile
+  is discarded, and releasing the e-stop does not continue it. It continues (asked again on
+  fresh frames) only on an explicit resume: the motion controller reporting "ready" again on
+  `motion_controller/state` after its resume (`resume`), or a new instruction, which replaces
+  it. An instruction given while the e-stop is engaged is an explicit command: it starts once
+  the e-stop is released and the controller is ready.
+- Motion controller state (`set_controller_state`, the words of `motion_controller/state`):
+  while a controller has said it is not "ready" (estopped, awaiting_resume) no query starts, so
+  no action is sent to be refused; a controller that never says anything is not waited for.
+- Camera loss while an action executes: when no frame has arrived for `camera_loss_timeout_s`
+  (arrival time on this node's clock), "stop" goes out at once so the robot does not drive
+  blind; the instruction then waits for fresh frames as before a query (`frame_timeout_s`, then
+  it ends with camera_timeout).
 - Every "stop" that ends an instruction carries why (`Command.end`, one of `END_REASONS`), so an
   evaluator can tell the agent's own stop (`agent_stopped`) from a stop the navigator made for
   it (controller failures, unusable output, a frozen camera, a stop request). Stops that only
@@ -80,7 +92,13 @@ class NavState(str, Enum):
     IDLE = "idle"
     QUERYING = "querying"
     EXECUTING = "executing"
+    PAUSED = "paused"
+    """Interrupted by an e-stop; continues only on an explicit resume or a new instruction."""
     STOPPED = "stopped"
+
+
+CONTROLLER_READY = "ready"
+"""The motion controller's word (motion_controller/state) for "actions are executed"."""
 
 
 class Level(str, Enum):
@@ -99,6 +117,8 @@ class NavigationConfig:
     frame_timeout_s: float = 5.0
     result_timeout_s: float = 10.0
     """0 waits for a controller result forever."""
+    camera_loss_timeout_s: float = 0.3
+    """No frame for this long while an action executes stops it; 0 disables the check."""
 
     def __post_init__(self) -> None:
         if self.max_reparse < 0:
@@ -111,10 +131,10 @@ class NavigationConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
-        if not (math.isfinite(self.result_timeout_s) and self.result_timeout_s >= 0):
-            raise ValueError(
-                f"result_timeout_s must be finite and >= 0, got {self.result_timeout_s}"
-            )
+        for name in ("result_timeout_s", "camera_loss_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
 
 
 def relative_goal(action: Action) -> tuple[float, float, float]:
@@ -260,6 +280,11 @@ class Navigator:
         self._failures = 0
         self._last_command: Command | None = None
         self._executed: list[str] = []
+        self._frame_arrival_s: float | None = None
+        self._camera_lost = False
+        self._dropped_frames = 0
+        self._last_drop = ""
+        self._controller_state: str | None = None
         self._clear_stats()
 
     def _clear_stats(self) -> None:
@@ -270,8 +295,14 @@ class Navigator:
 
     # --- inputs ----------------------------------------------------------------------------
 
-    def offer_frame(self, frame: np.ndarray, stamp_s: float) -> bool:
-        """Offer a camera frame to the history; True when time jumped back and it restarted."""
+    def offer_frame(
+        self, frame: np.ndarray, stamp_s: float, arrival_s: float | None = None
+    ) -> bool:
+        """Offer a camera frame to the history; True when time jumped back and it restarted.
+        `arrival_s`: when it arrived on the caller's clock (the camera-loss check), default
+        `stamp_s`."""
+        self._frame_arrival_s = stamp_s if arrival_s is None else arrival_s
+        self._camera_lost = False
         latest = self.history.latest
         jumped = latest is not None and stamp_s < latest.stamp_s - CLOCK_JUMP_S
         if jumped:
@@ -285,14 +316,58 @@ class Navigator:
     def set_episode(self, episode: dict[str, Any]) -> None:
         self._episode = episode
 
+    def drop_frame(self, reason: str) -> None:
+        """A camera frame could not be used (its reason is named when the camera times out)."""
+        self._dropped_frames += 1
+        self._last_drop = reason
+
     def set_estop(self, active: bool, now_s: float) -> bool:
-        """E-stop latched (no new actions) or released (query again, on fresh frames); returns
-        whether it changed."""
+        """E-stop engaged (a running instruction is paused) or released (a paused instruction
+        stays paused until `resume` or a new instruction); returns whether it changed."""
         changed = active != self._estop
-        if changed and not active:
-            self._due_since = now_s
         self._estop = active
+        if changed and active:
+            self._pause("e-stop engaged")
+        elif changed:
+            self._due_since = now_s
+            if self.state is NavState.PAUSED:
+                self._set(
+                    Level.WARN,
+                    "e-stop released: paused until resume (motion_controller/resume) or a new "
+                    "instruction",
+                )
         return changed
+
+    def set_controller_state(self, word: str, now_s: float) -> bool:
+        """The motion controller's state word; returns True when it resumed a paused instruction
+        (the controller became ready again after an e-stop: its explicit resume)."""
+        previous, self._controller_state = self._controller_state, word
+        if word != CONTROLLER_READY:
+            if word == "estopped":
+                self._pause("the motion controller is e-stopped")
+            return False
+        if previous in (None, CONTROLLER_READY) or self.state is not NavState.PAUSED:
+            return False
+        return self.resume(now_s)
+
+    def resume(self, now_s: float) -> bool:
+        """Continue a paused instruction (asked again on fresh frames); False when nothing is
+        paused or the e-stop is still engaged."""
+        if self.state is not NavState.PAUSED or self._estop:
+            return False
+        self.state = NavState.QUERYING
+        self._due_since = now_s
+        self._reparses = 0
+        self._set(Level.OK, "resumed")
+        return True
+
+    def _pause(self, why: str) -> None:
+        if self.state not in (NavState.QUERYING, NavState.EXECUTING):
+            return
+        self._generation += 1  # a decision in flight is discarded
+        self._current = None
+        self.state = NavState.PAUSED
+        self._set(Level.WARN, f"paused: {why}; needs resume or a new instruction after release")
 
     def instruct(self, text: str, now_s: float) -> list[Command]:
         """A new instruction replaces the current one at once; "stop"/"halt" ends it."""
@@ -378,20 +453,37 @@ class Navigator:
             self._pending_results = 0
             self._current = None
             commands += self._controller_failed(f"no action_result within {timeout:g} s", now_s)
+        loss = self.config.camera_loss_timeout_s
+        if self.state is NavState.EXECUTING and loss:
+            silent = None if self._frame_arrival_s is None else now_s - self._frame_arrival_s
+            if silent is None or silent > loss:
+                lost = (
+                    "no camera frame" if silent is None else f"no camera frame for {silent:.2f} s"
+                )
+                commands.append(self._emit(Action.stop(), f"camera lost: {lost}", now_s))
+                self._current = None
+                self._camera_lost = True  # the next query waits for a frame that arrives later
+                self._query_again(now_s, Level.WARN, f"camera lost while moving ({lost}): stopped")
         if self.state is not NavState.QUERYING:
             return Poll(commands, None, reset_policy)
         if self._estop:
+            self._due_since = now_s
             self._set(Level.WARN, "e-stop active: no new actions")
+            return Poll(commands, None, reset_policy)
+        if self._controller_state not in (None, CONTROLLER_READY):
+            self._due_since = now_s
+            self._set(Level.WARN, f"waiting for the motion controller ({self._controller_state})")
             return Poll(commands, None, reset_policy)
         latest = self.history.latest
         age = None if latest is None else now_s - latest.stamp_s
-        if age is None or abs(age) > self.config.max_frame_age_s:
+        if age is None or abs(age) > self.config.max_frame_age_s or self._camera_lost:
             waited = now_s - self._due_since
             seen = "no camera frame" if age is None else f"newest camera frame is {age:.2f} s old"
+            if self._camera_lost:
+                seen = "no camera frame since the camera was lost"
             if waited > self.config.frame_timeout_s:
                 commands += self.stop(
-                    f"{seen} after waiting {waited:.1f} s (camera down, or its stamps on another "
-                    "clock than this node: use_sim_time?)",
+                    f"{seen} after waiting {waited:.1f} s ({self._camera_diagnosis()})",
                     now_s,
                     Level.ERROR,
                     END_CAMERA_TIMEOUT,
@@ -455,6 +547,12 @@ class Navigator:
         self.state = NavState.EXECUTING
         self._set(Level.OK, f"executing {command.text}")
         return [command]
+
+    def _camera_diagnosis(self) -> str:
+        """Why no usable frame came: frames dropped (naming the last reason), or none at all."""
+        if self._last_drop:
+            return f"{self._dropped_frames} camera frames dropped, the last for: {self._last_drop}"
+        return "camera down, or its stamps on another clock than this node: use_sim_time?"
 
     # --- status ----------------------------------------------------------------------------
 

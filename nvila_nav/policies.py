@@ -134,6 +134,11 @@ class NVILAPolicy:
         sampler is the identity, so the navigator's own sampling is what the model sees."""
         return self.engine.config.num_video_frames
 
+    @property
+    def tile_size(self) -> int:
+        """The square every frame of a navigation query is resized to (frames never tile)."""
+        return int(self.engine.config.tile_size)
+
     def reset(self) -> None:
         self.engine.clear_cache()
 

@@ -202,3 +202,22 @@ def test_conversion_errors_are_value_errors():
 def test_publishing_rejects_what_it_cannot_encode(rgb, encoding, fragment):
     with pytest.raises(ImageConversionError, match=fragment):
         rgb_to_image_fields(rgb, encoding)
+
+
+def test_shrink_frame_bounds_memory_and_matches_the_models_own_resize():
+    from PIL import Image as PILImage
+
+    from nvila_nav.image_conversion import shrink_frame
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
+    tile = shrink_frame(big, square=96)
+    assert tile.shape == (96, 96, 3) and tile.nbytes < big.nbytes / 1000
+    # the same pixels the model's processor makes of the raw frame (bicubic to the tile)
+    expected = np.asarray(PILImage.fromarray(big).resize((96, 96), PILImage.Resampling.BICUBIC))
+    assert np.array_equal(tile, expected)
+    assert shrink_frame(tile, square=96) is tile  # already a tile: kept as is
+    bounded = shrink_frame(big, longest_side=448)
+    assert bounded.shape == (252, 448, 3)
+    small = big[:100, :200]
+    assert shrink_frame(small, longest_side=448) is small

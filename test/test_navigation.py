@@ -79,6 +79,7 @@ class Worker:
 
 
 def make(*answers, **config):
+    config.setdefault("camera_loss_timeout_s", 0.0)  # these tests offer frames only now and then
     navigator = Navigator(FrameHistory(keep_rate_hz=2.0, capacity=16), NavigationConfig(**config))
     return navigator, Worker(navigator, ScriptedPolicy(*answers))
 
@@ -281,21 +282,79 @@ def test_results_for_other_senders_and_mismatched_text_are_ignored():
     assert navigator.state is NavState.EXECUTING
 
 
-def test_estop_holds_new_actions_until_release():
+def test_estop_pauses_and_release_does_not_restart():
+    """Reset is not restart: the interrupted instruction waits for an explicit resume."""
     navigator, worker = make(FORWARD, LEFT, LEFT)
     assert start(navigator, worker) == [FORWARD]
     assert navigator.set_estop(True, 0.2) is True
     assert navigator.set_estop(True, 0.25) is False
-    # The controller aborted the action because of the e-stop: not a failure, wait.
+    assert navigator.state is NavState.PAUSED
+    # The controller aborted the action because of the e-stop: not a failure.
     assert navigator.on_result(f"estopped {FORWARD}", 0.3) == []
     navigator.offer_frame(frame(), 0.5)
     assert worker.step(0.5) == []
-    assert worker.step(10.0) == []  # no frame timeout while e-stopped either
+    assert worker.step(10.0) == []  # no frame timeout while paused either
     status = navigator.status(10.0)
     assert status.estop and status.failures == 0 and "e-stop" in status.message
+    assert navigator.resume(10.0) is False  # not while the e-stop is engaged
     navigator.set_estop(False, 10.0)
     navigator.offer_frame(frame(), 10.0)
-    assert worker.step(10.0) == [LEFT]
+    assert worker.step(10.0) == [] and worker.step(60.0) == []  # released: still paused
+    status = navigator.status(60.0)
+    assert status.state is NavState.PAUSED and "resume" in status.message
+    assert status.instruction == "go to the kitchen"
+    navigator.offer_frame(frame(), 61.0)
+    assert navigator.resume(61.0) is True
+    assert worker.step(61.0) == [LEFT]
+
+
+def test_controller_ready_after_its_resume_continues_the_paused_instruction():
+    navigator, worker = make(FORWARD, LEFT)
+    assert navigator.set_controller_state("ready", 0.0) is False
+    assert start(navigator, worker) == [FORWARD]
+    assert navigator.set_controller_state("estopped", 0.1) is False
+    assert navigator.state is NavState.PAUSED  # paused by the controller's word alone
+    assert navigator.set_controller_state("awaiting_resume", 0.2) is False
+    navigator.offer_frame(frame(), 0.3)
+    assert worker.step(0.3) == []
+    assert navigator.set_controller_state("ready", 0.4) is True
+    navigator.offer_frame(frame(), 0.5)
+    assert worker.step(0.5) == [LEFT]
+
+
+def test_no_query_while_the_controller_is_not_ready():
+    """A new instruction while the controller awaits its resume is held (its actions would be
+    refused), and starts once the controller is ready."""
+    navigator, worker = make(FORWARD)
+    navigator.set_controller_state("awaiting_resume", 0.0)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    assert worker.step(0.0) == [] and worker.step(20.0) == []  # no camera timeout either
+    assert "motion controller" in navigator.status(20.0).message
+    navigator.set_controller_state("ready", 20.1)
+    navigator.offer_frame(frame(), 20.1)
+    assert worker.step(20.1) == [FORWARD]
+
+
+def test_new_instruction_resumes_a_paused_navigator():
+    navigator, worker = make(FORWARD, LEFT)
+    assert start(navigator, worker) == [FORWARD]
+    navigator.set_estop(True, 0.1)
+    navigator.set_estop(False, 0.2)
+    navigator.offer_frame(frame(), 0.3)
+    assert navigator.instruct("go to the sofa", 0.3) == []  # nothing runs: nothing to stop
+    assert worker.step(0.3) == [LEFT]
+
+
+def test_instruction_given_during_the_estop_starts_after_release():
+    navigator, worker = make(FORWARD)
+    navigator.set_estop(True, 0.0)
+    navigator.offer_frame(frame(), 0.0)
+    navigator.instruct("go", 0.0)
+    assert worker.step(0.0) == []
+    navigator.set_estop(False, 0.5)
+    navigator.offer_frame(frame(), 0.5)
+    assert worker.step(0.5) == [FORWARD]
 
 
 def test_decision_arriving_during_estop_is_discarded():
@@ -308,7 +367,36 @@ def test_decision_arriving_during_estop_is_discarded():
     assert navigator.complete(poll.query, decision, 0.1) == []
     navigator.set_estop(False, 0.2)
     navigator.offer_frame(frame(), 0.5)
+    assert worker.step(0.5) == []
+    assert navigator.resume(0.5)
     assert worker.step(0.5) == [FORWARD]  # asked again on fresh frames
+
+
+def test_camera_loss_while_moving_stops_at_once_and_waits_for_frames():
+    navigator, worker = make(FORWARD, LEFT, camera_loss_timeout_s=0.3, frame_timeout_s=3.0)
+    assert start(navigator, worker) == [FORWARD]
+    navigator.offer_frame(frame(), 0.2)
+    assert worker.step(0.45) == []  # 0.25 s since the last frame
+    assert worker.step(0.55) == ["stop"]  # 0.35 s: stopped
+    status = navigator.status(0.55)
+    assert status.state is NavState.QUERYING and "camera was lost" in status.message
+    # the results of the interrupted action and of the stop are consumed silently
+    assert navigator.on_result(f"cancelled {FORWARD}", 0.6) == []
+    assert navigator.on_result("succeeded stop", 0.6) == []
+    navigator.offer_frame(frame(), 1.0)  # the camera is back within frame_timeout_s
+    assert worker.step(1.0) == [LEFT]
+
+
+def test_camera_gone_for_good_ends_naming_the_dropped_frames():
+    navigator, worker = make(FORWARD, camera_loss_timeout_s=0.3, frame_timeout_s=2.0)
+    assert start(navigator, worker) == [FORWARD]
+    navigator.drop_frame("unsupported encoding 'yuv422'; supported: rgb8")
+    assert worker.step(0.5) == ["stop"]
+    assert worker.step(3.0) == ["stop"]
+    status = navigator.status(3.0)
+    assert status.state is NavState.STOPPED and status.level is Level.ERROR
+    assert "unsupported encoding 'yuv422'" in status.message
+    assert "camera down" not in status.message
 
 
 def test_unexpected_estop_result_counts_as_a_failure():

@@ -10,7 +10,6 @@ executor thread. `GRAPHS` is the single description of both; a test checks that
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -23,9 +22,12 @@ import rclpy
 import yaml
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from nvila_nav.nodes.process import ShutdownRequest, spin_in_background, stop_executor
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ class NodeSpec:
     lifecycle: bool = False
 
 
+RCLError = rclpy_implementation.RCLError
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     nodes: tuple[NodeSpec, ...]
@@ -282,6 +287,12 @@ GRAPHS: dict[str, GraphSpec] = {
 }
 
 
+STAMPED_FOLLOWERS = (("sim", "use_stamped"), ("voice_teleop", "cmd_vel_stamped"))
+"""Parameters that must equal the motion controller's `use_stamped`: Twist and TwistStamped on
+one topic cannot coexist in one process (creating the second fails), and across processes they
+never match."""
+
+
 class GraphStartError(RuntimeError):
     """The graph cannot start as configured (a missing file, a refused model, no microphone):
     one line for the user, no traceback."""
@@ -336,6 +347,32 @@ def argument_parameters(graph: GraphSpec, values: dict[str, str]) -> dict[str, d
             if values.get(name):
                 params.setdefault(spec.name, {})[parameter] = ARGUMENTS[name].convert(values[name])
     return params
+
+
+def matched_cmd_vel_types(
+    graph: GraphSpec, extra_params_files=(), values: dict[str, str] | None = None
+) -> tuple[dict[str, dict], list[str]]:
+    """({node: {parameter: value}}, notes): the nodes of `graph` that read or write cmd_vel set
+    to the motion controller's Twist / TwistStamped choice where their own params files say
+    otherwise (e.g. `use_stamped: true` only in a controller params file)."""
+    specs = {spec.name: spec for spec in graph.nodes}
+    if "motion_controller" not in specs:
+        return {}, []
+    controller = effective_parameters(specs["motion_controller"], graph, extra_params_files, values)
+    stamped = bool(controller.get("use_stamped", False))
+    overrides: dict[str, dict] = {}
+    notes = []
+    for node, parameter in STAMPED_FOLLOWERS:
+        if node not in specs:
+            continue
+        own = effective_parameters(specs[node], graph, extra_params_files, values)
+        if bool(own.get(parameter, False)) != stamped:
+            overrides[node] = {parameter: stamped}
+            notes.append(
+                f"{node} {parameter} set to {str(stamped).lower()} to match motion_controller "
+                f"use_stamped ({'TwistStamped' if stamped else 'Twist'} on cmd_vel)"
+            )
+    return overrides, notes
 
 
 def config_dir() -> Path:
@@ -519,6 +556,14 @@ class Bringup:
         try:
             values = argument_values(self.graph, arguments or {})
             params = argument_parameters(self.graph, values)
+            try:
+                matched, notes = matched_cmd_vel_types(self.graph, extra_params_files, values)
+            except FileNotFoundError as error:
+                raise GraphStartError(str(error)) from error
+            for node_name, overrides in matched.items():
+                params.setdefault(node_name, {}).update(overrides)
+            for note in notes:
+                sys.stderr.write(f"nvila-nav-bringup: {note}\n")
             arguments_file = None
             if params:
                 arguments_file = write_params_file(params, Path(self._scratch.name) / "args.yaml")
@@ -527,7 +572,7 @@ class Bringup:
                     node = create_node(
                         spec, self.graph, context, extra_params_files, values, arguments_file
                     )
-                except (ValueError, OSError, ParameterException) as error:
+                except (ValueError, OSError, ParameterException, RCLError) as error:
                     raise GraphStartError(f"{spec.name}: {error}") from error
                 self.nodes[spec.name] = node
                 self.executor.add_node(node)
@@ -547,12 +592,7 @@ class Bringup:
                 raise GraphStartError(f"{node.get_name()}: {transition.__name__} failed: {why}")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._spin, name="bringup-executor", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
-            self.executor.spin()
+        self._thread = spin_in_background(self.executor, "bringup-executor")
 
     def wait_done(self, timeout: float | None = None) -> bool:
         """Block until the graph's `done_when` node has finished (False on timeout)."""
@@ -560,12 +600,45 @@ class Bringup:
             raise ValueError("this graph runs until interrupted")
         return self.nodes[self.graph.done_when].finished.wait(timeout)
 
+    @property
+    def done(self) -> threading.Event | None:
+        """The `done_when` node's finished event (None for graphs that run until interrupted)."""
+        if self.graph.done_when is None or self.graph.done_when not in self.nodes:
+            return None
+        return self.nodes[self.graph.done_when].finished
+
+    @property
+    def executor_thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def halt(self) -> None:
+        """First step of a shutdown, while everything still spins: every node with a `halt()`
+        stops commanding motion (the navigator publishes "stop" and asks nothing more, the
+        motion controller publishes a zero twist)."""
+        for node in self.nodes.values():
+            halt = getattr(node, "halt", None)
+            if callable(halt):
+                try:
+                    halt()
+                except Exception as error:  # the shutdown goes on
+                    node.get_logger().error(f"halt failed: {error}")
+
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5.0)
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
+        """Stop spinning, then destroy the nodes newest first (the motion controller's zero
+        twist on destruction goes out before the navigator and the rest go away)."""
+        stopped = stop_executor(self.executor, self._thread, timeout_s=1.0)
+        if not stopped and self.nodes:
+            next(iter(self.nodes.values())).get_logger().warning(
+                "a callback did not return within 1 s; destroying the nodes anyway"
+            )
+        self._thread = None
         for node in reversed(list(self.nodes.values())):
-            node.destroy_node()
+            try:
+                node.destroy_node()
+            except Exception as error:
+                sys.stderr.write(
+                    f"nvila-nav-bringup: destroying {node.get_name()} failed: {error}\n"
+                )
         self.nodes.clear()
         self._scratch.cleanup()
 
@@ -659,33 +732,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for note in notes:
         print(f"nvila-nav-bringup {graph_name}: {note}", file=sys.stderr)
-    # rclpy's SIGINT handler would shut the context down at once, before the nodes' final stop
-    # and zero twist go out (their destroy_node); Ctrl-C arrives as KeyboardInterrupt instead.
+    # rclpy's signal handlers would shut the context down at once, before the nodes' final stop
+    # and zero twist go out; SIGINT and SIGTERM end the graph through ShutdownRequest instead.
     rclpy.init(args=["bringup", *argv], signal_handler_options=SignalHandlerOptions.NO)
+    request = ShutdownRequest(f"nvila-nav-bringup {graph_name}").install()
+    code = 0
     bringup = None
     try:
         bringup = Bringup(graph_name, extra_params_files=extra_files, arguments=given)
         names = ", ".join(bringup.nodes)
-        bringup.nodes[next(iter(bringup.nodes))].get_logger().info(
-            f"graph {graph_name} up: {names}"
-        )
+        logger = bringup.nodes[next(iter(bringup.nodes))].get_logger()
+        logger.info(f"graph {graph_name} up: {names}")
         bringup.start()
-        if bringup.graph.done_when:
-            while not bringup.wait_done(timeout=1.0):
-                pass
+        why = request.wait(bringup.executor_thread, bringup.done)
+        if why == "done":
             evaluator = bringup.nodes[bringup.graph.done_when]
-            return 1 if evaluator.error else 0
-        threading.Event().wait()
+            code = 1 if evaluator.error else 0
+        elif why == "signal":
+            logger.info(f"{request.signal_name}: stopping the robot and shutting down")
+            bringup.halt()
+        else:
+            logger.error("the executor stopped; shutting down")
+            code = 1
     except GraphStartError as error:
         print(f"nvila-nav-bringup {graph_name}: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
+        code = 0
     finally:
         if bringup is not None:
             bringup.close()
         rclpy.try_shutdown()
-    return 0
+    request.finish(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import threading
 import time
 import traceback
@@ -49,6 +48,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
@@ -65,6 +65,7 @@ from nvila_nav.evaluation import (
 )
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.nodes.process import ShutdownRequest, spin_in_background, stop_executor
 from nvila_nav.sim.episodes import Episode, read_episodes
 
 _RESTART = "Read at start-up."
@@ -543,29 +544,34 @@ class EvaluatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # SIGINT and SIGTERM end the process cleanly within 2 s (nvila_nav/nodes/process.py).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    request = ShutdownRequest("evaluator").install()
     node = None
-    failed = False
+    executor = None
+    thread = None
+    code = 0
     try:
         try:
             node = EvaluatorNode()
         except ValueError as error:  # a configuration error: one line, no traceback
             rclpy.logging.get_logger("evaluator").fatal(str(error))
-            rclpy.try_shutdown()
-            sys.exit(2)
+            code = 2
+            return
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not (node.shutdown_when_done and node.finished.is_set()):
-            executor.spin_once(timeout_sec=0.1)
-        failed = node.error is not None
+        thread = spin_in_background(executor, "evaluator-executor")
+        why = request.wait(thread, node.finished if node.shutdown_when_done else None)
+        code = 1 if why == "executor" or (why == "done" and node.error is not None) else 0
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:
+            stop_executor(executor, thread)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    if failed:
-        sys.exit(1)
+        request.finish(code)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,23 @@ Topics, types and QoS follow docs/ros_interfaces.md. Node-level decisions:
   lifecycle publisher (silent unless active), while `diagnostics` also reports an inactive node.
 - The model's frame count must equal `num_frames` (the prompt has one <image> per frame), so a
   mismatch fails configure instead of silently resampling.
-- Callbacks log and drop whatever fails instead of raising into the executor; `main` disables
-  rclpy's SIGINT handler so that the final "stop" can still be published on Ctrl-C.
+- Inputs a robot's drivers publish must be heard: `rgb` and `odom` use sensor-data QoS by
+  default (best effort: hears best-effort and reliable publishers), `instruction` listens with
+  a reliable and a best-effort subscription (the same text on both counts once), and `e_stop`
+  with three (reliable + transient local, reliable + volatile, best effort), as the motion
+  controller does. `nvila_nav/nodes/inputs.py` warns, naming the topic and the peer, about
+  QoS-incompatible or wrongly typed publishers and a silent camera, again every
+  `input_warn_period_s` while it lasts, and lists them in the status.
+- Bounded inputs: instructions longer than `max_instruction_chars` are rejected with a
+  shortened log line; camera frames are downscaled on arrival (`frame_size`), so the history
+  never holds raw 4K frames, and a reset or a new instruction lets their memory go.
+- E-stop: reset is not restart (nvila_nav/navigation.py): an interrupted instruction is paused
+  and continues only when the motion controller reports "ready" on `motion_controller/state`
+  after its explicit resume, or on a new instruction. A camera that stops while the robot
+  moves stops it within `camera_loss_timeout_s`.
+- Callbacks log and drop whatever fails instead of raising into the executor. `main` handles
+  SIGINT and SIGTERM through `nvila_nav/nodes/process.py`: the final "stop" goes out, and the
+  process exits within 2 s, configured or not.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +66,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import Image
@@ -62,10 +79,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from nvila_core.model.configuration import list_presets
 from nvila_nav.history import DecisionHistory, FrameHistory
-from nvila_nav.image_conversion import ImageConversionError, image_to_rgb
+from nvila_nav.image_conversion import ImageConversionError, image_to_rgb, shrink_frame
 from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator, is_stop_instruction
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
+from nvila_nav.nodes.inputs import (
+    QOS_CHOICES,
+    InputMonitor,
+    SubscriptionEventCallbacks,
+    qos_profile,
+)
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.nodes.process import ShutdownRequest, spin_in_background, stop_executor
 from nvila_nav.policies import (
     DECODINGS,
     POLICY_KINDS,
@@ -83,6 +107,27 @@ _QUERYING_REFRESH_S = 1.0
 """Wall-time period at which a true navigator/querying is repeated while a query runs (the
 simulator releases a hold that is not refreshed, e.g. after a crash)."""
 EXPORT_BACKENDS = ("onnxruntime", "tensorrt")
+_OTHER_POLICY_FRAME_SIDE = 448
+"""Longest side kept for policies that do not look at pixels (frame_size 0)."""
+_DUPLICATE_WINDOW_S = 1.0
+"""instruction_qos any: the same text on the other subscription within this long counts once."""
+_LOGGED_CHARS = 120
+"""Instruction text longer than this is shortened in log lines."""
+_WORKER_JOIN_S = 1.0
+"""How long a shutdown waits for a policy query in flight before going on without it."""
+LATCHED = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+E_STOP_QOS = (
+    LATCHED,
+    QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+)
+"""e_stop subscriptions: together they hear a publisher of any reliability and durability."""
+QUIET = SubscriptionEventCallbacks(incompatible_qos=lambda _info: None)
+"""Event callbacks of a subscription that some publishers are expected not to match."""
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
@@ -235,6 +280,71 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         f"frame_id of action_goal and navigator/markers. {_CONFIGURE}",
     ),
     ParameterSpec(
+        "camera_loss_timeout_s",
+        0.3,
+        "No camera frame for this long (arrival on this node's clock) while an action executes "
+        "publishes stop at once, so the robot never drives blind; the instruction then waits "
+        f"for frames up to frame_timeout_s. 0 disables the check [s]. {_CONFIGURE}",
+        min_value=0.0,
+    ),
+    ParameterSpec(
+        "frame_size",
+        0,
+        "Camera frames are downscaled on arrival, before the history keeps them, so a 4K camera "
+        "costs no more memory than a small one. 0: the model's input (nvila: one square tile "
+        "of the model's tile size, the resize the model makes itself; other policies: at most "
+        "448 px on the longer side); > 0: at most this many px on the longer side. "
+        f"{_CONFIGURE}",
+        min_value=0,
+        max_value=16384,
+    ),
+    ParameterSpec(
+        "max_instruction_chars",
+        2000,
+        "Longer instructions are rejected with a logged (shortened) reason; the current one "
+        "goes on. Keeps a runaway publisher from filling the model's context. Read at start-up.",
+        read_only=True,
+        min_value=1,
+        max_value=1000000,
+    ),
+    ParameterSpec(
+        "camera_qos",
+        "sensor_data",
+        "QoS of the rgb subscription: sensor_data (best effort; hears best-effort and reliable "
+        "cameras), reliable (reliable cameras only) or best_effort (as sensor_data, depth 10). "
+        f"{_CONFIGURE}",
+        choices=QOS_CHOICES,
+    ),
+    ParameterSpec(
+        "odom_qos",
+        "sensor_data",
+        "QoS of the odom subscription (sensor_data hears best-effort and reliable odometry). "
+        f"{_CONFIGURE}",
+        choices=QOS_CHOICES,
+    ),
+    ParameterSpec(
+        "instruction_qos",
+        "any",
+        "QoS of the instruction subscription: any (a reliable and a best-effort subscription, "
+        "the same text arriving on both within 1 s counts once), reliable or best_effort. "
+        "Read at start-up.",
+        read_only=True,
+        choices=("any", "reliable", "best_effort"),
+    ),
+    ParameterSpec(
+        "input_timeout_s",
+        3.0,
+        "While active, no camera frame for this long is warned about naming the topic, and "
+        f"so are QoS-incompatible or wrongly typed publishers on any input [s]. {_CONFIGURE}",
+        min_value=0.1,
+    ),
+    ParameterSpec(
+        "input_warn_period_s",
+        10.0,
+        f"Such an input problem is logged again every this many seconds while it lasts. {_CONFIGURE}",
+        min_value=0.5,
+    ),
+    ParameterSpec(
         "status_rate_hz",
         5.0,
         "Rate of navigator/status and diagnostics [Hz]; navigator/status is the motion "
@@ -245,6 +355,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 _LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
+
+
+def shorten(text: str, limit: int = _LOGGED_CHARS) -> str:
+    """`text` for a log line: at most `limit` characters, with how much was left out."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def random_weights_refusal(model: str) -> str:
@@ -286,7 +403,9 @@ class NavigatorNode(LifecycleNode):
 
     def __init__(self, node_name: str = "navigator", **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self._autostart = declare_all(self, PARAMETERS)["autostart"]
+        initial = declare_all(self, PARAMETERS)
+        self._autostart = initial["autostart"]
+        self._max_instruction_chars = initial["max_instruction_chars"]
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -302,14 +421,34 @@ class NavigatorNode(LifecycleNode):
         self._keeper: threading.Thread | None = None
         self._pending_instruction: str | None = None
         self._ever_active = False
+        self._frame_side = (0, 0)
+        self._recent_instructions: list[tuple[float, str]] = []
+        self._monitor = InputMonitor(self)
+        self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self.configure_error: str | None = None
         """Why the last configure failed (None after a success), for in-process callers."""
         # From construction on, so an instruction sent while the model loads is not lost.
-        self.create_subscription(
-            String,
+        mode = initial["instruction_qos"]
+        self._instruction_dedupe = mode == "any"
+        for name in ("reliable", "best_effort") if mode == "any" else (mode,):
+            # with "any", best-effort publishers do not match the reliable one: no warning
+            quiet = mode == "any" and name == "reliable"
+            sub = self.create_subscription(
+                String,
+                "instruction",
+                self._on_instruction,
+                qos_profile(name),
+                event_callbacks=QUIET if quiet else self._monitor.events("instruction"),
+            )
+        self._monitor.watch(
             "instruction",
-            self._on_instruction,
-            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+            sub,
+            String,
+            hint="Set the navigator parameter instruction_qos, or the publisher's QoS.",
+            expected_publisher=False,
+        )
+        self._monitor_timer = self.create_timer(
+            initial["input_warn_period_s"] / 4, self._on_monitor_timer, clock=self._wall_clock
         )
 
     @property
@@ -338,6 +477,7 @@ class NavigatorNode(LifecycleNode):
                 max_frame_age_s=params["max_frame_age_s"],
                 frame_timeout_s=params["frame_timeout_s"],
                 result_timeout_s=params["result_timeout_s"],
+                camera_loss_timeout_s=params["camera_loss_timeout_s"],
             )
             self.get_logger().info(f"loading the {params['policy']} policy ({params['model']})")
             policy = make_policy(
@@ -382,6 +522,12 @@ class NavigatorNode(LifecycleNode):
         self._policy = policy
         self._navigator = Navigator(history, config, decisions)
         self._dropped_frames = 0
+        if params["frame_size"]:
+            self._frame_side = (params["frame_size"], 0)
+        elif isinstance(policy, NVILAPolicy):
+            self._frame_side = (0, policy.tile_size)
+        else:
+            self._frame_side = (_OTHER_POLICY_FRAME_SIDE, 0)
         self._create_interfaces()
         if isinstance(policy, NVILAPolicy) and policy.engine.random_weights:
             self.get_logger().warning(
@@ -433,14 +579,27 @@ class NavigatorNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Stop the robot and free the model before the node goes away."""
         self._shut_down("navigator destroyed")
+        self._monitor_timer.cancel()
         super().destroy_node()
 
-    def _shut_down(self, reason: str) -> None:
-        self._stop_worker()
+    def halt(self, reason: str = "shutting down") -> None:
+        """First step of a shutdown: ask nothing more and publish "stop" now, without waiting
+        for a query in flight (its answer is dropped)."""
+        self._halt.set()
+        self._wake.set()
         with self._lock:
             if self._active and self._navigator is not None and self.context.ok():
                 self._publish(self._navigator.stop(reason, self._now_s()))
-        self._release()
+                self._active = False
+
+    def _shut_down(self, reason: str) -> None:
+        self.halt(reason)
+        if self._stop_worker(timeout_s=_WORKER_JOIN_S):
+            self._release()
+        else:  # a query still runs: freeing the model under it could crash; the process ends
+            self.get_logger().warning(
+                f"a policy query still runs after {_WORKER_JOIN_S:g} s; not waiting for it"
+            )
 
     def _read_parameters(self) -> dict[str, Any]:
         params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -465,8 +624,10 @@ class NavigatorNode(LifecycleNode):
             self._entities.append((self.destroy_lifecycle_publisher, publisher))
             return publisher
 
-        def subscription(msg_type: Any, topic: str, callback: Any, qos: Any) -> None:
-            sub = self.create_subscription(msg_type, topic, callback, qos)
+        def subscription(
+            msg_type: Any, topic: str, callback: Any, qos: Any, events: Any = None
+        ) -> None:
+            sub = self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
             self._entities.append((self.destroy_subscription, sub))
 
         def service(name: str, callback: Any) -> None:
@@ -484,15 +645,53 @@ class NavigatorNode(LifecycleNode):
         self._querying_pub = self.create_publisher(Bool, "navigator/querying", latched)
         self._entities.append((self.destroy_publisher, self._querying_pub))
         self._querying_pub.publish(Bool(data=False))
-        subscription(Image, "rgb", self._on_image, qos_profile_sensor_data)
+        params = self._params
+        camera = self.create_subscription(
+            Image,
+            "rgb",
+            self._on_image,
+            qos_profile(params["camera_qos"]),
+            event_callbacks=self._monitor.events("rgb"),
+        )
+        self._entities.append((self._forget_subscription("rgb"), camera))
+        self._monitor.watch(
+            "rgb",
+            camera,
+            Image,
+            silence_s=params["input_timeout_s"],
+            hint="Set the navigator parameter camera_qos (sensor_data hears every camera).",
+        )
+        odom = self.create_subscription(
+            Odometry,
+            "odom",
+            self._on_odom,
+            qos_profile(params["odom_qos"]),
+            event_callbacks=self._monitor.events("odom"),
+        )
+        self._entities.append((self._forget_subscription("odom"), odom))
+        self._monitor.watch(
+            "odom",
+            odom,
+            Odometry,
+            hint="Set the navigator parameter odom_qos (sensor_data hears every publisher).",
+            expected_publisher=False,
+        )
         subscription(String, "action_result", self._on_action_result, reliable)
-        subscription(Odometry, "odom", self._on_odom, reliable)
         subscription(String, "sim/episode", self._on_episode, latched)
-        subscription(Bool, "e_stop", self._on_estop, latched)
+        for qos in E_STOP_QOS:  # a publisher matches one or two of them: no warnings
+            subscription(Bool, "e_stop", self._on_estop, qos, QUIET)
+        subscription(String, "motion_controller/state", self._on_controller_state, latched)
         service("navigator/stop", self._on_stop)
         service("navigator/reset", self._on_reset)
         timer = self.create_timer(1.0 / self._params["status_rate_hz"], self._on_status_timer)
         self._entities.append((self.destroy_timer, timer))
+
+    def _forget_subscription(self, key: str) -> Callable[[Any], Any]:
+        def destroy(subscription: Any) -> None:
+            self._monitor.forget(key)
+            self.destroy_subscription(subscription)
+
+        return destroy
 
     def _release(self) -> None:
         """Destroy what configure created and free the model."""
@@ -508,18 +707,20 @@ class NavigatorNode(LifecycleNode):
 
     # --- worker ----------------------------------------------------------------------------
 
-    def _stop_worker(self) -> None:
-        """Stop the worker; a query in flight finishes first (its answer is then dropped)."""
+    def _stop_worker(self, timeout_s: float | None = None) -> bool:
+        """Stop the worker; a query in flight finishes first (its answer is then dropped).
+        False when it did not finish within `timeout_s`."""
         worker, self._worker = self._worker, None
         keeper, self._keeper = self._keeper, None
         if worker is None:
-            return
+            return True
         self._halt.set()
         self._wake.set()
-        worker.join()
+        worker.join(timeout_s)
         if keeper is not None:
-            keeper.join()
+            keeper.join(timeout_s)
         self._set_querying(False)
+        return not worker.is_alive()
 
     def _set_querying(self, querying: bool) -> None:
         """Tell the graph (the simulator's hold) whether the policy is deciding now."""
@@ -600,28 +801,45 @@ class NavigatorNode(LifecycleNode):
 
     @logged
     def _on_image(self, msg: Image) -> None:
+        self._monitor.arrived("rgb")
         try:
             rgb = image_to_rgb(msg)
         except ImageConversionError as error:
             with self._lock:
                 self._dropped_frames += 1
+                if self._navigator is not None:
+                    self._navigator.drop_frame(str(error))
             self.get_logger().warning(
                 f"dropped a malformed image on rgb: {error}", throttle_duration_sec=_WARN_THROTTLE_S
             )
             return
+        longest, square = self._frame_side
+        rgb = shrink_frame(rgb, longest, square)
         stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
             navigator = self._navigator
             if navigator is None:
                 return
-            jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else self._now_s())
+            now_s = self._now_s()
+            jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else now_s, now_s)
         if jumped:
             self.get_logger().warning("camera stamps went backwards: frame history restarted")
         self._wake.set()
 
     @logged
     def _on_instruction(self, msg: String) -> None:
-        text = msg.data.strip()
+        if len(msg.data) > self._max_instruction_chars:
+            self.get_logger().error(
+                f"rejected an instruction of {len(msg.data)} characters (max_instruction_chars "
+                f"{self._max_instruction_chars}): {shorten(msg.data)}; the current one goes on"
+            )
+            return
+        text = " ".join(msg.data.split())  # control characters, newlines, runs of spaces
+        if not text:
+            self.get_logger().warning("ignored an empty instruction")
+            return
+        if self._instruction_dedupe and self._seen_recently(text):
+            return
         with self._lock:
             if self._active:
                 self._publish(self._navigator.instruct(text, self._now_s()))
@@ -632,19 +850,35 @@ class NavigatorNode(LifecycleNode):
             else:
                 kept = "dropped" if is_stop_instruction(text) else "kept"
                 self._pending_instruction = None if kept == "dropped" else text or None
+        shown = shorten(text)
         if kept is None:
-            self.get_logger().info(f"instruction: {text!r}")
+            self.get_logger().info(f"instruction: {shown}")
         elif kept == "ignored":
-            self.get_logger().warning(f"inactive (deactivated): ignored instruction {text!r}")
+            self.get_logger().warning(f"inactive (deactivated): ignored instruction {shown}")
         elif kept == "dropped":
             self.get_logger().warning(
-                f"instruction {text!r} while starting: any instruction received earlier is dropped"
+                f"instruction {shown} while starting: any instruction received earlier is dropped"
             )
         else:
             self.get_logger().info(
-                f"instruction {text!r} received while the navigator is starting (loading the "
+                f"instruction {shown} received while the navigator is starting (loading the "
                 "policy): it starts as soon as the navigator is active"
             )
+
+    def _seen_recently(self, text: str) -> bool:
+        """instruction_qos any: True for the copy of a message the other subscription already
+        delivered (a reliable publisher matches both)."""
+        now = time.monotonic()
+        recent = [
+            (t, seen) for t, seen in self._recent_instructions if now - t < _DUPLICATE_WINDOW_S
+        ]
+        duplicate = any(seen == text for _, seen in recent)
+        if duplicate:
+            recent = [(t, seen) for t, seen in recent if seen != text]
+        else:
+            recent.append((now, text))
+        self._recent_instructions = recent
+        return duplicate
 
     @logged
     def _on_action_result(self, msg: String) -> None:
@@ -654,6 +888,7 @@ class NavigatorNode(LifecycleNode):
 
     @logged
     def _on_odom(self, msg: Odometry) -> None:
+        self._monitor.arrived("odom")
         pose = msg.pose.pose
         with self._lock:
             self._navigator.set_pose(
@@ -673,9 +908,19 @@ class NavigatorNode(LifecycleNode):
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
             changed = self._navigator.set_estop(bool(msg.data), self._now_s())
+            message = self._navigator.status(self._now_s()).message
         if changed:
-            self.get_logger().warning(f"e-stop {'engaged' if msg.data else 'released'}")
+            self.get_logger().warning(f"e-stop {'engaged' if msg.data else 'released'}: {message}")
             self._wake.set()
+
+    @logged
+    def _on_controller_state(self, msg: String) -> None:
+        word = msg.data.strip()
+        with self._lock:
+            resumed = self._navigator.set_controller_state(word, self._now_s())
+        if resumed:
+            self.get_logger().info("motion controller resumed: continuing the paused instruction")
+        self._wake.set()
 
     def _on_stop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -701,6 +946,10 @@ class NavigatorNode(LifecycleNode):
             dropped = self._dropped_frames
         level = _LEVELS.get(status.level, DiagnosticStatus.ERROR)
         message = status.message if self._active else f"inactive ({status.message})"
+        problems = self._monitor.problems()
+        if problems:
+            level = max(level, DiagnosticStatus.WARN)
+            message += "; " + "; ".join(problems.values())
         policy = self._policy
         if isinstance(policy, NVILAPolicy) and policy.engine.random_weights:
             level = max(level, DiagnosticStatus.WARN)
@@ -708,6 +957,7 @@ class NavigatorNode(LifecycleNode):
         values = {
             **self._policy_values(),
             **status.values(),
+            "input_problems": str(len(problems)),
             "dropped_frames": str(dropped),
             "active": str(self._active).lower(),
         }
@@ -723,6 +973,10 @@ class NavigatorNode(LifecycleNode):
         ]
         self._status_pub.publish(array)
         self._diag_pub.publish(array)
+
+    @logged
+    def _on_monitor_timer(self) -> None:
+        self._monitor.check(silence_applies=self._active)
 
     def _policy_values(self) -> dict[str, str]:
         policy = self._policy
@@ -773,11 +1027,14 @@ def _markers(command: Command, frame: str, stamp: Any) -> MarkerArray:
 
 
 def main(args: list[str] | None = None) -> None:
-    # rclpy's SIGINT handler shuts the context down at once, and the final "stop" in
-    # destroy_node() could then not be published; Ctrl-C arrives as KeyboardInterrupt instead.
+    # rclpy's signal handlers would shut the context down at once, and the final "stop" could
+    # not be published; SIGINT and SIGTERM go through ShutdownRequest (nodes/process.py).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    request = ShutdownRequest("navigator").install()
     node = None
     executor = None
+    thread = None
+    code = 0
     try:
         node = NavigatorNode()
         if node.autostart:
@@ -788,15 +1045,21 @@ def main(args: list[str] | None = None) -> None:
                 node.get_logger().error("autostart: configure failed; staying unconfigured")
         executor = SingleThreadedExecutor()  # the model runs in its own worker thread
         executor.add_node(node)
-        executor.spin()
+        thread = spin_in_background(executor, "navigator-executor")
+        if request.wait(thread) == "signal":
+            node.halt(f"{request.signal_name} received")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        traceback.print_exc()
+        code = 1
     finally:
         if executor is not None:
-            executor.shutdown()
+            stop_executor(executor, thread)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    request.finish(code)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from typing import Any
 import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -54,6 +54,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
@@ -63,6 +64,7 @@ from std_srvs.srv import Trigger
 from nvila_nav.image_conversion import rgb_to_image_fields
 from nvila_nav.nodes.callbacks import logged
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.nodes.process import ShutdownRequest, spin_in_background, stop_executor
 from nvila_nav.sim.env import Observation, RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import Episode, read_episodes
 from nvila_nav.sim.mjcf import TIMESTEP
@@ -590,17 +592,31 @@ class SimulatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # SIGINT and SIGTERM end the process cleanly within 2 s (nvila_nav/nodes/process.py).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    request = ShutdownRequest("sim").install()
     node = None
+    executor = None
+    thread = None
+    code = 0
     try:
         node = SimulatorNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        thread = spin_in_background(executor, "sim-executor")
+        request.wait(thread)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        traceback.print_exc()
+        code = 1
     finally:
+        if executor is not None:
+            stop_executor(executor, thread)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    request.finish(code)
 
 
 if __name__ == "__main__":

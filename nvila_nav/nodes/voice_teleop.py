@@ -38,13 +38,16 @@ from typing import Any
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
-from rclpy.executors import ExternalShutdownException
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Bool, Int16MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.nodes.process import ShutdownRequest, spin_in_background, stop_executor
 from nvila_nav.voice.audio import (
     SAMPLE_FORMATS,
     MicrophoneSource,
@@ -252,10 +255,19 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "cmd_vel_stamped",
         False,
         "cmd_vel is TwistStamped (motion_controller use_stamped); only for measuring stop "
-        f"latency. {_RESTART}",
+        "latency. nvila-nav-bringup sets it to the controller's; a node that finds cmd_vel "
+        f"published with the other type follows it with a warning. {_RESTART}",
         read_only=True,
     ),
 )
+
+
+_CMD_VEL_CHECK_S = 2.0
+"""How often the type of cmd_vel's publishers is compared with cmd_vel_stamped [wall s]."""
+
+
+def _type_name(msg_type: Any) -> str:
+    return f"geometry_msgs/msg/{msg_type.__name__}"
 
 
 _SOURCE_HINT = (
@@ -348,11 +360,14 @@ class VoiceTeleopNode(Node):
         self._transcript_pub = self.create_publisher(String, "voice_teleop/transcript", reliable)
         self._estop_pub = self.create_publisher(Bool, "e_stop", latched)
         self._stop_client = self.create_client(Trigger, "navigator/stop")
-        self.create_subscription(
-            TwistStamped if params["cmd_vel_stamped"] else Twist,
-            "cmd_vel",
-            self._on_cmd_vel,
-            reliable,
+        self._cmd_vel_type = TwistStamped if params["cmd_vel_stamped"] else Twist
+        self._cmd_vel_sub = self.create_subscription(
+            self._cmd_vel_type, "cmd_vel", self._on_cmd_vel, reliable
+        )
+        self.create_timer(
+            _CMD_VEL_CHECK_S,
+            self._follow_cmd_vel_type,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
 
         self._audio: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue()
@@ -518,6 +533,33 @@ class VoiceTeleopNode(Node):
         }
         self._transcript_pub.publish(String(data=json.dumps(record)))
 
+    def _follow_cmd_vel_type(self) -> None:
+        """cmd_vel_stamped must match the motion controller's use_stamped; when every publisher
+        on cmd_vel uses the other type, subscribe to that one instead and say so."""
+        try:
+            topic = self._cmd_vel_sub.topic_name
+            types = {info.topic_type for info in self.get_publishers_info_by_topic(topic)}
+        except Exception:  # going away
+            return
+        other = Twist if self._cmd_vel_type is TwistStamped else TwistStamped
+        if not types or _type_name(self._cmd_vel_type) in types:
+            return
+        if _type_name(other) not in types:
+            return
+        self.destroy_subscription(self._cmd_vel_sub)
+        self._cmd_vel_type = other
+        self._cmd_vel_sub = self.create_subscription(
+            other,
+            "cmd_vel",
+            self._on_cmd_vel,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.get_logger().warning(
+            f"{topic} carries {_type_name(other)}, not what cmd_vel_stamped says: following "
+            f"it (set voice_teleop cmd_vel_stamped: {str(other is TwistStamped).lower()} to "
+            "match motion_controller use_stamped)"
+        )
+
     def _on_cmd_vel(self, msg: Twist | TwistStamped) -> None:
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
         if twist.linear.x or twist.linear.y or twist.angular.z:
@@ -531,22 +573,33 @@ class VoiceTeleopNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # SIGINT and SIGTERM end the process cleanly within 2 s (nvila_nav/nodes/process.py).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    request = ShutdownRequest("voice_teleop").install()
     node = None
+    executor = None
+    thread = None
+    code = 0
     try:
         try:
             node = VoiceTeleopNode()
         except ValueError as error:  # a configuration error: one line, no traceback
             rclpy.logging.get_logger("voice_teleop").fatal(str(error))
-            rclpy.try_shutdown()
-            sys.exit(2)
-        rclpy.spin(node)
+            code = 2
+            return
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        thread = spin_in_background(executor, "voice-executor")
+        request.wait(thread)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:
+            stop_executor(executor, thread)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        request.finish(code)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def test_node_loads_the_yaml_file(context):
             assert node.get_parameter(spec.name).value == spec.default
             descriptor = node.describe_parameters([spec.name])[0]
             assert descriptor.description == spec.description
-            assert descriptor.read_only == (spec.name == "autostart")
+            assert descriptor.read_only == spec.read_only
         assert node.autostart and not node.configured
     finally:
         node.destroy_node()
@@ -394,7 +394,36 @@ def test_stop_service_and_new_instructions_preempt(graph):
     assert bench.action_texts(t5) == []  # nothing was moving: nothing to stop
 
 
-def test_estop_holds_actions_until_released(graph):
+def test_estop_pauses_until_the_controller_resumes(graph):
+    """Reset is not restart: an e-stop from a best-effort publisher pauses the instruction,
+    the release alone moves nothing, the controller's "ready" after its resume continues it."""
+    bench, _ = expert_bench(graph, answer=False)  # the robot never finishes an action
+    best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    estop = bench.probe.create_publisher(Bool, "e_stop", best_effort)
+    state = bench.probe.create_publisher(String, "motion_controller/state", LATCHED)
+    state.publish(String(data="ready"))
+    assert wait_for(lambda: estop.get_subscription_count() >= 1, 10.0)
+    t0 = bench.instruct(EPISODE.instruction_text)
+    (first,) = bench.wait_actions(1, since=t0)
+    t1 = time.monotonic()
+    estop.publish(Bool(data=True))
+    state.publish(String(data="estopped"))
+    values = bench.wait_status(lambda v: v["state"] == "paused", since=t1)
+    assert values["e_stop"] == "true"
+    estop.publish(Bool(data=False))
+    state.publish(String(data="awaiting_resume"))
+    bench.wait_status(lambda v: v["e_stop"] == "false", since=t1)
+    time.sleep(1.5)
+    assert bench.action_texts(t1) == []  # released: nothing moves
+    assert bench.last_status()["state"] == "paused"
+    assert "resume" in bench.status.messages()[-1].status[0].message
+    t2 = time.monotonic()
+    state.publish(String(data="ready"))  # the controller's explicit resume
+    (second,) = bench.wait_actions(1, since=t2)
+    assert second != "stop"
+
+
+def test_instruction_given_during_the_estop_starts_on_release(graph):
     bench, _ = expert_bench(graph)
     bench.estop_pub.publish(Bool(data=True))
     bench.wait_status(lambda v: v["e_stop"] == "true")
