@@ -3,6 +3,7 @@
     nvila-core describe nvila-8b --image-size 640x480
     nvila-core generate --model tiny --image photo.png --prompt "Describe the scene."
     nvila-core train --recipe config/train/navila-nano.yaml --out outputs/train/navila-nano
+    nvila-core serve --model models/navila-nano --decoding choose     # NaVILA-Bench server
 
 One function per subcommand (`cmd_<name>`), registered in `build_parser`. Building the parser
 imports no torch, transformers or model code (each handler imports what it runs), so `--help`
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nvila_core.quant_cli import add_build_engine_cli, add_export_cli, add_quantize_cli
+from nvila_core.serve.cli import add_serve_cli
 from nvila_core.train.deltaloss import add_prune_cli
 from nvila_core.train.finetune_options import FinetuneConfig, add_finetune_cli
 from nvila_core.train.mcap_import import add_import_cli
@@ -417,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_cli(commands)
     add_export_cli(commands)
     add_build_engine_cli(commands)
+    add_serve_cli(commands)
     return parser
 
 

@@ -19,8 +19,10 @@ offline runner, without a graph. The protocol follows VLN-CE (navila.md §2.1–
   50 Hz stream would otherwise lower nDTW for the same route.
 - nDTW compares with `gt_locations` (one point per 25 cm), or the reference path without them.
 - On embedded-simulator scenes distances to the goal are geodesic on the nav grid, as in Habitat;
-  elsewhere (Isaac Sim, a robot) they are Euclidean, as in VLN-CE-Isaac. SPL's shortest path is
-  the episode's `info.geodesic_distance` when present.
+  elsewhere (a robot, Isaac Sim through the ROS graph) they are Euclidean to the goal position.
+  SPL's shortest path is the episode's `info.geodesic_distance` when present. These are VLN-CE
+  (Habitat) measures; VLN-CE-Isaac's (NaVILA-Bench's distance along `gt_locations`) are in
+  `nvila_nav.vln_ce_isaac`.
 - `steps` counts every action the agent sent, its final "stop" included (VLN-CE's StepsTaken).
 """
 

@@ -1,9 +1,14 @@
-"""VLN-CE episode metrics (SR, SPL, NE, OSR, nDTW, SDTW, TL, steps) and their aggregation.
+"""VLN-CE (Habitat) episode metrics (SR, SPL, NE, OSR, nDTW, SDTW, TL, steps) and their
+aggregation: what the embedded simulator's evaluator and closed loop report.
 
-Definitions follow NaVILA's VLN-CE fork (habitat_extensions/measures.py, eval_jsons.py) so our
-numbers can be compared to the published R2R-CE / VLN-CE-Isaac tables. Distances are Euclidean
-by default; Habitat measures distance-to-goal geodesically on the navmesh, so pass
-`distance_fn` / `start_goal_distance` when a geodesic is available.
+Definitions follow VLN-CE's Habitat measures as NaVILA's VLN-CE fork computes them
+(habitat_extensions/measures.py, eval_jsons.py), once per action, on the 2-D trajectory. They
+are not VLN-CE-Isaac's: NaVILA-Bench on Isaac Sim measures the distance to the goal along the
+episode's gt_locations polyline from the 3-D root position every control step, and has no
+nDTW; those measures are in `nvila_nav.vln_ce_isaac`. Here the distance to the goal is the
+straight line to the goal position by default (Habitat measures it geodesically on the
+navmesh: pass `distance_fn` / `start_goal_distance` when a geodesic is available), so numbers
+are comparable to R2R-CE tables only as far as that difference allows.
 """
 
 from __future__ import annotations
