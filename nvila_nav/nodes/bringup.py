@@ -278,6 +278,15 @@ GRAPHS: dict[str, GraphSpec] = {
         ),
         launch_file="sim_eval.launch.py",
     ),
+    "isaac_sim": GraphSpec(
+        # Isaac Sim's ROS 2 bridge defaults are the graph's own topic names (rgb, camera_info,
+        # odom, cmd_vel, /clock); isaac_sim.yaml puts every node on sim time.
+        nodes=(NAVIGATOR, MOTION_CONTROLLER),
+        description="Isaac Sim through its ROS 2 bridge: navigator + motion_controller on sim time",
+        overrides_file="isaac_sim.yaml",
+        arguments=(*ROBOT_ARGUMENTS, "rviz"),
+        launch_file="isaac_sim.launch.py",
+    ),
     "voice": GraphSpec(
         nodes=(VOICE_TELEOP, NAVIGATOR, MOTION_CONTROLLER),
         description="voice instructions on a robot: voice_teleop + navigator + motion_controller",
