@@ -45,10 +45,14 @@ _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 def _byte_buffer(data: Any) -> np.ndarray:
     """A flat uint8 view of `data` (bytes, bytearray, array.array, memoryview) or a copy of a list."""
     if isinstance(data, (list, tuple)):
+        # checked here: numpy < 2 (ROS 2 Humble's) wraps 300 to 44 where numpy 2 raises
         try:
-            return np.array(data, dtype=np.uint8)
+            values = np.asarray(data, dtype=np.int64)
         except OverflowError as error:
             raise ImageConversionError("data list holds values outside 0..255") from error
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise ImageConversionError("data list holds values outside 0..255")
+        return values.astype(np.uint8)
     try:
         return np.frombuffer(memoryview(data), dtype=np.uint8)
     except (TypeError, ValueError) as error:

@@ -29,6 +29,7 @@ from transformers import DynamicCache
 
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.vision import repeat_scales
+from nvila_core.transformers_compat import cache_argument
 
 FLOAT_OPSET = 18  # inside TensorRT 10.3's documented opset range (9-20)
 WEIGHT_SUFFIX = ".weight_t"
@@ -133,7 +134,7 @@ class LLMGraph(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            **cache_argument(cache),
             use_cache=True,
             logits_to_keep=1,
         )

@@ -27,6 +27,7 @@ from nvila_core.model.prompting import IMAGE_TOKEN_INDEX
 from nvila_core.model.temporal import TemporalPooler
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, media_token_ids
 from nvila_core.model.vision import VisionTower, encode_frames, encode_image
+from nvila_core.transformers_compat import cache_argument
 
 if TYPE_CHECKING:
     from nvila_core.model.processing import MediaItem
@@ -306,7 +307,7 @@ class NVILAModel(nn.Module):
         """The LLM on spliced embeddings; `past_key_values` is a `DynamicCache` filled in place."""
         return self.llm(
             inputs_embeds=inputs_embeds,
-            cache=past_key_values,
+            **cache_argument(past_key_values),
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             **kwargs,
