@@ -3,6 +3,12 @@
 The model answers in text ("The next action is move forward 75 cm."); this module is the single
 place that turns that text into typed actions and back, so the model wrapper, the simulator's
 expert and the controller all agree on one grammar.
+
+Two parsers: `parse_action` reads free model output the way NaVILA's Habitat parser does
+(lenient: snaps amounts, defaults a missing amount), and `parse_command` checks a command that
+will move a robot (the motion controller's `action` topic): exactly one action of the grammar,
+or a `CommandRejected` that says why. Both refuse negated text ("do not move forward") and
+amounts that are negative, zero or not a number.
 """
 
 from __future__ import annotations
@@ -163,6 +169,39 @@ _TURN_AMOUNT = {
 }
 
 
+# "do not", "don't", "never", ...: a negated action is never executed (a bare "stop" is kept).
+_NEGATION_RE = re.compile(
+    r"\b(?:not|no|never|without|avoid|cannot|dont|doesnt|shouldnt|mustnt)\b|n['\u2019]t\b",
+    re.IGNORECASE,
+)
+# A number-like token after the action phrase: signed, decimal or exponent, nan and infinity.
+_SIGNED_AMOUNT = re.compile(
+    r"(?:move\s+forward|turn\s+(?:left|right))\s+"
+    r"([-+\u2212]\s*\d+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-+]?\d+)?|nan|[-+]?inf(?:inity)?)"
+    r"(?=\s|°|[a-z]|$)",
+    re.IGNORECASE,
+)
+
+
+def _nonsense_amount(text: str) -> str | None:
+    """Why the amount after the action phrase cannot be meant (negative, zero, NaN, infinite)."""
+    match = _SIGNED_AMOUNT.search(text)
+    if match is None:
+        return None
+    token = match.group(1).replace("\u2212", "-").replace(" ", "")
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return f"amount {token!r} is not a finite number"
+    if value < 0:
+        return f"amount {token} is negative (the grammar has no backward motion)"
+    if value == 0:
+        return f"amount {token} is zero"
+    return None
+
+
 def _find_kind(text: str) -> ActionKind | None:
     if _STOP_RE.search(text):
         return ActionKind.STOP
@@ -183,12 +222,16 @@ def parse_action(text: str) -> Action | None:
     "The next action is" (the earliest one in the text wins), snaps amounts to the nearest grammar
     value, and defaults to 25 cm / 15 deg when no number is given. It never guesses an action:
     on None the caller picks the fallback (NaVILA's Isaac loop moves forward, Habitat's stalls).
+    A movement is None when the text is negated ("do not move forward 75 cm") or its amount is
+    negative, zero, NaN or infinite: snapping those would invent a motion nobody asked for.
     """
     kind = _find_kind(text)
     if kind is None:
         return None
     if kind is ActionKind.STOP:
         return Action.stop()
+    if _NEGATION_RE.search(text) or _nonsense_amount(text) is not None:
+        return None
     if kind is ActionKind.FORWARD:
         match = _FORWARD_AMOUNT.search(text)
         if match is None:
@@ -199,6 +242,113 @@ def parse_action(text: str) -> Action | None:
     match = _TURN_AMOUNT[kind].search(text)
     deg = TURN_UNIT_DEG if match is None else _snap(float(match.group(1)), TURN_DEG)
     return Action(kind, deg)
+
+
+MAX_COMMAND_CHARS = 200
+"""Longest text `parse_command` reads; the longest NaVILA answer has 46 characters."""
+
+
+class CommandRejected(ValueError):
+    """A command text that must not move the robot; the message says why."""
+
+
+_COMMAND_PREFIX = re.compile(r"^(?:the\s+)?next\s+action\s+is\s*:?\s+", re.IGNORECASE)
+_COMMAND_FORMS = (
+    (ActionKind.STOP, re.compile(r"stop", re.IGNORECASE)),
+    (ActionKind.FORWARD, re.compile(r"move\s+forward(?:\s*(?P<amount>.*))?", re.IGNORECASE)),
+    (ActionKind.TURN_LEFT, re.compile(r"turn\s+left(?:\s*(?P<amount>.*))?", re.IGNORECASE)),
+    (ActionKind.TURN_RIGHT, re.compile(r"turn\s+right(?:\s*(?P<amount>.*))?", re.IGNORECASE)),
+)
+_AMOUNT_RE = re.compile(
+    r"(?P<number>[-+\u2212]?\s*(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?))"
+    r"\s*(?P<unit>°|[^\s\d]*)\s*(?P<rest>.*)",
+    re.IGNORECASE,
+)
+_FORWARD_UNITS = {
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), 1.0),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), 100.0),
+}
+_TURN_UNITS = frozenset({"degree", "degrees", "deg", "°"})
+
+
+def _grammar_text(kind: ActionKind) -> str:
+    if kind is ActionKind.FORWARD:
+        return f"{', '.join(map(str, FORWARD_CM))} cm"
+    return f"{', '.join(map(str, TURN_DEG))} degrees"
+
+
+def _command_amount(kind: ActionKind, phrase: str, amount_text: str) -> float:
+    """The amount of a forward move [cm] or turn [deg], exactly one of the grammar's."""
+    match = _AMOUNT_RE.fullmatch(amount_text)
+    if match is None:
+        raise CommandRejected(
+            f"{phrase!r} must be followed by a number and its unit, or by nothing; "
+            f"got {amount_text!r}"
+        )
+    number, unit = match.group("number"), match.group("unit").lower()
+    if match.group("rest"):
+        raise CommandRejected(f"extra words after {number} {unit}: {match.group('rest')!r}")
+    value = float(number.replace("\u2212", "-").replace(" ", ""))
+    if not math.isfinite(value):
+        raise CommandRejected(f"amount {number!r} is not a finite number")
+    if value < 0:
+        raise CommandRejected(f"amount {number} is negative (the grammar has no backward motion)")
+    if value == 0:
+        raise CommandRejected(f"amount {number} is zero")
+    if kind is ActionKind.FORWARD:
+        if unit not in _FORWARD_UNITS:
+            raise CommandRejected(f"unit {unit or '(none)'!r} is not a length (cm or m)")
+        value *= _FORWARD_UNITS[unit]
+        allowed: tuple[int, ...] = FORWARD_CM
+    else:
+        if unit not in _TURN_UNITS:
+            raise CommandRejected(f"unit {unit or '(none)'!r} is not an angle (degrees)")
+        allowed = TURN_DEG
+    exact = [a for a in allowed if math.isclose(value, a, abs_tol=1e-6)]
+    if not exact:
+        raise CommandRejected(f"{number} {unit} is not in the grammar ({_grammar_text(kind)})")
+    return float(exact[0])
+
+
+def parse_command(text: str) -> Action:
+    """Parse one command for the robot: exactly one NaVILA action, or CommandRejected.
+
+    Accepted, case-insensitive, with any spacing and one optional final period: "stop",
+    "move forward 25|50|75 cm", "turn left|right 15|30|45 degrees", NaVILA's full answer ("The
+    next action is move forward 75 cm."), the units the model parser knows (centimeters, 0.5 m,
+    degree, deg, °) and a move without amount (one unit: 25 cm / 15 degrees, as NaVILA's parser).
+    Everything else is rejected with the reason: no action, extra words (two actions, chatter),
+    negation, an amount that is negative, zero, not a finite number or not in the grammar (no
+    snapping: a command is executed exactly as written or not at all), a wrong unit, and text
+    longer than MAX_COMMAND_CHARS.
+    """
+    if len(text) > MAX_COMMAND_CHARS:
+        raise CommandRejected(f"longer than {MAX_COMMAND_CHARS} characters ({len(text)})")
+    stripped = " ".join(text.split())
+    if not stripped:
+        raise CommandRejected("empty")
+    if _NEGATION_RE.search(stripped):
+        raise CommandRejected("negated: a command names the action to take, never one to avoid")
+    body = _COMMAND_PREFIX.sub("", stripped, count=1)
+    body = body[:-1].rstrip() if body.endswith(".") else body
+    for kind, form in _COMMAND_FORMS:
+        match = form.fullmatch(body)
+        if match is None:
+            continue
+        if kind is ActionKind.STOP:
+            return Action.stop()
+        amount_text = match.group("amount") or ""
+        phrase = " ".join(body[: len(body) - len(amount_text)].split()).lower()
+        if not amount_text:
+            return Action(kind, FORWARD_UNIT_CM if kind is ActionKind.FORWARD else TURN_UNIT_DEG)
+        return Action(kind, _command_amount(kind, phrase, amount_text))
+    if _find_kind(stripped) is not None:
+        raise CommandRejected(
+            "not exactly one action: extra words around it, or more than one action"
+        )
+    raise CommandRejected(
+        "no NaVILA action (move forward 25|50|75 cm, turn left|right 15|30|45 degrees, stop)"
+    )
 
 
 def _greedy(kind: ActionKind, units: int, allowed: tuple[int, ...]) -> list[Action]:

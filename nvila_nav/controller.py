@@ -32,6 +32,8 @@ class ControllerState(str, Enum):
     BLOCKED = "blocked"
     STOPPED = "stopped"
     ESTOPPED = "estopped"
+    AWAITING_RESUME = "awaiting_resume"
+    """The e-stop was released; nothing moves until `resume()` (reset is not restart)."""
     WATCHDOG = "watchdog"
 
 
@@ -125,8 +127,9 @@ class MotionController:
     Safety rules, checked on every `update()` before any motion is computed:
     - e-stop: zero twist on the next update in every state. The e-stop is latched until
       `set_estop(False)`; the interrupted action is reported finished and is NOT resumed on
-      release (the world may have changed; the navigator must decide again), and `start()` is
-      refused while latched.
+      release (the world may have changed; the navigator must decide again). Release alone does
+      not allow motion either (ISO 13850: reset is not restart): the state becomes
+      AWAITING_RESUME and `start()` stays refused until an explicit `resume()`.
     - odometry missing, older than `odom_timeout_s`, or NaN/inf, and an action stream silent for
       longer than `action_stream_timeout_s` (no `heartbeat()`), abort the running action with
       state WATCHDOG. Aborting rather than pausing means the robot never moves on its own again
@@ -170,12 +173,16 @@ class MotionController:
     def start(self, action: Action, pose: Pose2D | None, now_s: float) -> bool:
         """Begin `action` from `pose`, replacing any running one; False if it was refused.
 
-        Refused while the e-stop is latched (state stays ESTOPPED) and when `pose` is missing or
-        not finite (state WATCHDOG, twist zero); a refused action reports no completion event.
-        STOP needs no pose: it succeeds at once and zeroes the twist.
+        Refused while the e-stop is latched (state stays ESTOPPED), after its release until
+        `resume()` (state stays AWAITING_RESUME), and when `pose` is missing or not finite (state
+        WATCHDOG, twist zero); a refused action reports no completion event. STOP needs no
+        pose: it succeeds at once and zeroes the twist.
         """
         if self._estop:
             self._reason = f"e-stop active, refused {action.to_text()}"
+            return False
+        if self._state is ControllerState.AWAITING_RESUME:
+            self._reason = f"e-stop released, waiting for resume; refused {action.to_text()}"
             return False
         self._action = action
         self._finish_pending = False
@@ -202,19 +209,44 @@ class MotionController:
         if self._state is ControllerState.EXECUTING:
             self._finish(ControllerState.STOPPED, "cancelled")
 
-    def set_estop(self, active: bool) -> None:
-        """Latch (True) or release (False) the emergency stop; release does not resume motion."""
+    @property
+    def estop(self) -> bool:
+        """Whether the e-stop is latched (engaged and not yet released)."""
+        return self._estop
+
+    @property
+    def reason(self) -> str:
+        """Why the controller is in its state (also why the last `start()` was refused)."""
+        return self._reason
+
+    def set_estop(self, active: bool, reason: str = "e-stop active") -> None:
+        """Latch (True) or release (False) the emergency stop; release does not resume motion:
+        the state becomes AWAITING_RESUME until `resume()`."""
         if active and not self._estop:
             if self._state is ControllerState.EXECUTING:
                 self._finish_pending = True
             self._estop = True
             self._state = ControllerState.ESTOPPED
-            self._reason = "e-stop active"
+            self._reason = reason
             self._command = (0.0, 0.0)
         elif not active and self._estop:
             self._estop = False
+            self._state = ControllerState.AWAITING_RESUME
+            self._reason = "e-stop released, waiting for resume"
+
+    def resume(self) -> tuple[bool, str]:
+        """The explicit command that allows motion again after an e-stop was released.
+
+        Returns (accepted, why). Refused while the e-stop is still active; in every other state
+        but AWAITING_RESUME there is nothing to resume (accepted, nothing changes).
+        """
+        if self._estop:
+            return False, "e-stop still active: release it first, then resume"
+        if self._state is ControllerState.AWAITING_RESUME:
             self._state = ControllerState.IDLE
-            self._reason = "e-stop released, waiting for a new action"
+            self._reason = "resumed after e-stop; waiting for an action"
+            return True, "resumed: actions are executed again"
+        return True, "nothing to resume: no e-stop was released since the last resume"
 
     def heartbeat(self, now_s: float) -> None:
         """Record that the action stream (the navigator) is alive."""

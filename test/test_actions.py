@@ -1,15 +1,19 @@
 """Tests for the NaVILA action grammar: parsing real model output, round trips, quantisation."""
 
 import math
+import re
 
 import pytest
 
 from nvila_nav.actions import (
     ACTION_VOCABULARY,
     ALL_ACTIONS,
+    MAX_COMMAND_CHARS,
     Action,
     ActionKind,
+    CommandRejected,
     parse_action,
+    parse_command,
     quantize_forward,
     quantize_turn,
 )
@@ -238,3 +242,100 @@ def test_vocabulary_covers_every_canonical_phrase():
         "45",
     }
     assert len(ACTION_VOCABULARY) == len(set(ACTION_VOCABULARY))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "move forward -75 cm",
+        "The next action is move forward nan cm.",
+        "move forward 0 cm",
+        "turn left -45 degrees",
+        "turn right inf degrees",
+        "Do not move forward 75 cm",
+        "don't turn left 30 degrees",
+        "never turn right",
+    ],
+)
+def test_model_parser_refuses_negation_and_impossible_amounts(text):
+    # Snapping these would invent a motion nobody asked for (issue: all ran as forward 25 cm).
+    assert parse_action(text) is None
+
+
+def test_model_parser_still_lets_stop_win():
+    assert parse_action("Do not move, stop.") == Action.stop()
+
+
+COMMAND_PHRASES = [
+    ("move forward 25 cm", Action.forward(25)),
+    ("The next action is move forward 75 cm.", Action.forward(75)),
+    ("THE NEXT ACTION IS MOVE FORWARD 50 CM.", Action.forward(50)),
+    ("the next action is turn right 15 degree", Action.right(15)),
+    ("Turn right 30 degrees.", Action.right(30)),
+    ("turn left 45 degrees", Action.left(45)),
+    ("  move  forward 75cm ", Action.forward(75)),
+    ("The next action is turn left 15°", Action.left(15)),
+    ("turn left 30 deg", Action.left(30)),
+    ("move forward 0.5 m", Action.forward(50)),
+    ("move forward 0.75 meters", Action.forward(75)),
+    ("move forward 75 centimeters", Action.forward(75)),
+    ("The next action is move forward.", Action.forward(25)),
+    ("turn left", Action.left(15)),
+    ("Stop.", Action.stop()),
+    ("The next action is stop.", Action.stop()),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), COMMAND_PHRASES)
+def test_command_accepts_navila_phrases_and_their_relatives(text, expected):
+    assert parse_command(text) == expected
+    assert parse_action(text) == expected  # the model parser agrees on every accepted command
+
+
+@pytest.mark.parametrize("action", ALL_ACTIONS, ids=lambda a: a.to_text())
+def test_command_accepts_every_canonical_text_and_answer(action):
+    assert parse_command(action.to_text()) == action
+    assert parse_command(action.to_answer()) == action
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("dance", "no NaVILA action"),
+        ("-75 cm", "no NaVILA action"),
+        ("move backward 50 cm", "no NaVILA action"),
+        ("move forward -75 cm", "amount -75 is negative"),
+        ("move forward \u221275 cm", "is negative"),
+        ("move forward nan cm", "amount 'nan' is not a finite number"),
+        ("move forward inf cm", "is not a finite number"),
+        ("move forward 0 cm", "amount 0 is zero"),
+        ("turn left -45 degrees", "amount -45 is negative"),
+        ("turn left 0 degrees", "is zero"),
+        ("Do not move forward 75 cm", "negated"),
+        ("don't turn left", "negated"),
+        ("do not stop", "negated"),
+        ("move forward 60 cm", "60 cm is not in the grammar (25, 50, 75 cm)"),
+        ("turn right 90 degrees", "90 degrees is not in the grammar (15, 30, 45 degrees)"),
+        ("move forward 1e2 cm", "not in the grammar"),
+        ("move forward 75", "is not a length"),
+        ("turn left 30 cm", "is not an angle"),
+        ("move forward some cm", "must be followed by a number and its unit, or by nothing"),
+        ("move forward 75 cm and turn left", "extra words after 75 cm"),
+        ("turn right 30 degrees then move forward 75 cm", "extra words after 30 degrees"),
+        ("I could turn left, but the next action is move forward 50 cm.", "not exactly one"),
+        ("stop stop", "not exactly one"),
+        ("stopped", "no NaVILA action"),
+    ],
+)
+def test_command_rejects_everything_else_with_a_reason(text, why):
+    with pytest.raises(CommandRejected, match=re.escape(why)):
+        parse_command(text)
+
+
+def test_command_length_is_bounded():
+    text = "move forward 25 cm" + " " * MAX_COMMAND_CHARS
+    with pytest.raises(CommandRejected, match=f"longer than {MAX_COMMAND_CHARS} characters"):
+        parse_command(text)
+    assert parse_command(text.strip()) == Action.forward(25)

@@ -236,9 +236,49 @@ def test_estop_mid_action_zeroes_next_tick_latches_and_does_not_resume():
     assert controller.update(robot.pose, 1.62, 1.62).state is ControllerState.ESTOPPED
     controller.set_estop(False)
     released = controller.update(robot.pose, 1.64, 1.64)
-    assert (released.vx, released.wz, released.state) == (0.0, 0.0, ControllerState.IDLE)
+    assert (released.vx, released.wz) == (0.0, 0.0)
+    assert released.state is ControllerState.AWAITING_RESUME
+    assert released.reason == "e-stop released, waiting for resume"
+    assert controller.resume() == (True, "resumed: actions are executed again")
+    assert controller.update(robot.pose, 1.65, 1.65).state is ControllerState.IDLE
     assert controller.start(Action.forward(25), robot.pose, 1.66)
     assert controller.update(robot.pose, 1.68, 1.68).vx > 0.0
+
+
+def test_release_alone_never_restarts_motion():
+    """Reset is not restart: after the release every action is refused until resume()."""
+    controller = MotionController()
+    robot = Unicycle()
+    run(controller, robot, Action.forward(75), 50, duration_s=0.4)
+    controller.set_estop(True)
+    controller.set_estop(False)
+    outputs = []
+    for tick, action in enumerate([Action.forward(25), Action.left(15), Action.stop()]):
+        now = 0.5 + tick * 0.02
+        assert not controller.start(action, robot.pose, now)
+        assert controller.reason == (
+            f"e-stop released, waiting for resume; refused {action.to_text()}"
+        )
+        outputs.append(controller.update(robot.pose, now, now))
+    assert all((o.vx, o.wz) == (0.0, 0.0) for o in outputs)
+    assert all(o.state is ControllerState.AWAITING_RESUME for o in outputs)
+    assert controller.action == Action.forward(75)  # refused actions replace nothing
+
+
+def test_resume_is_refused_while_latched_and_a_no_op_otherwise():
+    controller = MotionController()
+    ok, why = controller.resume()
+    assert ok and why.startswith("nothing to resume")
+    assert controller.state is ControllerState.IDLE
+    controller.set_estop(True)
+    assert controller.resume() == (False, "e-stop still active: release it first, then resume")
+    assert controller.state is ControllerState.ESTOPPED and controller.estop
+    controller.set_estop(True, "again")  # repeated engage changes nothing
+    assert controller.reason == "e-stop active"
+    controller.set_estop(False)
+    controller.set_estop(False)  # repeated release too
+    assert controller.state is ControllerState.AWAITING_RESUME and not controller.estop
+    assert controller.resume()[0] and controller.state is ControllerState.IDLE
 
 
 def test_estop_while_idle_blocks_and_reports_no_completion():
