@@ -15,7 +15,7 @@ Everything is resumable: an iteration whose dataset index exists is not collecte
 its training stage resumes or is skipped like any recipe stage.
 
     nvila-nav-dagger --recipe config/train/navila-nano.yaml \\
-        --from outputs/train/navila-nano/02-navigation/final --out outputs/train/navila-nano-dagger
+        --from outputs/train/navila-nano/03-navigation-runs/final --out outputs/train/navila-nano-dagger
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# navila-nano from nothing, on a CPU: data, the two-stage recipe, optional DAgger, then
+# navila-nano from nothing, on a CPU: data, the three-stage recipe, optional DAgger, then
 # models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
 # Every step is resumable: finished datasets are not written again, training resumes from its
 # newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
-# interruption. On a 2-core machine: data ~15 min, captions ~10 min, navigation ~65 min, one DAgger
-# iteration ~25 min. Variables: NANO_DATA (data/nano), NANO_OUT (outputs/train),
-# NANO_DAGGER_ITERATIONS (default 0), NANO_INSTALL (models/navila-nano; empty: do not install).
+# interruption. On a 2-core machine: data ~15 min, captions ~10 min, navigation ~65 min,
+# navigation with merged action runs ~55 min, one DAgger iteration ~25 min. Variables:
+# NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
+# NANO_INSTALL (models/navila-nano; empty: do not install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +62,7 @@ captions val_unseen 256 "$DATA/val_captions"
 
 say "training: captions, then navigation (config/train/navila-nano.yaml)"
 "$VENV_BIN/nvila-core" train --recipe config/train/navila-nano.yaml --out "$OUT/navila-nano"
-final="$OUT/navila-nano/02-navigation/final"
+final="$OUT/navila-nano/03-navigation-runs/final"
 
 if [ "$ITERATIONS" -gt 0 ]; then
   say "DAgger: $ITERATIONS iteration(s) on fresh training episodes"

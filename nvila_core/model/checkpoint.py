@@ -129,6 +129,8 @@ def _finish_config(
         overrides = {k: own[k] for k in own_keys if k in own}
         if "nav_previous_actions" in own:
             overrides["nav_previous_actions"] = int(own["nav_previous_actions"])
+        if "nav_merge_actions" in own:
+            overrides["nav_merge_actions"] = bool(own["nav_merge_actions"])
         if isinstance(data.get("model_dtype"), str):
             overrides["torch_dtype"] = data["model_dtype"].removeprefix("torch.")
         if preprocessor.is_file():

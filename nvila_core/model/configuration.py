@@ -74,6 +74,11 @@ class NVILAConfig:
     then the current one: the frames passed are one per decision)."""
     nav_previous_actions: int = 0
     """How many of the latest executed actions the compact prompt states (0: none)."""
+    nav_merge_actions: bool = False
+    """Whether the compact prompt sums consecutive executed actions of one kind into runs
+    ("turn right 135 degrees", "move forward 150 cm") before taking the latest
+    `nav_previous_actions`: a run tells how far a turn or a walk has gone, which single steps
+    cannot once the run is longer than the window."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -196,6 +201,10 @@ class NVILAConfig:
             "nav_previous_actions needs nav_prompt: compact (NaVILA's prompt has no place for them)",
         )
         check(self.nav_previous_actions >= 0, "nav_previous_actions must be >= 0")
+        check(
+            not self.nav_merge_actions or self.nav_previous_actions > 0,
+            "nav_merge_actions needs nav_previous_actions > 0 (the runs the prompt states)",
+        )
         check(
             self.nav_history == "navila" or self.num_video_frames >= 2,
             "nav_history: recent needs num_video_frames >= 2 (first + current)",
@@ -343,6 +352,7 @@ class NVILAConfig:
                 "nav_prompt": self.nav_prompt,
                 "nav_history": self.nav_history,
                 "nav_previous_actions": self.nav_previous_actions,
+                "nav_merge_actions": self.nav_merge_actions,
             },
         }
 

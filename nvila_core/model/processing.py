@@ -27,6 +27,7 @@ from nvila_core.model.prompting import (
     SystemPrompt,
     black_like,
     compact_navigation_prompt,
+    merge_action_runs,
     navigation_answer,
     navigation_prompt,
     normalize_instruction,
@@ -158,8 +159,10 @@ class NVILAProcessor:
         if self.config.nav_prompt == "compact":
             shown = None
             if self.config.nav_previous_actions > 0:
-                latest = list(previous_actions or [])[-self.config.nav_previous_actions :]
-                shown = latest
+                done = list(previous_actions or [])
+                if self.config.nav_merge_actions:
+                    done = merge_action_runs(done)
+                shown = done[-self.config.nav_previous_actions :]
             return compact_navigation_prompt(instruction, num_frames, shown)
         return navigation_prompt(instruction, num_frames)
 

@@ -282,6 +282,35 @@ def compact_navigation_prompt(
     return text + "\nNext?"
 
 
+_MOVE = re.compile(r"^move forward (\d+) cm$")
+_TURN = re.compile(r"^turn (left|right) (\d+) degrees$")
+
+
+def merge_action_runs(actions: Sequence[str]) -> list[str]:
+    """Executed action phrases with consecutive moves, and consecutive turns to one side, summed
+    into one phrase of the same grammar: two "turn right 45 degrees" and a "turn right 30 degrees"
+    become "turn right 120 degrees". Any other phrase stays a run of its own."""
+    runs: list[tuple[str, int]] = []  # (kind, amount); amount -1: a phrase kept as it is
+    for action in actions:
+        move, turn = _MOVE.match(action), _TURN.match(action)
+        kind, amount = (
+            ("move forward", int(move[1]))
+            if move
+            else (f"turn {turn[1]}", int(turn[2]))
+            if turn
+            else (action, -1)
+        )
+        if amount >= 0 and runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1] + amount)
+        else:
+            runs.append((kind, amount))
+    units = {"move forward": "cm"}
+    return [
+        kind if amount < 0 else f"{kind} {amount} {units.get(kind, 'degrees')}"
+        for kind, amount in runs
+    ]
+
+
 def navigation_answer(action_text: str, nav_prompt: str = "navila") -> str:
     """The answer a model of `nav_prompt` gives for an action phrase ("move forward 75 cm"):
     NaVILA's sentence, or the bare phrase for the compact prompt."""

@@ -49,7 +49,14 @@ log = logging.getLogger(__name__)
 MODEL_SOURCES = ("preset", "config", "checkpoint")
 # Settings a stage may change without touching the weights' shapes (nvila.md §5.1: stage 5
 # switches to resized frames, more of them, and temporal pooling).
-MODEL_OVERRIDES = ("image_aspect_ratio", "num_video_frames", "video_pool_sizes", "model_max_length")
+MODEL_OVERRIDES = (
+    "image_aspect_ratio",
+    "num_video_frames",
+    "video_pool_sizes",
+    "model_max_length",
+    "nav_merge_actions",
+    "nav_previous_actions",
+)
 _STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
 _RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")
 _BASE_KEY = "base"

@@ -15,6 +15,7 @@ from nvila_core.model.processing import NVILAProcessor
 from nvila_core.model.prompting import (
     action_phrase,
     compact_navigation_prompt,
+    merge_action_runs,
     navigation_answer,
     sample_recent_indices,
 )
@@ -58,11 +59,27 @@ def test_compact_prompt_and_answers():
     assert action_phrase(sentence) == action_phrase("move forward 75 cm") == "move forward 75 cm"
 
 
+def test_merged_runs_sum_consecutive_moves_and_same_side_turns():
+    done = ["turn right 45 degrees"] * 3 + ["turn right 15 degrees", "move forward 75 cm"]
+    done += ["move forward 50 cm", "turn left 30 degrees", "turn right 15 degrees", "stop"]
+    assert merge_action_runs(done) == [
+        "turn right 150 degrees",
+        "move forward 125 cm",
+        "turn left 30 degrees",
+        "turn right 15 degrees",
+        "stop",
+    ]
+    assert merge_action_runs(["stop", "stop"]) == ["stop", "stop"]
+    assert merge_action_runs([]) == []
+
+
 def test_config_rejects_inconsistent_navigation_formats():
     with pytest.raises(ConfigError, match="nav_prompt"):
         compact_config(nav_prompt="short")
     with pytest.raises(ConfigError, match="nav_previous_actions"):
         dataclasses.replace(NVILAConfig.preset("tiny"), nav_previous_actions=2)
+    with pytest.raises(ConfigError, match="nav_merge_actions"):
+        compact_config(nav_previous_actions=0, nav_merge_actions=True)
 
 
 def test_processor_shows_first_latest_and_current_frames_and_the_last_actions():
@@ -81,6 +98,16 @@ def test_processor_shows_first_latest_and_current_frames_and_the_last_actions():
     young = processor.navigation("go.", frames[:1], [0], previous_actions=[])
     assert [item.keys and item.keys[0] for item in young.media] == [0, None, None, None, 0]
     assert "Done: nothing" in young.prompt_text
+
+
+def test_processor_states_the_latest_merged_runs():
+    config = compact_config(nav_merge_actions=True, nav_previous_actions=2)
+    processor = NVILAProcessor(config, build_tokenizer(512, config.chat_template))
+    frames = [np.zeros((24, 32, 3), np.uint8)]
+    done = ["turn left 45 degrees", "move forward 75 cm"] + ["turn right 45 degrees"] * 4
+    inputs = processor.navigation("go.", frames, previous_actions=done)
+    # Six steps past the window of two: the runs still say the turn has gone 180 degrees.
+    assert "Done: move forward 75 cm, turn right 180 degrees\nNext?" in inputs.prompt_text
 
 
 def test_training_samples_match_what_the_processor_builds_at_inference(tmp_path):
@@ -120,3 +147,7 @@ def test_checkpoints_keep_the_navigation_format(tmp_path):
     assert (loaded.config.nav_prompt, loaded.config.nav_history) == ("compact", "recent")
     assert loaded.config.nav_previous_actions == 3
     assert loaded.config.num_video_frames == 5
+    assert not loaded.config.nav_merge_actions
+    model.config = dataclasses.replace(config, nav_merge_actions=True)
+    save_checkpoint(model, tokenizer, tmp_path / "merged")
+    assert load_checkpoint(tmp_path / "merged")[0].config.nav_merge_actions

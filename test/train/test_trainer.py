@@ -276,9 +276,10 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     ]
     assert stages[4].model_overrides["video_pool_sizes"] == [[8, 1, 1]]
     nano = load_recipe(RECIPES / "navila-nano.yaml")
-    assert [s.name for s in nano.stages] == ["captions", "navigation"]
+    assert [s.name for s in nano.stages] == ["captions", "navigation", "navigation-runs"]
     assert nano.stages[0].data.num_frames == 1 and nano.stages[1].data.num_frames == 5
-    assert nano.stages[1].data.history == "recent"
+    assert nano.stages[1].data.history == nano.stages[2].data.history == "recent"
+    assert nano.stages[2].model_overrides == {"nav_merge_actions": True, "nav_previous_actions": 4}
 
 
 def _tiny_recipe(rollout, **stage_extra):
