@@ -24,6 +24,7 @@ it; NaVILA-Bench's own client never sends it.
     nvila-core serve --model models/navila-nano --decoding choose &     # a separate server
     nvila-nav-navila-bench run --episodes eps.json.gz --port 54321 --out outputs/nb/nano
     nvila-nav-navila-bench convert eps.json.gz vln_ce_isaac_v1.json.gz   # R2R -> VLN-CE-Isaac
+    nvila-nav-navila-bench summarize eval_results/go2_matterport_vision_loco_RUN/measurements
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ def run_episode(
     sim, episode: Episode, client: BenchClient, side_channel: bool = False
 ) -> BenchEpisode:
     """NaVILA-Bench's navila_eval.py main loop on `sim` (a Simulator with a 512x512 camera)."""
+    if not episode.goals or episode.goal.radius is None:
+        raise ValueError(f"episode {episode.episode_id}: VLN-CE-Isaac needs a goal radius")
     gt = episode.gt_locations or vln_ce_isaac.to_isaac(episode, 1)["gt_locations"]
     measures = vln_ce_isaac.IsaacMeasures(gt, episode.goal.radius)
     obs = sim.reset(episode, render=True)
@@ -403,7 +406,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
     with ServerThread(responder) as server:
         client = BenchClient("127.0.0.1", server.port, args.timeout)
         summary = run_episodes(episodes, client, args.out, label, side_channel, args.size)
-        summary["server"] = vars(server.server.stats)
+        summary["server"] = server.server.stats.as_dict()
     if args.out:
         Path(args.out, "summary.json").write_text(json.dumps(summary, indent=1))
     print(summary_lines([summary]))
@@ -429,6 +432,32 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         write_episodes(args.target, episodes)
     print(f"{len(episodes)} episodes -> {args.target} ({args.to})")
+    return 0
+
+
+def read_measurements(paths: Sequence[str | Path]) -> list[dict[str, float]]:
+    """Per-episode VLN-CE-Isaac measures from NaVILA-Bench's result files
+    (eval_results/<run>/measurements/<i>.json: the measures themselves) or this loop's
+    (episodes/<id>.json: under "measurements"); folders are read file by file, sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    results = []
+    for file in files:
+        data = json.loads(file.read_text())
+        data = data.get("measurements", data) if isinstance(data, dict) else data
+        missing = [name for name in vln_ce_isaac.MEASURES if name not in data]
+        if missing:
+            raise ValueError(f"{file}: no {', '.join(missing)} (not a measurements file)")
+        results.append({name: float(data[name]) for name in vln_ce_isaac.MEASURES})
+    if not results:
+        raise ValueError("no measurement files found")
+    return results
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    summary = vln_ce_isaac.aggregate(read_measurements(args.paths))
+    print(vln_ce_isaac.format_table({args.label or "run": summary}))
     return 0
 
 
@@ -487,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("target", help="output .json or .json.gz")
     convert.add_argument("--to", choices=("isaac", "r2r"), default="isaac")
     convert.set_defaults(handler=cmd_convert)
+
+    summarize = commands.add_parser(
+        "summarize",
+        help="VLN-CE-Isaac table of NaVILA-Bench's measurement files (or this loop's episodes/)",
+    )
+    summarize.add_argument("paths", nargs="+", help="measurement .json files or folders")
+    summarize.add_argument("--label", default="", help="row name")
+    summarize.set_defaults(handler=cmd_summarize)
     return parser
 
 

@@ -124,7 +124,7 @@ class ServerConfig:
 
 @dataclass
 class ServerStats:
-    """Counters since start (logged at shutdown, read by tests)."""
+    """Counters since start (logged at shutdown, read by tests); `count` is thread-safe."""
 
     replies: int = 0
     """Answers computed and handed to the socket."""
@@ -134,6 +134,16 @@ class ServerStats:
     errors: int = 0
     rejected: int = 0
     refused_connections: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
 class _Rejected(Exception):
@@ -191,7 +201,7 @@ class BenchServer:
             self._socket.close()
             for thread in list(self._threads):
                 thread.join(timeout=self.config.reply_timeout_s)
-            log.info("server stopped: %s", self.stats)
+            log.info("server stopped: %s", self.stats.as_dict())
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -200,7 +210,7 @@ class BenchServer:
     def _start_connection(self, conn: socket.socket, addr: tuple) -> None:
         peer = f"{addr[0]}:{addr[1]}"
         if not self._slots.acquire(blocking=False):
-            self.stats.refused_connections += 1
+            self.stats.count("refused_connections")
             log.warning(
                 "%s refused: %d connections already open", peer, self.config.max_connections
             )
@@ -217,7 +227,7 @@ class BenchServer:
             with conn:
                 self._serve_connection(conn, addr, peer)
         except Exception:  # a bug here must not end the server: log it, keep serving
-            self.stats.errors += 1
+            self.stats.count("errors")
             log.exception("%s: unexpected error", peer)
         finally:
             self._threads.discard(threading.current_thread())
@@ -245,7 +255,7 @@ class BenchServer:
             self._check_token(request)
             decode_images(request, self.config.max_image_pixels)
         except (_Rejected, RequestError) as err:
-            self.stats.rejected += 1
+            self.stats.count("rejected")
             log.warning("%s rejected, no reply: %s", peer, err)
             return
         read_ms = (time.perf_counter() - start) * 1e3
@@ -253,12 +263,12 @@ class BenchServer:
             model_start = time.perf_counter()
             reply, raw, why = self._answer(request)
             model_ms = (time.perf_counter() - model_start) * 1e3
-        self.stats.replies += 1
+        self.stats.count("replies")
         conn.settimeout(self.config.reply_timeout_s)
         try:
             conn.sendall(encode_reply(reply))
         except OSError as err:
-            self.stats.undelivered += 1
+            self.stats.count("undelivered")
             log.warning("%s: reply not delivered (%s): %r", peer, err, reply)
             return
         log.info(
@@ -292,17 +302,17 @@ class BenchServer:
             reply = canonical_answer(raw)
             why = "" if reply is not None else "the model's text names no action"
         except Exception as err:
-            self.stats.errors += 1
+            self.stats.count("errors")
             log.exception("%s: responder failed", request.peer)
             reply, why = None, f"responder error {type(err).__name__}: {err}"
         if reply is None:
-            self.stats.fallbacks += 1
+            self.stats.count("fallbacks")
             reply = self.config.fallback
         assert reply in ANSWERS
         try:
             self.responder.record_reply(request, reply)
         except Exception:
-            self.stats.errors += 1
+            self.stats.count("errors")
             log.exception("%s: recording the reply failed", request.peer)
         return reply, raw, why
 

@@ -396,6 +396,7 @@ def test_token_is_required_when_configured(serve):
 
 def test_access_rules():
     local = ServerConfig()
+    assert (local.host, local.port) == ("127.0.0.1", 54321)
     assert local.client_allowed("127.0.0.1") and local.client_allowed("::1")
     assert not local.client_allowed("10.0.0.5")
     lan = ServerConfig(allow=["10.0.0.0/24"])

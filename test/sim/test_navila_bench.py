@@ -136,3 +136,25 @@ def test_convert_command_round_trips(episodes, tmp_path, capsys):
     assert main(["convert", str(isaac), str(back), "--to", "r2r"]) == 0
     assert read_any_episodes(back) == episodes
     assert "2 episodes" in capsys.readouterr().out
+
+
+def test_summarize_reads_navila_bench_and_loop_results(tmp_path, capsys):
+    bench_dir = tmp_path / "measurements"
+    bench_dir.mkdir()
+    for index, (success, dtg) in enumerate([(1.0, 0.5), (0.0, 4.5)]):
+        measures = {
+            "path_length": 6.0,
+            "distance_to_goal": dtg,
+            "success": success,
+            "spl": 0.8 * success,
+            "oracle_navigation_error": 0.5,
+            "oracle_success": 1.0,
+        }
+        (bench_dir / f"{index}.json").write_text(json.dumps(measures))
+    assert main(["summarize", str(bench_dir), "--label", "go2"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("go2"))
+    assert row.split()[1:] == ["2", "50.0", "40.0", "100.0", "2.50", "0.50", "6.00"]
+    (bench_dir / "bad.json").write_text("{}")
+    assert main(["summarize", str(bench_dir)]) == 2
+    assert "not a measurements file" in capsys.readouterr().err
