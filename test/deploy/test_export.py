@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
+from packaging.version import Version
 from polygraphy.comparator import RunResults
 from polygraphy.json import load_json
 from transformers import DynamicCache
@@ -256,7 +258,13 @@ def test_float16_quantized_export_is_the_deployment_form(tmp_path, quantized, ti
     inits = {i.name: i for i in llm.graph.initializer}
     assert {inits[n.input[1]].data_type for n in dq} == {TensorProto.FLOAT16}
     levels, unfused = _fused_int4_matmuls(tmp_path / "llm.onnx", tmp_path / "llm.opt.onnx")
-    assert levels == [1] * len(dq) and not unfused
+    if Version(onnxruntime.__version__) < Version("1.24"):
+        # onnxruntime 1.23 (requirements-robot.txt, the newest for Python 3.10) fuses only
+        # float32 INT4 weights into MatMulNBits: its CPU provider runs this graph as
+        # DequantizeLinear + MatMul, as accurate (checked above) but unfused
+        assert levels == [] and unfused
+    else:
+        assert levels == [1] * len(dq) and not unfused
 
 
 def _w8a8_only(state):
