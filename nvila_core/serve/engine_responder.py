@@ -9,9 +9,10 @@ actions in the prompt) need what the protocol does not carry. The responder rebu
 the requests themselves (`history="episode"`, the default for such models): a request whose
 only real frame is the current one starts an episode; later requests with the same
 instruction and the same first real frame continue it. Each request's current frame is that
-decision's view and each reply the action the client executed. Only what the model shows is
-kept (the first view and the latest decision views, as JPEG bytes) for at most `max_episodes`
-episodes, least recently used dropped first, so memory stays bounded. `history="request"`
+decision's view and each reply the action the client executed. Of the frames only those the
+model shows are kept (the first view and the latest decision views, as JPEG bytes), with the
+executed action phrases, for at most `max_episodes` episodes, least recently used dropped
+first, so memory stays bounded. `history="request"`
 uses only the request's own frames for every model.
 """
 
@@ -33,18 +34,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("nvila_core.serve")
 
 HISTORY_MODES = ("auto", "episode", "request")
+MAX_EPISODE_ACTIONS = 1024
+"""Executed actions kept per episode: every one (a NaVILA-Bench episode has at most 100
+decisions); the processor picks what the prompt states, runs merged or not."""
 DECODINGS = ("generate", "choose")
 
 
 class _Episode:
     """What the recent-history format shows of one episode: the first view, the latest
-    decision views (base64 JPEG as sent), how many decisions so far, the executed actions."""
+    decision views (base64 JPEG as sent), how many decisions so far, the executed actions
+    (all of them, up to MAX_EPISODE_ACTIONS)."""
 
     def __init__(self, first_view: str, keep: int, keep_actions: int) -> None:
         self.first_view = first_view
         self.views: deque[str] = deque(maxlen=keep)
         self.decisions = 0
-        self.actions: deque[str] = deque(maxlen=max(keep_actions, 1))
+        self.actions: deque[str] = deque(maxlen=keep_actions)
 
 
 class _DecisionFrames(Sequence):
@@ -116,7 +121,7 @@ class EngineResponder:
             answer = engine.processor.navigation_answer
             self.answers = [answer(phrase) for phrase in action_phrases()]
         self._keep_views = max(config.num_video_frames - 1, 1)
-        self._keep_actions = int(getattr(config, "nav_previous_actions", 0))
+        self._keep_actions = MAX_EPISODE_ACTIONS
         self._episodes: OrderedDict[str, _Episode] = OrderedDict()
         self._max_episodes = max_episodes
         self._current: dict[int, _Episode] = {}
