@@ -68,6 +68,7 @@ from rclpy.qos import (
     DurabilityPolicy,
     QoSProfile,
     ReliabilityPolicy,
+    qos_policy_name_from_kind,
     qos_profile_sensor_data,
 )
 from rclpy.signals import SignalHandlerOptions
@@ -326,7 +327,16 @@ def _type_name(msg_type: type) -> str:
 
 
 def _policy_name(value: Any) -> str:
+    """RELIABLE, TRANSIENT_LOCAL, ...: the name of a QoS policy value."""
     return getattr(value, "name", str(value)).upper()
+
+
+def _kind_name(kind: Any) -> str:
+    """RELIABILITY, DURABILITY, ...: the policy an incompatible-QoS event names."""
+    try:
+        return qos_policy_name_from_kind(int(kind))
+    except (TypeError, ValueError):
+        return _policy_name(kind).removeprefix("RMW_QOS_POLICY_")
 
 
 def qos_mismatch(offered: QoSProfile, requested: QoSProfile) -> str:
@@ -470,7 +480,7 @@ class MotionControllerNode(Node):
         sub = None
 
         def on_incompatible(info: Any) -> None:
-            policy = _policy_name(info.last_policy_kind)
+            policy = _kind_name(info.last_policy_kind)
             self._warn(
                 f"qos-event {sub.topic_name}",
                 f"{sub.topic_name}: a publisher with incompatible QoS ({policy}) was discovered; "
@@ -633,7 +643,7 @@ class MotionControllerNode(Node):
         self._warn(
             f"qos-event {topic}",
             f"{topic}: a subscriber requests QoS this reliable, volatile publisher does not offer "
-            f"({_policy_name(info.last_policy_kind)}); it receives no velocity commands",
+            f"({_kind_name(info.last_policy_kind)}); it receives no velocity commands",
             force=True,
         )
 

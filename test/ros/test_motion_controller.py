@@ -18,6 +18,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import Log
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from ros_harness import (
@@ -39,6 +40,9 @@ CONFIG = Path(__file__).parents[2] / "config" / "motion_controller.yaml"
 CONTROL_PERIOD_S = 1.0 / 20.0
 # DDS delivery and thread scheduling on a loaded test machine, on top of one control period.
 MARGIN_S = 0.1
+ROSOUT = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
@@ -440,9 +444,11 @@ def test_estop_from_a_publisher_of_any_qos_zeroes_within_a_tick(graph, qos_name)
     bench = Bench(graph)
     bench.start_controller()
     estop_pub = bench.probe.create_publisher(Bool, "e_stop", ESTOP_PUBLISHER_QOS[qos_name])
-    # The publisher matches at least one of the controller's e_stop subscriptions (and the
-    # test's latched one, for transient local).
-    assert wait_for(lambda: estop_pub.get_subscription_count() >= 1, 5.0), "no match"
+    # Which of the controller's three e_stop subscriptions (reliable + transient local,
+    # reliable, best effort) each publisher matches.
+    matches = {"default": 2, "best_effort": 1, "transient_local": 3}[qos_name]
+    matched = wait_for(lambda: estop_pub.get_subscription_count() == matches, 5.0)
+    assert matched, f"{estop_pub.get_subscription_count()} matching subscriptions, not {matches}"
     bench.send("move forward 75 cm")
     bench.wait_moving()
     estop_pub.publish(Bool(data=True))
@@ -567,6 +573,7 @@ def test_odometry_from_best_effort_and_reliable_drivers_moves_the_robot(graph, o
 
 def test_incompatible_odometry_qos_is_diagnosed_naming_topic_and_parameter(graph):
     bench = Bench(graph, odom_publisher_qos=qos_profile_sensor_data, odom_qos="reliable")
+    rosout = Collector(bench.probe, Log, "/rosout", ROSOUT)
     bench.controller = graph.add(
         MotionControllerNode(
             context=graph.context,
@@ -580,8 +587,33 @@ def test_incompatible_odometry_qos_is_diagnosed_naming_topic_and_parameter(graph
     assert "/kinematic_base offers incompatible QoS" in problems
     assert "reliability: BEST_EFFORT offered, RELIABLE requested" in problems
     assert "odom_qos: sensor_data" in problems
+    # rclpy's incompatible-QoS event and the graph check both warn on the log.
+    for fragment in (
+        "/odom: a publisher with incompatible QoS (RELIABILITY) was discovered",
+        "/odom: /kinematic_base offers incompatible QoS",
+    ):
+        logged = rosout.wait_for(
+            lambda msg, fragment=fragment: (
+                msg.name == "motion_controller" and msg.level == Log.WARN and fragment in msg.msg
+            ),
+            5.0,
+        )
+        assert logged, f"no warning {fragment!r}"
     bench.send("move forward 25 cm")
     bench.wait_result("watchdog move forward 25 cm")
+    assert bench.robot.pose() == (0.0, 0.0, 0.0)
+
+
+def test_huge_action_text_is_rejected_with_a_short_result(graph):
+    bench = Bench(graph)
+    bench.start_controller()
+    text = "move forward 25 cm " + "x" * 100_000
+    bench.send(text)
+    found = bench.results.wait_for(lambda msg: msg.data.startswith("rejected "), 5.0)
+    assert found, "no action_result"
+    result = found[1].data
+    assert result.startswith(f"rejected {text[:200]}... ({len(text)} characters) (longer than")
+    assert len(result) < 400
     assert bench.robot.pose() == (0.0, 0.0, 0.0)
 
 
