@@ -319,6 +319,12 @@ def decode_images(request: BenchRequest, max_pixels: int) -> None:
                         f"image {index}: {width}x{height} exceeds {max_pixels} pixels"
                     )
                 decoded.append(image.convert("RGB"))
+        except RequestError:
+            raise
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise RequestError(f"image {index}: cannot decode ({err})") from None
+        except Exception as err:  # PIL plugins raise SyntaxError, ValueError, ... on bad files
+            raise RequestError(
+                f"image {index}: cannot decode ({type(err).__name__}: {err})"
+            ) from None
     request.images = decoded

@@ -280,6 +280,20 @@ def jpeg_b64(size: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def broken_png_b64() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[40:60] = b"\x00" * 20  # corrupt the image data chunk
+    return base64.b64encode(bytes(data)).decode()
+
+
+def gif_b64() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="GIF")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 BROKEN: dict[str, Callable[[], bytes]] = {
     "not JSON": lambda: framed(b"{images: nope"),
     "not UTF-8": lambda: framed(b"\xff\xfe\x00"),
@@ -297,6 +311,10 @@ BROKEN: dict[str, Callable[[], bytes]] = {
     "an image too large": lambda: framed(
         json.dumps({"images": [jpeg_b64(3000)], "query": "go"}).encode()
     ),
+    "a broken PNG": lambda: framed(
+        json.dumps({"images": [broken_png_b64()], "query": "go"}).encode()
+    ),
+    "a GIF": lambda: framed(json.dumps({"images": [gif_b64()], "query": "go"}).encode()),
     "zero length": lambda: (0).to_bytes(8, "big"),
     "oversized length": lambda: (1 << 40).to_bytes(8, "big") + b"{",
     "truncated header": lambda: b"\x00\x00\x00",
