@@ -158,3 +158,79 @@ def test_summarize_reads_navila_bench_and_loop_results(tmp_path, capsys):
     (bench_dir / "bad.json").write_text("{}")
     assert main(["summarize", str(bench_dir)]) == 2
     assert "not a measurements file" in capsys.readouterr().err
+
+
+def test_loop_command_runs_the_expert_server(episodes, tmp_path, capsys):
+    from nvila_nav.sim.episodes import write_episodes
+
+    path = write_episodes(tmp_path / "eps.json.gz", episodes)
+    assert (
+        main(
+            [
+                "loop",
+                "--episodes",
+                str(path),
+                "--limit",
+                "1",
+                "--server",
+                "expert",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "VLN-CE-Isaac" in out and "expert server" in out and "'fallbacks': 0" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["metrics"]["success"] == 1.0 and summary["server"]["rejected"] == 0
+
+
+def test_serve_expert_and_run_commands_in_separate_processes(episodes, tmp_path):
+    """The two commands as a user runs them: a server process, a client process, SIGTERM."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from nvila_nav.sim.episodes import write_episodes
+
+    path = write_episodes(tmp_path / "eps.json.gz", episodes[:1])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "nvila_nav.navila_bench"]
+    server = subprocess.Popen(
+        [*command, "serve-expert", "--episodes", str(path), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert f"127.0.0.1:{port}" in server.stderr.readline()
+        client = subprocess.run(
+            [
+                *command,
+                "run",
+                "--episodes",
+                str(path),
+                "--port",
+                str(port),
+                "--side-channel",
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert client.returncode == 0, client.stderr
+        assert "100.0" in client.stdout  # the expert reached the goal
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    log = server.stderr.read()
+    assert "reply='The next action is stop.'" in log and "server stopped" in log
