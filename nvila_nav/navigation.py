@@ -316,6 +316,10 @@ class Navigator:
     def set_episode(self, episode: dict[str, Any]) -> None:
         self._episode = episode
 
+    def frame_alive(self, arrival_s: float) -> None:
+        """A camera frame arrived that is not offered (a rate cap): the camera is alive."""
+        self._frame_arrival_s = arrival_s
+
     def drop_frame(self, reason: str) -> None:
         """A camera frame could not be used (its reason is named when the camera times out)."""
         self._dropped_frames += 1

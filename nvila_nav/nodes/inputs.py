@@ -148,11 +148,11 @@ class InputMonitor:
                 publishers = self._node.get_publishers_info_by_topic(topic)
             except Exception:  # the node is going away
                 return problems
-            ours = self._node.get_subscriptions_info_by_topic(topic)
-            qos = next(
-                (info.qos_profile for info in ours if info.node_name == self._node.get_name()),
-                None,
-            )
+            ours = [
+                info.qos_profile
+                for info in self._node.get_subscriptions_info_by_topic(topic)
+                if info.node_name == self._node.get_name()
+            ]
             heard = 0
             for info in publishers:
                 peer = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
@@ -162,16 +162,17 @@ class InputMonitor:
                         f"{entry.type_name}: nothing it publishes arrives"
                     )
                     continue
-                if qos is not None:
-                    compatibility, reason = qos_check_compatible(info.qos_profile, qos)
-                    if compatibility == QoSCompatibility.ERROR:
-                        problems[f"{key}/qos"] = (
-                            f"QoS mismatch on {topic}: {peer} publishes "
-                            f"{_describe(info.qos_profile)}, this subscription is "
-                            f"{_describe(qos)} ({reason.strip()}); nothing it publishes "
-                            f"arrives. {entry.hint}".rstrip()
-                        )
-                        continue
+                # this node may listen with several profiles: one that matches is enough
+                checks = [qos_check_compatible(info.qos_profile, qos) for qos in ours]
+                if checks and all(c == QoSCompatibility.ERROR for c, _ in checks):
+                    problems[f"{key}/qos"] = (
+                        f"QoS mismatch on {topic}: {peer} publishes "
+                        f"{_describe(info.qos_profile)}, this node subscribes "
+                        f"{' and '.join(_describe(qos) for qos in ours)} "
+                        f"({checks[0][1].strip()}); nothing it publishes arrives. "
+                        f"{entry.hint}".rstrip()
+                    )
+                    continue
                 heard += 1
             if entry.expected_publisher and not publishers and silence_applies:
                 problems[f"{key}/none"] = f"no publisher on {topic} (remapped to another name?)"

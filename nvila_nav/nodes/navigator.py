@@ -299,6 +299,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         max_value=16384,
     ),
     ParameterSpec(
+        "max_frame_rate_hz",
+        10.0,
+        "Camera frames are converted and offered to the history at most this often; faster "
+        "frames only show the camera is alive (camera_loss_timeout_s). Keeps a 30 Hz 4K camera "
+        f"from filling the CPU [Hz]. {_CONFIGURE}",
+        min_value=0.1,
+        max_value=1000.0,
+    ),
+    ParameterSpec(
         "max_instruction_chars",
         2000,
         "Longer instructions are rejected with a logged (shortened) reason; the current one "
@@ -422,6 +431,9 @@ class NavigatorNode(LifecycleNode):
         self._pending_instruction: str | None = None
         self._ever_active = False
         self._frame_side = (0, 0)
+        self._last_converted = -math.inf
+        self._last_frame_ok = False
+        self._min_frame_gap_s = 0.0
         self._recent_instructions: list[tuple[float, str]] = []
         self._monitor = InputMonitor(self)
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
@@ -522,6 +534,9 @@ class NavigatorNode(LifecycleNode):
         self._policy = policy
         self._navigator = Navigator(history, config, decisions)
         self._dropped_frames = 0
+        # 1 ms of slack: a camera at exactly the cap must not lose every other frame to jitter
+        self._min_frame_gap_s = max(1.0 / params["max_frame_rate_hz"] - 0.001, 0.0)
+        self._last_converted = -math.inf
         if params["frame_size"]:
             self._frame_side = (params["frame_size"], 0)
         elif isinstance(policy, NVILAPolicy):
@@ -802,11 +817,22 @@ class NavigatorNode(LifecycleNode):
     @logged
     def _on_image(self, msg: Image) -> None:
         self._monitor.arrived("rgb")
+        arrived = time.monotonic()
+        with self._lock:
+            navigator = self._navigator
+            if navigator is None:
+                return
+            if arrived - self._last_converted < self._min_frame_gap_s:
+                if self._last_frame_ok:  # too soon to convert: alive, like the last one
+                    navigator.frame_alive(self._now_s())
+                return
+            self._last_converted = arrived
         try:
             rgb = image_to_rgb(msg)
         except ImageConversionError as error:
             with self._lock:
                 self._dropped_frames += 1
+                self._last_frame_ok = False
                 if self._navigator is not None:
                     self._navigator.drop_frame(str(error))
             self.get_logger().warning(
@@ -821,6 +847,7 @@ class NavigatorNode(LifecycleNode):
             if navigator is None:
                 return
             now_s = self._now_s()
+            self._last_frame_ok = True
             jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else now_s, now_s)
         if jumped:
             self.get_logger().warning("camera stamps went backwards: frame history restarted")
@@ -834,7 +861,9 @@ class NavigatorNode(LifecycleNode):
                 f"{self._max_instruction_chars}): {shorten(msg.data)}; the current one goes on"
             )
             return
-        text = " ".join(msg.data.split())  # control characters, newlines, runs of spaces
+        # control characters (NUL, BEL, ...) go, newlines and runs of spaces become one space
+        printable = "".join(ch if ch.isprintable() else " " for ch in msg.data)
+        text = " ".join(printable.split())
         if not text:
             self.get_logger().warning("ignored an empty instruction")
             return
