@@ -7,7 +7,7 @@
 # Every step is resumable: finished datasets are not written again, training resumes from its
 # newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
 # interruption. On a 2-core machine: data ~15 min, captions ~10 min, navigation ~65 min,
-# navigation with merged action runs ~55 min, one DAgger iteration ~25 min. Variables:
+# navigation with merged action runs ~45 min, one DAgger iteration ~25 min. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install).
 set -euo pipefail
