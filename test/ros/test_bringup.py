@@ -9,9 +9,17 @@ import sys
 import time
 
 import pytest
+from geometry_msgs.msg import TwistStamped
 from ros_harness import isolated_context
 
-from nvila_nav.nodes.bringup import Bringup, GraphStartError, write_params_file
+from nvila_nav.nodes.bringup import (
+    GRAPHS,
+    Bringup,
+    GraphStartError,
+    argument_values,
+    matched_cmd_vel_types,
+    write_params_file,
+)
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
 
 pytestmark = pytest.mark.ros
@@ -93,3 +101,37 @@ def test_nodes_that_fail_construction_are_destroyed_without_a_second_error(ros_d
             GraphStartError, match=r"^navigator: trigger_configure failed: .*RANDOM"
         ):
             Bringup("navigation", context=context)
+
+
+def test_voice_graph_follows_a_stamped_motion_controller(ros_domain_id, tmp_path):
+    """use_stamped: true in a controller params file only: the voice node (and the sim) are set
+    to TwistStamped too, instead of the graph failing to start (one process cannot hold Twist
+    and TwistStamped on one topic)."""
+    controller = write_params_file(
+        {"motion_controller": {"use_stamped": True}}, tmp_path / "controller.yaml"
+    )
+    given = {"controller_params_file": str(controller)}
+    for graph in ("voice", "sim_eval"):
+        values = argument_values(GRAPHS[graph], given)
+        overrides, notes = matched_cmd_vel_types(GRAPHS[graph], (), values)
+        follower = {
+            "voice": ("voice_teleop", "cmd_vel_stamped"),
+            "sim_eval": ("sim", "use_stamped"),
+        }
+        node, parameter = follower[graph]
+        assert overrides == {node: {parameter: True}} and "match motion_controller" in notes[0]
+    # given explicitly, every node agrees already: nothing to match
+    values = argument_values(GRAPHS["voice"], {**given, "cmd_vel_stamped": "true"})
+    assert matched_cmd_vel_types(GRAPHS["voice"], (), values) == ({}, [])
+
+    with isolated_context(ros_domain_id) as context:
+        graph = Bringup(
+            "voice",
+            context=context,
+            arguments={**given, "policy": "forward", "audio_source": "none"},
+        )
+        try:
+            assert graph.nodes["voice_teleop"]._cmd_vel_type is TwistStamped
+            assert graph.nodes["motion_controller"].get_parameter("use_stamped").value
+        finally:
+            graph.close()
