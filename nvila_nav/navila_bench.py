@@ -401,7 +401,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         engine = Engine.from_pretrained(args.model, backend=args.backend, device=args.device)
         if engine.random_weights and not args.allow_random_weights:
             raise ValueError(f"{args.model!r} has random weights; pass a checkpoint folder")
-        responder = EngineResponder(engine, decoding=args.decoding)
+        responder = EngineResponder(engine, decoding=args.decoding, history=args.history)
         label, side_channel = args.label or f"model server ({Path(args.model).name})", False
     with ServerThread(responder) as server:
         client = BenchClient("127.0.0.1", server.port, args.timeout)
@@ -498,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
     loop.add_argument("--device", default="cpu")
     loop.add_argument("--decoding", default="choose", choices=("generate", "choose"))
+    loop.add_argument(
+        "--history",
+        default="auto",
+        choices=("auto", "episode", "request"),
+        help="model server: as nvila-core serve --history",
+    )
     loop.add_argument("--allow-random-weights", action="store_true")
     loop.add_argument("--verbose", action="store_true", help="log every request")
     loop.set_defaults(handler=cmd_loop)
