@@ -755,3 +755,21 @@ def test_signal_publishes_a_zero_twist_and_exits_within_2s(ros_domain_id, tmp_pa
         f"after {max(zero_s) * 1000:.0f} ms at most, exit after {max(exit_s):.2f} s at most"
     )
     assert max(exit_s) <= 2.0
+
+
+def test_release_then_instruction_back_to_back_resumes(graph):
+    """What voice_teleop does before its next instruction: release the e-stop it engaged, then
+    publish the instruction at once (two publishers). The instruction comes after the release,
+    so it resumes."""
+    bench = Bench(graph)
+    bench.start_controller()
+    instruction_pub = bench.probe.create_publisher(String, "instruction", RELIABLE)
+    assert wait_for(lambda: instruction_pub.get_subscription_count() >= 2, 5.0)
+    for attempt in range(3):
+        t0 = bench.estop(True)
+        bench.wait_state("estopped", since=t0)
+        t1 = bench.estop(False)
+        instruction_pub.publish(String(data=f"go to the door number {attempt}"))
+        bench.wait_state("ready", since=t1)
+    bench.send("move forward 25 cm")
+    bench.wait_result("succeeded move forward 25 cm")
