@@ -132,3 +132,25 @@ def test_node_scripts_exit_cleanly_on_signals(module, args, ready, sig, tmp_path
     assert seconds <= EXIT_LIMIT_S, (seconds, text[-2000:])
     assert code == 0, text[-2000:]
     assert "Traceback" not in text and "did not finish" not in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_evaluator_script_exits_cleanly_on_signals(sig, tmp_path, ros_domain_id):
+    from nvila_nav.sim.episodes import generate_episodes, write_episodes
+
+    episodes = write_episodes(tmp_path / "e.json.gz", generate_episodes("val_unseen", 1, seed=0))
+    args = ["-p", f"episodes_file:={episodes}", "-p", f"output_dir:={tmp_path / 'eval'}"]
+    log_path = tmp_path / "evaluator.log"
+    with log_path.open("w") as log:
+        process = start_script("nvila_nav.nodes.evaluator", args, ros_domain_id, log)
+    try:
+        assert wait_for_line(log_path, "evaluating 1 episodes", 90.0), log_path.read_text()
+        sent = time.monotonic()
+        process.send_signal(sig)
+        code = process.wait(timeout=10.0)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert seconds <= EXIT_LIMIT_S and code == 0, (seconds, code, log_path.read_text()[-2000:])
