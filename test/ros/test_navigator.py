@@ -480,3 +480,28 @@ def test_random_weights_are_refused_before_anything_loads(graph):
     bench.node.set_parameters([Parameter("policy", value="random")])
     assert bench.transition(Transition.TRANSITION_CONFIGURE)
     assert bench.node.configure_error is None
+
+
+def test_qos_mismatch_and_a_silent_camera_are_named_in_the_status(graph):
+    """camera_qos reliable with a best-effort camera: nothing arrives, and the status says why,
+    naming the topic and the publisher; the default (sensor_data) hears the same camera."""
+    bench = Bench(
+        graph, policy="forward", camera_qos="reliable", input_timeout_s=0.5, input_warn_period_s=0.5
+    )
+    bench.camera_on = True  # the probe's camera is best effort (sensor data)
+    bench.activate()
+    found = bench.status.wait_for(
+        lambda msg: "QoS mismatch on /rgb" in msg.status[0].message, timeout=10.0
+    )
+    assert found, bench.status.messages()[-1].status[0].message
+    message = found[1].status[0].message
+    assert "/probe publishes best_effort" in message and "camera_qos" in message
+    assert diag_values(found[1])["frame_age_s"] == "none"  # no frame got through
+
+    bench.transition(Transition.TRANSITION_DEACTIVATE)
+    bench.transition(Transition.TRANSITION_CLEANUP)
+    bench.node.set_parameters([Parameter("camera_qos", value="sensor_data")])
+    t0 = time.monotonic()
+    bench.activate()
+    values = bench.wait_status(lambda v: v["frame_age_s"] != "none", since=t0, timeout=10.0)
+    assert values["input_problems"] == "0"
