@@ -14,7 +14,8 @@ Behaviour decisions:
 - A stop publishes `e_stop` true first (the motion controller zeroes the twist within its
   callback) and then calls the navigator's `navigator/stop` without waiting for the answer.
   The e-stop this node engaged is released (false) before its next instruction, when
-  `release_estop_on_instruction` is true; it never releases one it did not engage.
+  `release_estop_on_instruction` is true, and `motion_controller/resume` is called (a release
+  alone does not restart motion); it never releases or resumes one it did not engage.
 - The end-of-speech → zero-twist latency of each stop is measured on `cmd_vel` and logged.
 - Typed lines (keyboard fallback) are instructions without a wake phrase; "stop" stops.
 - A source that cannot open (no microphone, no PortAudio, a missing WAV) fails construction with
@@ -360,6 +361,7 @@ class VoiceTeleopNode(Node):
         self._transcript_pub = self.create_publisher(String, "voice_teleop/transcript", reliable)
         self._estop_pub = self.create_publisher(Bool, "e_stop", latched)
         self._stop_client = self.create_client(Trigger, "navigator/stop")
+        self._resume_client = self.create_client(Trigger, "motion_controller/resume")
         self._cmd_vel_type = TwistStamped if params["cmd_vel_stamped"] else Twist
         self._cmd_vel_sub = self.create_subscription(
             self._cmd_vel_type, "cmd_vel", self._on_cmd_vel, reliable
@@ -513,7 +515,12 @@ class VoiceTeleopNode(Node):
             self._estop_engaged = self._estop_engaged and not release
         if release:
             self._estop_pub.publish(Bool(data=False))
-            self.get_logger().info("e-stop released for a new instruction")
+            # Reset is not restart: the motion controller waits for an explicit resume after a
+            # release. The speaker asked for this instruction, so resume the stop they spoke
+            # (the instruction alone may reach the controller before the release does).
+            if self._resume_client.service_is_ready():
+                self._resume_client.call_async(Trigger.Request())
+            self.get_logger().info("e-stop released and motion resumed for a new instruction")
         self._instruction_pub.publish(String(data=text))
         if self._instruction_pub.get_subscription_count() == 0:
             self.get_logger().error(

@@ -2,11 +2,13 @@
 
 import io
 import os
+import time
 
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import Collector, isolated_context, ros_graph, wait_for
 from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
 
 from nvila_nav.nodes.voice_teleop import VoiceTeleopNode
 from nvila_nav.voice.keyboard import KeyboardReader
@@ -38,8 +40,17 @@ def test_typed_lines_drive_instruction_and_estop(ros_domain_id, monkeypatch, cap
                 cli_args=["--ros-args", "-p", "audio_source:=none", "-p", "keyboard:=enabled"],
             )
         )
+        resumes = []
+
+        def resume(_request, response):
+            resumes.append(time.monotonic())
+            response.success = True
+            return response
+
+        probe.create_service(Trigger, "motion_controller/resume", resume)
         assert "Or type an instruction here" in capsys.readouterr().out
         assert wait_for(lambda: node.count_subscribers("instruction") > 0, 10.0)
+        assert wait_for(node._resume_client.service_is_ready, 10.0)
         with os.fdopen(write_fd, "w") as keyboard:
             keyboard.write("Walk to the red chair.\n")
             keyboard.flush()
@@ -51,3 +62,5 @@ def test_typed_lines_drive_instruction_and_estop(ros_domain_id, monkeypatch, cap
             keyboard.flush()
             assert estop.wait_for(lambda m: not m.data, 5.0), "the e-stop was not released"
             assert instructions.wait_for(lambda m: m.data == "turn left", 5.0)
+            # reset is not restart: the stop this node engaged is resumed explicitly
+            assert wait_for(lambda: len(resumes) == 1, 5.0), "motion_controller/resume not called"
