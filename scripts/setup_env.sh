@@ -2,7 +2,11 @@
 # Creates or refreshes .venv with everything nvila_nav needs. Idempotent: a second run with
 # unchanged requirements does nothing but check.
 #
-#   - Python >= 3.11 virtual environment in .venv
+#   - a virtual environment in .venv, with one of two profiles of pinned packages:
+#       full   requirements.txt, everything (simulator, training, kernels, plots); Python >= 3.11
+#       robot  requirements-robot.txt, the robot side (navigator, engine, motion controller,
+#              deployment, voice teleop, their tests) with numpy < 2 for ROS 2 Humble; Python 3.10
+#              (Jetson with JetPack 6, Ubuntu 22.04)
 #   - torch installed first and explicitly, from the index TORCH_INDEX names (default: PyTorch's CPU
 #     index), unless one is already importable; every later install is constrained to that torch,
 #     so pip never replaces it with a (multi-GB CUDA) build of its own choosing
@@ -14,6 +18,7 @@
 # Settings (environment variables; docs/installation.md shows them per machine):
 #   NVILA_VENV        the virtual environment (default: .venv)
 #   PYTHON            the interpreter that creates it (default: python3)
+#   NVILA_PROFILE     full or robot (default: full on Python >= 3.11, robot on Python 3.10)
 #   TORCH_SPEC        the torch requirement (default: torch==2.13.0)
 #   TORCH_INDEX       the index torch comes from (default: https://download.pytorch.org/whl/cpu;
 #                     a CUDA build: e.g. https://download.pytorch.org/whl/cu128; empty: pip's own
@@ -36,9 +41,44 @@ esac
 ROS_REQUIREMENTS="${ROS_REQUIREMENTS:-requirements-ros.txt}"
 case "$ROS_REQUIREMENTS" in /*) ;; *) ROS_REQUIREMENTS="$ROOT/$ROS_REQUIREMENTS" ;; esac
 [ -f "$ROS_REQUIREMENTS" ] || { echo "[setup_env] ERROR: $ROS_REQUIREMENTS not found" >&2; exit 1; }
-DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libopengl0 espeak-ng libportaudio2)
 
 log() { printf '[setup_env] %s\n' "$*"; }
+
+# --- Python and the profile ---------------------------------------------------------------------
+# The code is Python 3.10 syntax, but several pins of requirements.txt (numpy 2.4, mujoco 4.0,
+# onnxruntime 1.31, matplotlib 3.11, pillow 13, triton 3.9, transformers 5.24) exist only for
+# Python >= 3.11. requirements-robot.txt pins the robot side for Python 3.10.
+py_version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" || {
+  log "ERROR: cannot run the interpreter PYTHON=$PYTHON"; exit 1; }
+py_minor="${py_version#3.}"
+if [ "${py_version%%.*}" != "3" ] || [ "$py_minor" -lt 10 ]; then
+  log "ERROR: nvila_nav needs Python >= 3.10 (found $py_version from $PYTHON)"
+  exit 1
+fi
+if [ -z "${NVILA_PROFILE:-}" ]; then
+  if [ "$py_minor" -ge 11 ]; then NVILA_PROFILE=full; else NVILA_PROFILE=robot; fi
+fi
+case "$NVILA_PROFILE" in
+  full)
+    REQUIREMENTS="$ROOT/requirements.txt"
+    DEBIAN_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libopengl0 espeak-ng libportaudio2)
+    if [ "$py_minor" -lt 11 ]; then
+      log "ERROR: the full profile (requirements.txt) needs Python >= 3.11 (found $py_version from $PYTHON)"
+      log "       set PYTHON=python3.11 (or newer), or NVILA_PROFILE=robot for the robot side on"
+      log "       Python $py_version (docs/installation.md, Jetson Orin)"
+      exit 1
+    fi ;;
+  robot)
+    REQUIREMENTS="$ROOT/requirements-robot.txt"
+    DEBIAN_PACKAGES=(espeak-ng libportaudio2)
+    log "profile robot (Python $py_version): requirements-robot.txt, the robot side with numpy < 2"
+    log "  installs: the navigator and its engine (torch, onnxruntime; TensorRT from the system),"
+    log "            the motion controller, ONNX export, voice teleop, pytest"
+    log "  leaves out: the MuJoCo simulator, plots and reports, Triton kernels, training and"
+    log "            fine-tuning (NVILA_PROFILE=full on Python >= 3.11 has them)" ;;
+  *)
+    log "ERROR: NVILA_PROFILE must be full or robot (got '$NVILA_PROFILE')"; exit 1 ;;
+esac
 
 # --- Debian packages ---------------------------------------------------------------------------
 missing=()
@@ -59,14 +99,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# --- Python and the virtual environment ---------------------------------------------------------
-# The code is Python 3.10 syntax, but several pins of requirements.txt (numpy 2.4, mujoco 4.0,
-# onnxruntime 1.31, matplotlib 3.11, pillow 13, triton 3.9) exist only for Python >= 3.11.
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
-  log "ERROR: the pinned requirements need Python >= 3.11 (found $("$PYTHON" --version 2>&1))"
-  log "       set PYTHON=python3.11 (or newer); Jetson with JetPack 6: docs/installation.md"
-  exit 1; }
-
+# --- the virtual environment --------------------------------------------------------------------
 ros_sourced=0
 if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c 'import rclpy' >/dev/null 2>&1; then
   ros_sourced=1
@@ -84,8 +117,8 @@ fi
 VPY="$VENV/bin/python"
 
 stamp="$VENV/.nvila_nav_stamp"
-want="$( (cat "$ROOT/requirements.txt" "$ROS_REQUIREMENTS" "$ROOT/setup.py" "$0";
-          echo "$TORCH_SPEC $TORCH_INDEX $TORCH_CUDA") | sha256sum | cut -d' ' -f1)-ros$ros_sourced"
+want="$( (cat "$REQUIREMENTS" "$ROS_REQUIREMENTS" "$ROOT/setup.py" "$0";
+          echo "$NVILA_PROFILE $TORCH_SPEC $TORCH_INDEX $TORCH_CUDA") | sha256sum | cut -d' ' -f1)-ros$ros_sourced"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VPY" -c 'import torch, rclpy, nvila_core, nvila_nav' >/dev/null 2>&1; then
   log "$VENV is up to date"
   exit 0
@@ -116,12 +149,14 @@ if [ "$TORCH_CUDA" = "0" ] && [ "$torch_cuda" != "cpu" ]; then
   log "       remove $VENV and run again, or set TORCH_CUDA=1 to keep it (docs/installation.md)"
   exit 1
 fi
-# Every later install keeps exactly this torch.
+# Every later install keeps exactly this torch. The distribution's own version, not
+# torch.__version__: PyPI's CUDA wheels say 2.8.0+cu128 there but 2.8.0 in their metadata, and
+# a constraint on the former matches nothing pip can see.
 constraints="$VENV/torch-constraint.txt"
-"$VPY" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints" 2>/dev/null
+"$VPY" -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > "$constraints"
 
-log "installing pinned requirements"
-"$VPY" -m pip install -q -r "$ROOT/requirements.txt" -c "$constraints"
+log "installing pinned requirements ($(basename "$REQUIREMENTS"))"
+"$VPY" -m pip install -q -r "$REQUIREMENTS" -c "$constraints"
 
 if "$VPY" -c 'import rclpy' >/dev/null 2>&1; then
   log "rclpy found (ROS 2 ${ROS_DISTRO:-from wheels})"
@@ -135,7 +170,7 @@ log "installing nvila_nav (editable)"
 
 "$VPY" -c 'import torch, rclpy, nvila_core, nvila_nav' || { log "ERROR: import check failed"; exit 1; }
 echo "$want" > "$stamp"
-log "ready: $VENV (torch $torch_build, rclpy $("$VPY" -c 'import importlib.metadata as m
+log "ready: $VENV (profile $NVILA_PROFILE, torch $torch_build, rclpy $("$VPY" -c 'import importlib.metadata as m
 for d in ("ros-rclpy", "rclpy"):
     try:
         print(m.version(d)); break
