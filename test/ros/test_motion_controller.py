@@ -545,6 +545,7 @@ def test_heartbeat_mode_stops_on_silence_and_needs_a_resume_after_it(graph):
     last_beat = time.monotonic()
     stopped = bench.cmd.wait_for(is_zero, timeout_s + 1.0, since=last_beat)
     assert stopped, "silence never stopped the robot"
+    print(f"heartbeat silent → zero twist after {(stopped[0] - last_beat) * 1000:.0f} ms")
     # Silence is noticed between timeout_s (minus the last gap of 0.05 s) and one tick later.
     assert timeout_s - 0.05 <= stopped[0] - last_beat <= timeout_s + CONTROL_PERIOD_S + MARGIN_S
     bench.wait_result("estopped move forward 75 cm")
