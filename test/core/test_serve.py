@@ -506,3 +506,51 @@ def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def test_nvila_core_serve_process_answers_and_stops_on_sigterm(tmp_path):
+    """`nvila-core serve` as a user starts it: the shipped model, a free port, one NaVILA-Bench
+    request, SIGTERM ends it with status 0 after logging the request."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "models" / "navila-nano"
+    if not (model / "config.json").is_file():
+        pytest.skip("models/navila-nano is absent")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nvila_core",
+            "serve",
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--decoding",
+            "choose",
+            "--port",
+            str(port),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = server.stderr.readline()
+        while line and "serving" not in line:
+            line = server.stderr.readline()
+        assert f"127.0.0.1:{port}" in line and "choose" in line
+        reply = bench_client_ask(port, frames_of(3, size=512), INSTRUCTION)
+        assert reply in ANSWERS
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    log = server.stderr.read()
+    assert "frames=8 padding=5" in log and "total=" in log and "server stopped" in log
