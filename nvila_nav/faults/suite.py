@@ -746,3 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_docs:
         update_docs(rows, Path(__file__).resolve().parents[2] / "docs" / "ros_interfaces.md", note)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
