@@ -52,7 +52,7 @@ class Trial:
         return (
             self.moved
             and self.zero_s is not None
-            and self.exit_code is not None
+            and self.exit_code == 0  # 1: the clean shutdown missed its deadline
             and self.exit_s is not None
             and self.exit_s <= EXIT_LIMIT_S
         )

@@ -609,7 +609,7 @@ class FaultSuite:
                 t = process.signal(sig)
                 code, exit_s = process.wait_exit(t, 10.0)
                 latency = self.zero_after(t)
-                ok = code is not None and exit_s <= 2.0 and latency is not None
+                ok = code == 0 and exit_s <= 2.0 and latency is not None
                 self.add(
                     Row(
                         f"{sig.name} to {process.name} while moving",

@@ -622,9 +622,9 @@ class Bringup:
 
     def halt(self) -> None:
         """First step of a shutdown, while everything still spins: every node with a `halt()`
-        stops commanding motion (the navigator publishes "stop" and asks nothing more, the
-        motion controller publishes a zero twist)."""
-        for node in self.nodes.values():
+        stops, newest first: the evaluator drops its episode, the motion controller publishes a
+        zero twist, the navigator publishes "stop" and asks nothing more."""
+        for node in reversed(list(self.nodes.values())):  # the motion controller first
             halt = getattr(node, "halt", None)
             if callable(halt):
                 try:

@@ -258,12 +258,18 @@ class EvaluatorNode(Node):
             f"{params['policy_label']!r} into {self._output_dir}"
         )
 
-    def destroy_node(self) -> None:
-        """Interrupt the run (its partial episode is dropped) before the endpoints go away."""
+    def halt(self) -> None:
+        """Interrupt the run (a shutdown): the episode in progress is dropped, not scored, even
+        when the stop that ends the graph reaches this node first."""
         self._stopping.set()
-        if self._thread is not None:
+        if self._thread is not None:  # None: construction failed before the run started
             with self._lock:
                 self._changed.notify_all()
+
+    def destroy_node(self) -> None:
+        """Interrupt the run (its partial episode is dropped) before the endpoints go away."""
+        self.halt()
+        if self._thread is not None:
             self._thread.join(timeout=10.0)
         super().destroy_node()
 
@@ -335,6 +341,7 @@ class EvaluatorNode(Node):
             for index, episode in enumerate(self._episodes):
                 self._publish_status("running", episode.episode_id)
                 result = self._run_episode(episode)
+                self._check_stopping()  # ended by a shutdown's stop: not a result
                 write_episode_result(result, self._output_dir)
                 try:
                     plot_episode(episode, result, self._output_dir)
