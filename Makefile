@@ -21,7 +21,7 @@ PY310_TESTS := test/test_actions.py test/test_controller.py test/test_history.py
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv venv-jazzy venv-py310 demo test test-jazzy test-py310 lint format bench train-nano clean
+.PHONY: venv venv-jazzy venv-py310 demo test test-jazzy test-py310 lint format bench faults soak train-nano clean
 
 venv:
 	@bash scripts/setup_env.sh
@@ -62,6 +62,14 @@ venv-py310:
 test-py310: venv-py310
 	env -u ROS_DISTRO -u PYTHONPATH -u AMENT_PREFIX_PATH -u LD_LIBRARY_PATH \
 	  $(PY310_VENV)/bin/python -m pytest $(PY310_TESTS)
+
+# Fault injection on the navigation graph (docs/ros_interfaces.md#fault-injection): the table goes
+# to outputs/faults/ and into docs/ros_interfaces.md. The soak runs 10 minutes (not in make test).
+faults: venv
+	$(PY) -m nvila_nav.faults --update-docs
+
+soak: venv
+	$(PY) -m nvila_nav.faults.soak
 
 train-nano: venv
 	bash scripts/train_navila_nano.sh

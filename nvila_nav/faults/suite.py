@@ -739,7 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     note = (
         f"Measured {time.strftime('%Y-%m-%d')} by `make faults` on {os.cpu_count()} CPU cores "
         f"(tolerance x{args.tolerance:g}): {sum(r.passed is True for r in rows)} pass, "
-        f"{len(failed)} fail, {sum(r.passed is None for r in rows)} informational."
+        f"{len(failed)} fail, {sum(r.passed is None for r in rows)} informational; load "
+        f"average {os.getloadavg()[0]:.1f} at the end (other work on the same cores slows "
+        "DDS delivery and the camera)."
     )
     path = write(rows, args.out, note)
     print(f"table: {path}")
