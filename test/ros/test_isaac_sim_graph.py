@@ -45,29 +45,33 @@ class BridgeCamera:
 
 
 def test_isaac_sim_graph_drives_a_bridge_on_sim_time(ros_domain_id):
-    with isolated_context(ros_domain_id) as context, ros_graph(context) as graph:
-        base = graph.add(KinematicBase(context, stamped=False, rate_hz=50.0, sim_time=True))
-        bridge = graph.node("isaac_bridge")
-        camera = BridgeCamera(bridge)
-        commands = Collector(bridge, Twist, "cmd_vel")
-        instruction = bridge.create_publisher(String, "instruction", RELIABLE)
-        nodes = Bringup("isaac_sim", context=context, arguments={"policy": "forward"})
+    with isolated_context(ros_domain_id) as context:
+        nodes = None
         try:
-            nodes.start()
-            navigator = nodes.nodes["navigator"]
-            controller = nodes.nodes["motion_controller"]
-            assert navigator.get_parameter("use_sim_time").value
-            assert controller.get_parameter("use_sim_time").value
-            assert not controller.get_parameter("use_stamped").value
-            assert wait_for(lambda: camera.published >= 5, 30.0)
-            assert wait_for(lambda: instruction.get_subscription_count() >= 1, 10.0)
-            instruction.publish(String(data="Walk forward down the hall."))
-            moving = commands.wait_for(lambda m: m.linear.x > 0.05, timeout=60.0)
-            assert moving is not None, "the graph never drove the base"
-            # the base moves by the controller's Twist: at least one 25 cm step, within sim time
-            assert wait_for(lambda: math.hypot(*base.pose()[:2]) > 0.2, 60.0)
-            # sim time: the navigator's clock is the bridge's (1000 s + ticks), not wall time
-            now = navigator.get_clock().now().nanoseconds * 1e-9
-            assert 1000.0 < now < 1000.0 + 3600.0
+            # the bridge stand-in stops publishing (ros_graph closes) before the graph closes
+            with ros_graph(context) as graph:
+                base = graph.add(KinematicBase(context, stamped=False, rate_hz=50.0, sim_time=True))
+                bridge = graph.node("isaac_bridge")
+                camera = BridgeCamera(bridge)
+                commands = Collector(bridge, Twist, "cmd_vel")
+                instruction = bridge.create_publisher(String, "instruction", RELIABLE)
+                nodes = Bringup("isaac_sim", context=context, arguments={"policy": "forward"})
+                nodes.start()
+                navigator = nodes.nodes["navigator"]
+                controller = nodes.nodes["motion_controller"]
+                assert navigator.get_parameter("use_sim_time").value
+                assert controller.get_parameter("use_sim_time").value
+                assert not controller.get_parameter("use_stamped").value
+                assert wait_for(lambda: camera.published >= 5, 30.0)
+                assert wait_for(lambda: instruction.get_subscription_count() >= 1, 10.0)
+                instruction.publish(String(data="Walk forward down the hall."))
+                moving = commands.wait_for(lambda m: m.linear.x > 0.05, timeout=60.0)
+                assert moving is not None, "the graph never drove the base"
+                # the base moves by the controller's Twist: at least one 25 cm step
+                assert wait_for(lambda: math.hypot(*base.pose()[:2]) > 0.2, 60.0)
+                # sim time: the navigator's clock is the bridge's (1000 s + ticks), not wall time
+                now = navigator.get_clock().now().nanoseconds * 1e-9
+                assert 1000.0 < now < 1000.0 + 3600.0
         finally:
-            nodes.close()
+            if nodes is not None:
+                nodes.close()
