@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from nvila_core.serve.protocol import DEFAULT_PORT
+from nvila_core.serve.protocol import DEFAULT_FALLBACK, DEFAULT_PORT
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -55,8 +55,6 @@ def run_server(responder, config) -> int:
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """Network, limit and access options of every NaVILA-Bench server command."""
-    from nvila_core.serve.server import DEFAULT_FALLBACK  # protocol only, no torch
-
     parser.add_argument(
         "--host",
         default="127.0.0.1",

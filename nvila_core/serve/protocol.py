@@ -69,6 +69,13 @@ def answer_phrase(sentence: str) -> str:
 ANSWERS: tuple[str, ...] = tuple(answer_sentence(p) for p in action_phrases())
 """The only replies the server sends."""
 STOP_ANSWER = answer_sentence("stop")
+DEFAULT_FALLBACK = answer_sentence("turn left 15 degrees")
+"""The answer when the model gives none. Not "stop": NaVILA-Bench ends the episode on stop and
+scores it (a failure unless the robot happens to be at the goal), so a model glitch would end
+the run. Not "move forward": that is the client's own silent default and the only action that
+can drive into something. A 15-degree turn in place touches nothing, shows the model a new
+view and keeps the episode going; the episode's action limit still bounds a model that never
+answers. A robot that must halt on any doubt can choose stop (`--fallback stop`)."""
 
 
 # ---------------------------------------------------------------- the client's parser

@@ -8,7 +8,7 @@ model is not re-entrant). Every request is logged on one line: peer, frames, ans
 What a client gets:
 - a well-formed request: always one of the ten grammar sentences (`protocol.ANSWERS`). Model
   text outside the grammar, and any exception inside the responder, become the fallback
-  sentence (default "turn left 15 degrees", see `DEFAULT_FALLBACK`), logged with the reason.
+  sentence (default "turn left 15 degrees", see `protocol.DEFAULT_FALLBACK`), logged with the reason.
   "stop" is sent only when the model's own text says stop.
 - a request that breaks the protocol (length over `max_request_bytes`, a body cut short or
   too slow, not JSON, wrong fields, images that are not base64 JPEG/PNG or too large), or a
@@ -30,13 +30,13 @@ from typing import Protocol
 
 from nvila_core.serve.protocol import (
     ANSWERS,
+    DEFAULT_FALLBACK,
     DEFAULT_PORT,
     FRAME_SIZE,
     HEADER_BYTES,
     NUM_IMAGES,
     BenchRequest,
     RequestError,
-    answer_sentence,
     canonical_answer,
     decode_images,
     encode_reply,
@@ -45,13 +45,6 @@ from nvila_core.serve.protocol import (
 
 log = logging.getLogger("nvila_core.serve")
 
-DEFAULT_FALLBACK = answer_sentence("turn left 15 degrees")
-"""The answer when the model gives none. Not "stop": NaVILA-Bench ends the episode on stop and
-scores it (a failure unless the robot happens to be at the goal), so a model glitch would end
-the run. Not "move forward": that is the client's own silent default and the only action that
-can drive into something. A 15-degree turn in place touches nothing, shows the model a new
-view and keeps the episode going; the episode's action limit still bounds a model that never
-answers. A robot that must halt on any doubt can choose stop (`--fallback stop`)."""
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
