@@ -350,7 +350,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "input_warn_period_s",
         10.0,
-        f"Such an input problem is logged again every this many seconds while it lasts. {_CONFIGURE}",
+        "Such an input problem is logged again every this many seconds while it lasts. Read at "
+        "start-up.",
+        read_only=True,
         min_value=0.5,
     ),
     ParameterSpec(
@@ -435,7 +437,7 @@ class NavigatorNode(LifecycleNode):
         self._last_frame_ok = False
         self._min_frame_gap_s = 0.0
         self._recent_instructions: list[tuple[float, str]] = []
-        self._monitor = InputMonitor(self)
+        self._monitor = InputMonitor(self, initial["input_warn_period_s"])
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self.configure_error: str | None = None
         """Why the last configure failed (None after a success), for in-process callers."""
