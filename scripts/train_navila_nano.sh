@@ -76,6 +76,8 @@ if [ -n "$INSTALL" ]; then
   mkdir -p "$(dirname "$INSTALL")"
   cp -r "$final" "$INSTALL.tmp"
   rm -f "$INSTALL.tmp/trainer_state.json"
+  # the model card is the repository's, not the run's
+  if [ -f "$INSTALL/README.md" ]; then cp "$INSTALL/README.md" "$INSTALL.tmp/"; fi
   rm -rf "$INSTALL" && mv "$INSTALL.tmp" "$INSTALL"
 fi
 say "done: $final"
