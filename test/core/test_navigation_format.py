@@ -3,6 +3,7 @@ prompt, bare action answers; the same inputs in training data, the processor and
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -151,3 +152,16 @@ def test_checkpoints_keep_the_navigation_format(tmp_path):
     model.config = dataclasses.replace(config, nav_merge_actions=True)
     save_checkpoint(model, tokenizer, tmp_path / "merged")
     assert load_checkpoint(tmp_path / "merged")[0].config.nav_merge_actions
+
+
+def test_merged_runs_read_the_phrases_the_robot_side_writes():
+    # The executed actions come from nvila_nav's grammar (Action.to_text), not from this module.
+    from nvila_nav.actions import quantize_forward, quantize_turn
+
+    done = [a.to_text() for a in quantize_turn(math.radians(-120)) + quantize_forward(1.25)]
+    done += [a.to_text() for a in quantize_turn(math.radians(30))]
+    assert merge_action_runs(done) == [
+        "turn right 120 degrees",
+        "move forward 125 cm",
+        "turn left 30 degrees",
+    ]
