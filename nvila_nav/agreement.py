@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nvila_core.progress import track
 from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
-from nvila_nav.policies import DECODINGS
+from nvila_nav.policies import DECODINGS, choose_by_kind
 from nvila_nav.sim.episodes import read_episodes
 from nvila_nav.sim.robot import CameraConfig
 
@@ -78,7 +78,7 @@ def compare(
     decision_frames = histories == {"recent"}
     answers = {
         name: [engine.processor.navigation_answer(a.to_text()) for a in ALL_ACTIONS]
-        if decoding == "choose"
+        if decoding in ("choose", "choose_kind")
         else None
         for name, engine in engines.items()
     }
@@ -93,16 +93,19 @@ def compare(
                 frames = run.frames[: step.frame_index + 1]
                 keys = list(range(len(frames)))
                 done = [s.action.to_text() for s in run.actions[:k]]
-                texts = {
-                    name: engine.navigate(
+                texts = {}
+                for name, engine in engines.items():
+                    result = engine.navigate(
                         episode.instruction_text,
                         frames,
                         keys,
                         answers=answers[name],
                         previous_actions=done,
-                    ).text
-                    for name, engine in engines.items()
-                }
+                    )
+                    texts[name] = result.text
+                    if decoding == "choose_kind":
+                        kind_first = choose_by_kind(result.answer_log_probs)
+                        texts[name] = answers[name][kind_first].strip()
                 parsed = {name: parse_action(text) for name, text in texts.items()}
                 records.append(StepRecord(episode.episode_id, k, step.action, parsed, texts))
     return records
@@ -165,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--decoding",
         choices=DECODINGS,
         default="generate",
-        help="generate: greedy text, parsed; choose: the most probable of the ten actions",
+        help="generate: greedy text, parsed; choose: the most probable of the ten actions; "
+        "choose_kind: the most probable kind, then its most probable amount",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/agreement"))
     return parser

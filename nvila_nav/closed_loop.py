@@ -36,7 +36,7 @@ from nvila_nav.evaluation import (
     write_summary,
 )
 from nvila_nav.navigation import END_NO_USABLE_ACTION
-from nvila_nav.policies import Policy, PolicyRequest, pad_frames
+from nvila_nav.policies import DECODINGS, Policy, PolicyRequest, pad_frames
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.expert import ActionStep, Expert, ExpertRun, FrameRecorder
 
@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", default="nvila", help="nvila | expert | random | forward")
     parser.add_argument("--model", default="tiny", help="nvila: checkpoint folder or preset")
     parser.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
-    parser.add_argument("--decoding", default="choose", help="generate | choose")
+    parser.add_argument(
+        "--decoding", default="choose", choices=DECODINGS, help="generate | choose | choose_kind"
+    )
     parser.add_argument("--blank-frames", action="store_true", help="instruction-only model")
     parser.add_argument("--label", default=None, help="name in the results (default: policy)")
     parser.add_argument("--limit", type=int, default=0, help="first N episodes (0: all)")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from nvila_nav.metrics import format_table
 from nvila_nav.overview import write_overview
+from nvila_nav.policies import DECODINGS
 from nvila_nav.report import load_run
 from nvila_nav.sim.episodes import TIERS, generate_episodes, write_episodes
 
@@ -79,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--real-time-factor", type=float, default=3.0)
     parser.add_argument(
         "--decoding",
-        choices=("generate", "choose"),
-        default="choose",
-        help="navigator decoding for the nvila policy: choose (the most probable of the ten "
-        "actions, how navila-nano is evaluated) or generate (NaVILA's greedy text)",
+        choices=DECODINGS,
+        default="choose_kind",
+        help="navigator decoding for the nvila policy: choose_kind (the most probable kind of "
+        "action, then its most probable amount; how navila-nano is evaluated), choose (the most "
+        "probable of the ten actions) or generate (NaVILA's greedy text)",
     )
     return parser
 

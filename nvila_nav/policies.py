@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
+from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from nvila_core.runtime.engine import Engine
 
 POLICY_KINDS: tuple[str, ...] = ("nvila", "expert", "random", "forward")
-DECODINGS: tuple[str, ...] = ("generate", "choose")
+DECODINGS: tuple[str, ...] = ("generate", "choose", "choose_kind")
 
 
 class PolicyUnavailable(RuntimeError):
@@ -110,8 +111,9 @@ class NVILAPolicy:
     ):
         """blank_frames: the model only ever sees black frames (no feature cache keys either):
         the instruction-only ablation, for a model trained with `blank_frames: true` in its data
-        mixture (docs/training.md). decoding: "generate" (greedy text, parsed) or "choose" (the
-        most probable of the ten action answers, `Engine.choose`)."""
+        mixture (docs/training.md). decoding: "generate" (greedy text, parsed), "choose" (the
+        most probable of the ten action answers, `Engine.choose`) or "choose_kind" (the same
+        scores, decided by kind first: `choose_by_kind`)."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if decoding not in DECODINGS:
@@ -120,7 +122,8 @@ class NVILAPolicy:
         self.max_new_tokens = max_new_tokens
         self.blank_frames = blank_frames
         self.answers = None
-        if decoding == "choose":
+        self.by_kind = decoding == "choose_kind"
+        if decoding in ("choose", "choose_kind"):
             answer = engine.processor.navigation_answer
             self.answers = [answer(action.to_text()) for action in ALL_ACTIONS]
 
@@ -155,9 +158,12 @@ class NVILAPolicy:
             answers=self.answers,
             previous_actions=request.previous_actions,
         )
+        text = result.text
+        if self.by_kind:
+            text = self.answers[choose_by_kind(result.answer_log_probs)].strip()
         return PolicyDecision(
-            text=result.text,
-            action=parse_action(result.text),
+            text=text,
+            action=parse_action(text),
             latency_s=time.perf_counter() - start,
             timings=dict(result.timings),
         )
@@ -283,6 +289,26 @@ class ForwardPolicy:
         """Holds nothing."""
 
 
+def choose_by_kind(log_probs: Sequence[float]) -> int:
+    """Index into ALL_ACTIONS of the most probable amount of the most probable kind.
+
+    `log_probs` scores ALL_ACTIONS in order. The kind (forward, turn left, turn right, stop)
+    gets the probability of all its amounts together: a model unsure whether a turn is 15, 30
+    or 45 degrees spreads its belief in turning over three answers, and the single most
+    probable answer would then be "move forward 75 cm" even where turning is more likely.
+    """
+    if len(log_probs) != len(ALL_ACTIONS):
+        raise ValueError(f"expected {len(ALL_ACTIONS)} scores (ALL_ACTIONS), got {len(log_probs)}")
+    scores = np.asarray(log_probs, dtype=np.float64)
+    probs = np.exp(scores - scores.max())
+    by_kind: defaultdict[ActionKind, float] = defaultdict(float)
+    for action, p in zip(ALL_ACTIONS, probs, strict=True):
+        by_kind[action.kind] += float(p)
+    kind = max(by_kind, key=by_kind.__getitem__)
+    members = [i for i, action in enumerate(ALL_ACTIONS) if action.kind is kind]
+    return max(members, key=lambda i: probs[i])
+
+
 def make_policy(
     kind: str,
     model: str = "tiny",
@@ -298,7 +324,7 @@ def make_policy(
     """The policy `kind` ("nvila" loads `model`, which may take long; "expert", "random" and
     "forward" ignore the model arguments). device "auto" picks CUDA when available; dtype None/""
     keeps the checkpoint's; `seed` seeds "random"; `blank_frames` blinds "nvila"; `decoding`
-    is "nvila"'s generate | choose."""
+    is "nvila"'s generate | choose | choose_kind."""
     if kind == "expert":
         return ExpertPolicy()
     if kind == "random":

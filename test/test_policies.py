@@ -13,6 +13,7 @@ from nvila_nav.policies import (
     NVILAPolicy,
     PolicyRequest,
     PolicyUnavailable,
+    choose_by_kind,
     episode_from_message,
     make_policy,
     pad_frames,
@@ -207,3 +208,28 @@ def test_choose_decoding_always_names_one_of_the_ten_actions(engine, make_frames
     assert generated.action is None  # what choose replaces
     with pytest.raises(ValueError, match="decoding must be one of"):
         NVILAPolicy(engine, decoding="beam")
+
+
+def test_choose_kind_decides_the_kind_before_the_amount(engine, make_frames):
+    """Three turn amounts that together outweigh "move forward 75 cm" make a turn; the amount is
+    the most probable within the kind; the policy answers with one of the ten answers."""
+    scores = {"move forward 75 cm": 0.40, "move forward 50 cm": 0.02, "move forward 25 cm": 0.02}
+    scores |= {"turn left 15 degrees": 0.12, "turn left 30 degrees": 0.14}
+    scores |= {"turn left 45 degrees": 0.22, "stop": 0.02}
+    rest = (1.0 - sum(scores.values())) / (len(ALL_ACTIONS) - len(scores))
+    log_probs = [math.log(scores.get(a.to_text(), rest)) for a in ALL_ACTIONS]
+    assert ALL_ACTIONS[max(range(len(ALL_ACTIONS)), key=log_probs.__getitem__)].to_text() == (
+        "move forward 75 cm"
+    )
+    assert ALL_ACTIONS[choose_by_kind(log_probs)].to_text() == "turn left 45 degrees"
+    # a clear single answer stays what plain choose picks
+    assert ALL_ACTIONS[choose_by_kind([0.0] + [-9.0] * 9)] == ALL_ACTIONS[0]
+    with pytest.raises(ValueError, match="expected 10 scores"):
+        choose_by_kind([0.0, 0.0])
+
+    policy = NVILAPolicy(engine, decoding="choose_kind")
+    frames = make_frames(4, height=48, width=64)
+    engine.clear_cache()
+    decision = policy.decide(PolicyRequest(INSTRUCTION, pad_frames(frames)))
+    assert decision.action in ALL_ACTIONS
+    assert decision.text == decision.action.to_answer()
