@@ -203,7 +203,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "generate",
         "nvila only. generate: greedy text parsed by the action grammar (NaVILA); choose: the "
         "most probable of the grammar's ten answer sentences (never unparseable, one prefill "
-        f"plus a few tokens per answer). {_CONFIGURE}",
+        "plus a few tokens per answer); choose_kind: the same scores, the most probable kind "
+        f"(move, turn left, turn right, stop) first, then its amount. {_CONFIGURE}",
         choices=DECODINGS,
     ),
     ParameterSpec(
