@@ -64,7 +64,15 @@ from nvila_nav.voice.pipeline import (
     PipelineConfig,
     VoicePipeline,
 )
-from nvila_nav.voice.recognizers import BACKENDS, LANGUAGE_MODELS, Transcript, make_recognizer
+from nvila_nav.voice.recognizers import (
+    BACKENDS,
+    CALIBRATED_MIN_CONFIDENCE,
+    DEFAULT_BACKEND,
+    LANGUAGE_MODELS,
+    Transcript,
+    make_recognizer,
+)
+from nvila_nav.voice.stopword import Denoiser, StopDetector
 from nvila_nav.voice.text import normalize
 from nvila_nav.voice.vad import SegmenterConfig, SileroVad, SpeechSegmenter
 
@@ -129,17 +137,19 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "backend",
-        "pocketsphinx",
-        "Speech recogniser: pocketsphinx (offline, nothing to download), faster_whisper or "
-        f"whisper (both need model_path). {_RESTART}",
+        DEFAULT_BACKEND,
+        "Speech recogniser: faster_whisper (Whisper tiny.en installed with the package, or "
+        "model_path), pocketsphinx (light, navigation language model) or whisper (needs "
+        f"model_path). Nothing is downloaded. {_RESTART}",
         read_only=True,
         choices=BACKENDS,
     ),
     ParameterSpec(
         "model_path",
         "",
-        "Local Whisper model: a CTranslate2 directory (faster_whisper) or a Hugging Face "
-        f"safetensors directory (whisper). Never downloaded. {_RESTART}",
+        "Local Whisper model: a CTranslate2 directory (faster_whisper; empty: the bundled "
+        "tiny.en) or a Hugging Face safetensors directory (whisper). Never downloaded. "
+        f"{_RESTART}",
         read_only=True,
     ),
     ParameterSpec(
@@ -166,24 +176,51 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         read_only=True,
     ),
     ParameterSpec(
-        "min_confidence",
-        _DEFAULTS.min_confidence,
-        f"Instructions with a lower transcript confidence are logged, not sent. {_RESTART}",
+        "wake_tolerance",
+        0.25,
+        "How loosely the wake phrase matches: letter edit distance over its length "
+        f"(0: exact words). {_RESTART}",
         read_only=True,
         min_value=0.0,
+        max_value=0.5,
+    ),
+    ParameterSpec(
+        "min_confidence",
+        -1.0,
+        "Instructions with a lower transcript confidence are logged, not sent; -1: the "
+        f"backend's calibrated threshold (docs/voice.md). {_RESTART}",
+        read_only=True,
+        min_value=-1.0,
         max_value=1.0,
     ),
     ParameterSpec(
         "stop_min_confidence",
         _DEFAULTS.stop_min_confidence,
-        f"The same for stop (lower: a missed stop costs more than a spurious one). {_RESTART}",
+        "Confidence a stop needs when the recogniser's transcript is a stop phrase (the stop "
+        f"detector needs none). {_RESTART}",
         read_only=True,
         min_value=0.0,
         max_value=1.0,
     ),
     ParameterSpec(
+        "stop_detector",
+        True,
+        "Run the dedicated stop detector on every short speech segment (stop, halt, freeze, "
+        f"emergency stop at the first pause). {_RESTART}",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "instruction_end_silence_s",
+        _DEFAULTS.instruction_end_silence_s,
+        "Silence that ends an instruction begun with the wake phrase; speech resuming earlier "
+        f"continues it (sentence pauses) [s]. {_RESTART}",
+        read_only=True,
+        min_value=0.0,
+        max_value=10.0,
+    ),
+    ParameterSpec(
         "fallback_below",
-        _DEFAULTS.min_confidence,
+        CALIBRATED_MIN_CONFIDENCE["pocketsphinx"],
         "pocketsphinx: decode again with the general English model (free form) when the "
         f"confidence is below this; 0 disables. {_RESTART}",
         read_only=True,
@@ -301,6 +338,55 @@ def check_audio_source(params: dict[str, Any]) -> None:
             ) from None
 
 
+def default_parameters() -> dict[str, Any]:
+    """Every parameter at its default (config/voice_teleop.yaml holds the same values)."""
+    return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def build_pipeline(
+    params: dict[str, Any], previous: VoicePipeline | None = None
+) -> tuple[VoicePipeline, CommandInterpreter]:
+    """The voice pipeline the parameters describe; `previous` lends its recogniser and stop
+    detector (slow to build) to a fresh VAD state (the benchmark, one utterance at a time)."""
+    interpreter = CommandInterpreter(
+        params["wake_phrase"], params["require_wake_phrase"], params["wake_tolerance"]
+    )
+    if previous is not None:
+        previous.close()
+        recognizer, stop_detector = previous.recognizer, previous.stop_detector
+    else:
+        recognizer = make_recognizer(
+            params["backend"],
+            params["model_path"],
+            params["language_model"],
+            params["wake_phrase"],
+            params["fallback_below"],
+            params["device"],
+        )
+        stop_detector = StopDetector(params["wake_phrase"]) if params["stop_detector"] else None
+    segmenter = SpeechSegmenter(
+        SileroVad(),
+        SegmenterConfig(
+            threshold=params["vad_threshold"],
+            min_speech_ms=params["min_speech_ms"],
+            end_silence_ms=params["end_silence_ms"],
+            pause_ms=params["stop_pause_ms"],
+            max_utterance_s=params["max_utterance_s"],
+        ),
+    )
+    min_confidence = params["min_confidence"]
+    if min_confidence < 0:
+        min_confidence = CALIBRATED_MIN_CONFIDENCE[params["backend"]]
+    config = PipelineConfig(
+        min_confidence=min_confidence,
+        stop_min_confidence=params["stop_min_confidence"],
+        stop_max_speech_s=params["stop_max_speech_s"],
+        instruction_end_silence_s=params["instruction_end_silence_s"],
+    )
+    pipeline = VoicePipeline(segmenter, recognizer, interpreter, config, stop_detector, Denoiser())
+    return pipeline, interpreter
+
+
 class VoiceTeleopNode(Node):
     """Speech and keyboard in; instruction, transcript, e-stop and navigator/stop out."""
 
@@ -313,35 +399,8 @@ class VoiceTeleopNode(Node):
         params = declare_all(self, PARAMETERS)
         check_audio_source(params)  # before the recogniser loads
         self._release_estop = params["release_estop_on_instruction"]
-        self._interpreter = CommandInterpreter(params["wake_phrase"], params["require_wake_phrase"])
-        recognizer = make_recognizer(
-            params["backend"],
-            params["model_path"],
-            params["language_model"],
-            params["wake_phrase"],
-            params["fallback_below"],
-            params["device"],
-        )
-        segmenter = SpeechSegmenter(
-            SileroVad(),
-            SegmenterConfig(
-                threshold=params["vad_threshold"],
-                min_speech_ms=params["min_speech_ms"],
-                end_silence_ms=params["end_silence_ms"],
-                pause_ms=params["stop_pause_ms"],
-                max_utterance_s=params["max_utterance_s"],
-            ),
-        )
-        self.pipeline = VoicePipeline(
-            segmenter,
-            recognizer,
-            self._interpreter,
-            PipelineConfig(
-                min_confidence=params["min_confidence"],
-                stop_min_confidence=params["stop_min_confidence"],
-                stop_max_speech_s=params["stop_max_speech_s"],
-            ),
-        )
+        self.pipeline, self._interpreter = build_pipeline(params)
+        recognizer = self.pipeline.recognizer
 
         self._lock = threading.Lock()
         self._estop_engaged = False
@@ -427,6 +486,8 @@ class VoiceTeleopNode(Node):
         if self._worker is not None:
             self._audio.put(None)
             self._worker.join(timeout=5.0)
+        if getattr(self, "pipeline", None) is not None:
+            self.pipeline.close()
         super().destroy_node()
 
     # --- audio in -----------------------------------------------------------------------------
@@ -481,6 +542,7 @@ class VoiceTeleopNode(Node):
             heard.kind,
             source="voice",
             instruction=heard.instruction,
+            command=heard.command,
             reason=heard.reason,
             early=heard.early,
             speech_s=round(heard.speech_s, 3),

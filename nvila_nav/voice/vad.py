@@ -70,7 +70,7 @@ class SegmenterConfig:
     """Shorter bursts (clicks, bumps) are dropped unrecognised."""
     end_silence_ms: int = 500
     """Silence that ends an utterance (instructions pause at commas for less)."""
-    pause_ms: int = 200
+    pause_ms: int = 160
     """Silence after which the segmenter reports a pause, for the early stop check."""
     pre_roll_ms: int = 200
     """Audio before the detected start that goes to the recogniser (onsets are quiet)."""
@@ -80,7 +80,8 @@ class SegmenterConfig:
 @dataclass(frozen=True)
 class SpeechEvent:
     """kind: "start" (audio = pre-roll), "audio" (a frame of speech or trailing silence),
-    "pause" (silence reached pause_ms), "end" (utterance over) or "drop" (too short).
+    "pause" (silence reached pause_ms), "end" (utterance over), "drop" (too short) or
+    "background" (a frame outside speech: the noise floor).
     `silence_s` is the trailing silence at the event, so end of speech = now - silence_s."""
 
     kind: str
@@ -126,7 +127,7 @@ class SpeechSegmenter:
         if not self.in_speech:
             self._history = [*self._history[-(self._pre_roll_frames - 1) :], frame]
             if probability < config.threshold:
-                return []
+                return [SpeechEvent("background", frame)]
             self.in_speech = True
             self._speech_frames = self._utterance_frames = 1
             self._silent_frames = 0

@@ -1,8 +1,9 @@
-"""Fixtures for the voice tests: espeak-ng speech, one shared recogniser, a DDS domain per test.
+"""Fixtures for the voice tests: espeak-ng speech, shared recognisers, a DDS domain per test.
 
 Speech is synthesised with espeak-ng (installed by scripts/setup_env.sh) in several of its
-voices, so the recogniser is scored on more than one speaker. The pocketsphinx recogniser takes
-a second or two to build its language model, so one instance serves the whole session.
+voices, so the recogniser is scored on more than one speaker. The pocketsphinx recogniser and
+the stop detector take a second or two to build their language models, and Whisper to load,
+so one instance of each serves the whole session.
 """
 
 import os
@@ -14,7 +15,8 @@ import pytest
 
 from nvila_nav.voice.audio import read_wav
 from nvila_nav.voice.pipeline import CommandInterpreter, PipelineConfig, VoicePipeline
-from nvila_nav.voice.recognizers import PocketsphinxRecognizer
+from nvila_nav.voice.recognizers import PocketsphinxRecognizer, make_recognizer
+from nvila_nav.voice.stopword import StopDetector
 from nvila_nav.voice.vad import SAMPLE_RATE, SileroVad, SpeechSegmenter
 
 VOICES = ("en-us", "en-us+f2", "en-us+klatt", "en-us+m3")
@@ -57,10 +59,41 @@ def recognizer():
     return PocketsphinxRecognizer(fallback_below=PipelineConfig().min_confidence)
 
 
+@pytest.fixture(scope="session")
+def stop_detector():
+    return StopDetector()
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    """The default recogniser: faster-whisper with the Whisper model installed as a package."""
+    return make_recognizer("faster_whisper")
+
+
 @pytest.fixture
-def pipeline(recognizer):
-    """A fresh VAD and segmenter around the shared recogniser, default thresholds."""
-    return VoicePipeline(SpeechSegmenter(SileroVad()), recognizer, CommandInterpreter())
+def pipeline(recognizer, stop_detector):
+    """A fresh VAD and segmenter around the shared pocketsphinx recogniser and stop detector,
+    default thresholds."""
+    return VoicePipeline(
+        SpeechSegmenter(SileroVad()),
+        recognizer,
+        CommandInterpreter(),
+        stop_detector=stop_detector,
+    )
+
+
+@pytest.fixture
+def whisper_pipeline(whisper, stop_detector):
+    """The same with the default recogniser (Whisper) and its calibrated threshold."""
+    from nvila_nav.voice.recognizers import CALIBRATED_MIN_CONFIDENCE
+
+    return VoicePipeline(
+        SpeechSegmenter(SileroVad()),
+        whisper,
+        CommandInterpreter(),
+        PipelineConfig(min_confidence=CALIBRATED_MIN_CONFIDENCE["faster_whisper"]),
+        stop_detector=stop_detector,
+    )
 
 
 @pytest.fixture
