@@ -206,6 +206,10 @@ class ScriptedRobot(Node):
 
     # --- queries --------------------------------------------------------------------------
 
+    def odom_subscribers(self) -> int:
+        """Subscriptions matched by the odometry publisher."""
+        return self._odom_pub.get_subscription_count()
+
     def commands_since(self, t: float) -> list[Command]:
         with self._lock:
             return [c for c in self.commands if c.t >= t]

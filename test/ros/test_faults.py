@@ -1,6 +1,7 @@
 """Fault injection on real processes and DDS: the fault suite (`make faults`, quick form), signals
 to `nvila-nav-bringup` of every graph while the robot moves, and signals to each node's console
-script, including a navigator whose configure failed."""
+script while it works (a few tries each; `python -m nvila_nav.faults.shutdown nodes` runs 50),
+including a navigator whose configure failed."""
 
 import json
 import os
@@ -56,31 +57,60 @@ def test_fault_suite_passes_every_row(tmp_path, ros_domain_id):
         "SIGTERM to navigator",
         "SIGINT to motion_controller",
         "nvila-nav-bringup",
+        "nvila-nav-sim",
+        "nvila-nav-evaluator",
+        "nvila-nav-voice-teleop",
     ):
         assert kind in faults
     assert "| fault | expected | reaction | time (s) | verdict |" in (out / "faults.md").read_text()
 
 
-@pytest.mark.parametrize("graph", ["navigation", "voice", "sim_eval"])
-def test_bringup_stops_the_robot_and_exits_on_sigint_and_sigterm(graph, tmp_path, ros_domain_id):
+def run_shutdown_bench(target, tmp_path, domain_id) -> dict:
     done = run_module(
         [
             "nvila_nav.faults.shutdown",
-            graph,
+            target,
             "--tries",
             "2",
             "--out",
             str(tmp_path),
             "--domain-id",
-            str(ros_domain_id),
+            str(domain_id),
         ],
-        ros_domain_id,
+        domain_id,
         timeout=600,
     )
-    summary = json.loads((tmp_path / f"shutdown_{graph}.json").read_text())
+    summary = json.loads((tmp_path / f"shutdown_{target}.json").read_text())
     assert done.returncode == 0, (summary, done.stdout[-3000:], done.stderr[-3000:])
     assert {trial["signal"] for trial in summary["trials"]} == {"SIGINT", "SIGTERM"}
     assert summary["ok"] == 2 and summary["max_exit_s"] <= EXIT_LIMIT_S
+    return summary
+
+
+@pytest.mark.parametrize("graph", ["navigation", "voice", "sim_eval"])
+def test_bringup_stops_the_robot_and_exits_on_sigint_and_sigterm(graph, tmp_path, ros_domain_id):
+    summary = run_shutdown_bench(graph, tmp_path, ros_domain_id)
+    assert all(trial["zero_s"] is not None for trial in summary["trials"])
+
+
+@pytest.mark.parametrize(
+    ("script", "last"),
+    [
+        ("nvila-nav-navigator", "stop_s"),  # "stop" on action
+        ("nvila-nav-motion-controller", "zero_s"),  # a zero twist on cmd_vel
+        ("nvila-nav-sim", None),
+        ("nvila-nav-evaluator", None),
+        ("nvila-nav-voice-teleop", None),  # typed instructions, no microphone
+    ],
+)
+def test_node_script_sends_its_last_command_and_exits_on_sigint_and_sigterm(
+    script, last, tmp_path, ros_domain_id
+):
+    summary = run_shutdown_bench(script, tmp_path, ros_domain_id)
+    for trial in summary["trials"]:
+        assert trial["moved"] and not trial["traceback"], trial
+        if last is not None:
+            assert trial[last] is not None, trial
 
 
 def start_script(module, args, domain_id, log):
@@ -107,9 +137,7 @@ def wait_for_line(path: Path, text: str, timeout: float) -> bool:
     [
         # configure fails (a preset without allow_random_weights): it must still end on SIGINT
         ("nvila_nav.nodes.navigator", ["-p", "model:=tiny"], "configure failed", signal.SIGINT),
-        ("nvila_nav.nodes.navigator", ["-p", "policy:=forward"], "active:", signal.SIGTERM),
-        ("nvila_nav.nodes.simulator", [], "simulator ready", signal.SIGTERM),
-        ("nvila_nav.nodes.voice_teleop", ["-p", "audio_source:=none"], "ready", signal.SIGINT),
+        # keyboard off (stdin is no terminal), as on most robots
         ("nvila_nav.nodes.voice_teleop", ["-p", "audio_source:=none"], "ready", signal.SIGTERM),
     ],
 )
@@ -132,25 +160,3 @@ def test_node_scripts_exit_cleanly_on_signals(module, args, ready, sig, tmp_path
     assert seconds <= EXIT_LIMIT_S, (seconds, text[-2000:])
     assert code == 0, text[-2000:]
     assert "Traceback" not in text and "did not finish" not in text
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_evaluator_script_exits_cleanly_on_signals(sig, tmp_path, ros_domain_id):
-    from nvila_nav.sim.episodes import generate_episodes, write_episodes
-
-    episodes = write_episodes(tmp_path / "e.json.gz", generate_episodes("val_unseen", 1, seed=0))
-    args = ["-p", f"episodes_file:={episodes}", "-p", f"output_dir:={tmp_path / 'eval'}"]
-    log_path = tmp_path / "evaluator.log"
-    with log_path.open("w") as log:
-        process = start_script("nvila_nav.nodes.evaluator", args, ros_domain_id, log)
-    try:
-        assert wait_for_line(log_path, "evaluating 1 episodes", 90.0), log_path.read_text()
-        sent = time.monotonic()
-        process.send_signal(sig)
-        code = process.wait(timeout=10.0)
-        seconds = time.monotonic() - sent
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert seconds <= EXIT_LIMIT_S and code == 0, (seconds, code, log_path.read_text()[-2000:])
