@@ -7,8 +7,11 @@ every `--instruction-period` seconds and an e-stop pulse (true for 1 s, then fal
 `motion_controller/resume`) every `--estop-period` seconds, from publishers of each QoS in turn.
 Every second it samples both processes' RSS and the camera rate. Measured per event: e-stop →
 zero twist (a pulse is missed when no zero arrives within 0.2 s), instruction → first motion,
-and the navigator's model latency from its status. Written: `<out>/soak.json` and
-`<out>/soak.png` (memory and latencies over time).
+and the navigator's model latency from its status; at the end, the camera as the navigator
+received it (frames, arrival gaps and stamp-to-callback delays from its status) and the stops
+for camera loss. Every process (robot, navigator, controller) uses the Fast DDS profile
+`--dds-profile` (config/fastdds_large_frames.xml by default; an empty value keeps the
+environment's). Written: `<out>/soak.json` and `<out>/soak.png` (memory and latencies over time).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -50,6 +54,11 @@ def run(args: argparse.Namespace) -> dict:
         "PYTHONUNBUFFERED": "1",
     }
     config = config_dir()
+    if args.dds_profile is None:
+        args.dds_profile = str(config / "fastdds_large_frames.xml")
+    if args.dds_profile:  # Fast DDS 3 and 2 read one each; this process's robot too
+        for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+            env[name] = os.environ[name] = str(Path(args.dds_profile).resolve())
     navigator_args = ["-p", f"policy:={args.policy}"]
     if args.policy == "nvila":
         navigator_args += ["-p", f"model:={args.model}", "-p", "device:=cpu"]
@@ -107,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
         next_instruction = start
         next_estop = start + args.estop_period
         next_sample = start
-        frames = robot.camera_frames
+        frames = first_frame = robot.camera_frames
         publishers = list(robot.estop_pubs.items())
         count = 0
         while time.monotonic() < end:
@@ -156,6 +165,14 @@ def run(args: argparse.Namespace) -> dict:
                 )
                 next_estop += args.estop_period
             time.sleep(0.02)
+        camera = {
+            "sent": robot.camera_frames - first_frame,
+            **{
+                key: value
+                for key, value in robot.last_status()[0].items()
+                if key.startswith("camera_")
+            },
+        }
         for record in instructions:  # first non-zero command after each instruction
             first = next((c for c in robot.commands_since(record["sent"]) if not c.zero), None)
             if first is not None and first.t - record["sent"] < args.instruction_period:
@@ -171,8 +188,23 @@ def run(args: argparse.Namespace) -> dict:
         rclpy.try_shutdown(context=context)
     log = navigator.log_path.read_text(errors="replace")
     summary = summarize(samples, estops, instructions, args)
+    summary["dds_profile"] = args.dds_profile or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
     summary["camera_loss_stops"] = log.count("(camera lost:")
+    summary["camera_loss_gaps_s"] = _loss_gaps(log)
+    summary["navigator_camera"] = camera
     return summary
+
+
+def _loss_gaps(log: str) -> dict:
+    """Percentiles of the silences that stopped the robot ("no camera frame for 0.32 s")."""
+    gaps = sorted(
+        float(g) for g in re.findall(r"camera lost: no camera frame for ([0-9.]+) s", log)
+    )
+    if not gaps:
+        return {}
+    return {f"p{q}": gaps[min(len(gaps) - 1, len(gaps) * q // 100)] for q in (50, 90, 99)} | {
+        "max": gaps[-1]
+    }
 
 
 def _number(text: str | None) -> float | None:
@@ -274,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=0.2, help="fraction of the run left out of growth"
     )
+    parser.add_argument(
+        "--dds-profile",
+        default=None,
+        help="Fast DDS XML profile of every process (default: config/fastdds_large_frames.xml; "
+        "'' keeps the environment's)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/faults/soak"))
     parser.add_argument("--domain-id", type=int, default=1 + os.getpid() % 100)
     args = parser.parse_args(argv)
@@ -291,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['estop_zero_s_max']}; {summary['instructions']} instructions, median "
         f"instruction -> motion {summary['instruction_to_motion_s_median']} s; "
         f"{summary['camera_loss_stops']} stops for camera frames late by more than "
-        "camera_loss_timeout_s; "
+        f"camera_loss_timeout_s; navigator camera: {summary['navigator_camera']}; "
         f"{args.out / 'soak.png'}"
     )
     return 1 if summary["estops_missed"] else 0

@@ -213,3 +213,41 @@ def _describe(qos: QoSProfile) -> str:
     reliability = getattr(qos.reliability, "name", str(qos.reliability)).lower()
     durability = getattr(qos.durability, "name", str(qos.durability)).lower()
     return f"{reliability} + {durability}"
+
+
+class ArrivalStats:
+    """Percentiles of a stream of durations in milliseconds (camera arrival gaps, delivery
+    delays), counted in 1 ms bins up to `limit_ms` (longer ones in the last bin, `max` exact):
+    constant memory however long the node runs, cheap to update from a callback."""
+
+    def __init__(self, limit_ms: int = 5000):
+        self._bins = [0] * (limit_ms + 1)
+        self._limit = limit_ms
+        self.count = 0
+        self.max_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        if not ms >= 0.0:  # negative or nan: not a duration
+            return
+        self._bins[min(int(ms), self._limit)] += 1
+        self.count += 1
+        self.max_ms = max(self.max_ms, ms)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0..100), to 1 ms; None before any value."""
+        if not self.count:
+            return None
+        rank = max(1, round(self.count * q / 100.0))
+        seen = 0
+        for ms, n in enumerate(self._bins):
+            seen += n
+            if seen >= rank:
+                return float(min(ms, self.max_ms))
+        return self.max_ms
+
+    def summary(self) -> str:
+        """Percentiles and maximum, e.g. "p50 33 p90 34 p99 41 max 52" (ms), or "none"."""
+        if not self.count:
+            return "none"
+        parts = [f"p{q:g} {self.percentile(q):.0f}" for q in (50, 90, 99)]
+        return " ".join([*parts, f"max {self.max_ms:.0f}"])

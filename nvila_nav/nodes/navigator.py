@@ -24,7 +24,13 @@ Topics, types and QoS follow docs/ros_interfaces.md. Node-level decisions:
   no_usable_action, camera_timeout, stop_requested) just before its final "stop" goes out.
 - The `rgb` callback only converts the image and offers it to the history under the lock; the
   model runs in the worker thread, never in a callback. Malformed images are dropped with a
-  throttled warning and counted in the status (`dropped_frames`).
+  throttled warning and counted in the status (`dropped_frames`). The arrival is taken first
+  thing in the callback: frames beyond `max_frame_rate_hz` only refresh the camera-loss clock,
+  and a converted one refreshes it once it is known usable, before its resize. The status
+  counts arrivals (`camera_frames`) and gives percentiles of the gaps between them
+  (`camera_gap_ms`) and of the delay from a wall-clock stamp to the callback
+  (`camera_delay_ms`): long gaps with short delays mean frames lost on the way (DDS), long
+  delays mean frames that waited (a busy process).
 - Everything goes out under one lock, so an action decided by the worker can never follow a stop
   from a service or a new instruction on the wire.
 - `navigator/status` and `diagnostics` carry the same DiagnosticArray at `status_rate_hz` from a
@@ -84,6 +90,7 @@ from nvila_nav.navigation import Command, Level, NavigationConfig, Navigator, is
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.inputs import (
     QOS_CHOICES,
+    ArrivalStats,
     InputMonitor,
     SubscriptionEventCallbacks,
     qos_profile,
@@ -111,6 +118,8 @@ _OTHER_POLICY_FRAME_SIDE = 448
 """Longest side kept for policies that do not look at pixels (frame_size 0)."""
 _DUPLICATE_WINDOW_S = 1.0
 """instruction_qos any: the same text on the other subscription within this long counts once."""
+_WALL_STAMP_WINDOW_S = 60.0
+"""A camera stamp this close to wall-clock time is taken as one (a delivery delay is counted)."""
 _LOGGED_CHARS = 120
 """Instruction text longer than this is shortened in log lines."""
 _WORKER_JOIN_S = 1.0
@@ -437,6 +446,9 @@ class NavigatorNode(LifecycleNode):
         self._last_converted = -math.inf
         self._last_frame_ok = False
         self._min_frame_gap_s = 0.0
+        self._camera_gaps = ArrivalStats()
+        self._camera_delays = ArrivalStats()
+        self._last_arrival: float | None = None
         self._recent_instructions: list[tuple[float, str]] = []
         self._monitor = InputMonitor(self, initial["input_warn_period_s"])
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
@@ -540,6 +552,9 @@ class NavigatorNode(LifecycleNode):
         # 1 ms of slack: a camera at exactly the cap must not lose every other frame to jitter
         self._min_frame_gap_s = max(1.0 / params["max_frame_rate_hz"] - 0.001, 0.0)
         self._last_converted = -math.inf
+        self._camera_gaps = ArrivalStats()
+        self._camera_delays = ArrivalStats()
+        self._last_arrival = None
         if params["frame_size"]:
             self._frame_side = (params["frame_size"], 0)
         elif isinstance(policy, NVILAPolicy):
@@ -819,19 +834,23 @@ class NavigatorNode(LifecycleNode):
 
     @logged
     def _on_image(self, msg: Image) -> None:
-        self._monitor.arrived("rgb")
+        # The arrival is taken first thing and counts for the camera-loss check as soon as the
+        # frame is known to be usable, so the time its resize takes never counts as silence.
         arrived = time.monotonic()
+        arrived_s = self._now_s()
+        self._count_arrival(arrived, msg)
+        self._monitor.arrived("rgb")
         with self._lock:
             navigator = self._navigator
             if navigator is None:
                 return
             if arrived - self._last_converted < self._min_frame_gap_s:
                 if self._last_frame_ok:  # too soon to convert: alive, like the last one
-                    navigator.frame_alive(self._now_s())
+                    navigator.frame_alive(arrived_s)
                 return
             self._last_converted = arrived
         try:
-            rgb = image_to_rgb(msg)
+            rgb = image_to_rgb(msg)  # checks the frame; the resize below takes longer
         except ImageConversionError as error:
             with self._lock:
                 self._dropped_frames += 1
@@ -842,6 +861,9 @@ class NavigatorNode(LifecycleNode):
                 f"dropped a malformed image on rgb: {error}", throttle_duration_sec=_WARN_THROTTLE_S
             )
             return
+        with self._lock:
+            if self._navigator is not None:
+                self._navigator.frame_alive(arrived_s)
         longest, square = self._frame_side
         rgb = shrink_frame(rgb, longest, square)
         stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -849,12 +871,23 @@ class NavigatorNode(LifecycleNode):
             navigator = self._navigator
             if navigator is None:
                 return
-            now_s = self._now_s()
             self._last_frame_ok = True
-            jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else now_s, now_s)
+            jumped = navigator.offer_frame(rgb, stamp_s if stamp_s > 0 else arrived_s, arrived_s)
         if jumped:
             self.get_logger().warning("camera stamps went backwards: frame history restarted")
         self._wake.set()
+
+    def _count_arrival(self, arrived: float, msg: Image) -> None:
+        """Camera arrival statistics for the status: the gap since the previous frame, and
+        the delay from the frame's stamp to its callback when the stamp is wall-clock time."""
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        delay_s = time.time() - stamp
+        with self._lock:
+            if self._last_arrival is not None:
+                self._camera_gaps.add((arrived - self._last_arrival) * 1000.0)
+            self._last_arrival = arrived
+            if stamp > 0 and abs(delay_s) < _WALL_STAMP_WINDOW_S:
+                self._camera_delays.add(delay_s * 1000.0)
 
     @logged
     def _on_instruction(self, msg: String) -> None:
@@ -976,6 +1009,11 @@ class NavigatorNode(LifecycleNode):
                 return
             status = self._navigator.status(self._now_s())
             dropped = self._dropped_frames
+            camera = {
+                "camera_frames": str(self._camera_gaps.count + (self._last_arrival is not None)),
+                "camera_gap_ms": self._camera_gaps.summary(),
+                "camera_delay_ms": self._camera_delays.summary(),
+            }
         level = _LEVELS.get(status.level, DiagnosticStatus.ERROR)
         message = status.message if self._active else f"inactive ({status.message})"
         problems = self._monitor.problems()
@@ -991,6 +1029,7 @@ class NavigatorNode(LifecycleNode):
             **status.values(),
             "input_problems": str(len(problems)),
             "dropped_frames": str(dropped),
+            **camera,
             "active": str(self._active).lower(),
         }
         array = DiagnosticArray()

@@ -30,6 +30,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from nvila_nav.actions import parse_action
 from nvila_nav.image_conversion import rgb_to_image_fields
+from nvila_nav.nodes.inputs import ArrivalStats
 from nvila_nav.nodes.navigator import PARAMETERS, NavigatorNode
 from nvila_nav.nodes.simulator import episode_message
 from nvila_nav.policies import ExpertPolicy, PolicyRequest
@@ -213,6 +214,17 @@ def expert_bench(graph, answer: bool = True) -> tuple[Bench, TeleportingControll
     return bench, controller
 
 
+def test_arrival_stats_percentiles():
+    stats = ArrivalStats(limit_ms=1000)
+    assert stats.summary() == "none" and stats.percentile(50) is None
+    for ms in [33.4] * 98 + [350.0, 2500.0, float("nan"), -1.0]:
+        stats.add(ms)
+    assert stats.count == 100  # nan and negative values are no durations
+    assert stats.percentile(50) == 33.0 and stats.percentile(99) == 350.0
+    assert stats.percentile(100) == 1000.0 and stats.max_ms == 2500.0  # beyond the last bin
+    assert stats.summary() == "p50 33 p90 33 p99 350 max 2500"
+
+
 def test_parameters_and_yaml_agree():
     """config/navigator.yaml lists every declared parameter with its default, no more."""
     loaded = yaml.safe_load(CONFIG.read_text())["navigator"]["ros__parameters"]
@@ -301,6 +313,8 @@ def test_images_and_instruction_give_an_action_from_the_model(graph):
     assert values["last_latency_ms"] != "none" and values["vision_ms"] != "none"
     assert int(values["queries"]) >= 1 and int(values["history_length"]) >= 1
     assert values["cache_hit_rate"] != "none" and values["dropped_frames"] == "1"
+    # every arrival counts (the malformed frame too), with the gaps between them
+    assert int(values["camera_frames"]) >= 2 and values["camera_gap_ms"].startswith("p50 ")
     parsed = parse_action(values["last_output"])
     if parsed is None:  # random weights: the documented fallback after max_reparse re-queries
         assert text == "stop" and values["state"] == "stopped"
