@@ -160,3 +160,62 @@ def test_node_scripts_exit_cleanly_on_signals(module, args, ready, sig, tmp_path
     assert seconds <= EXIT_LIMIT_S, (seconds, text[-2000:])
     assert code == 0, text[-2000:]
     assert "Traceback" not in text and "did not finish" not in text
+
+
+CAMERA_SCRIPT = """
+import sys, time, rclpy
+from nvila_nav.faults.robot import ScriptedRobot
+rclpy.init()
+robot = ScriptedRobot(camera_size=(1920, 1080), camera_rate_hz=10.0)
+time.sleep(float(sys.argv[1]))
+"""
+PROBE_SCRIPT = """
+import sys, time, rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("frame_probe")
+frames = []
+node.create_subscription(
+    Image, "rgb", lambda msg: frames.append(msg.width * msg.height), qos_profile_sensor_data
+)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and len(frames) < int(sys.argv[2]):
+    rclpy.spin_once(node, timeout_sec=0.1)
+print(len([f for f in frames if f == 1920 * 1080]))
+"""
+
+
+def test_large_frames_profile_loads_and_carries_1080p_frames(ros_domain_id):
+    """config/fastdds_large_frames.xml parses in this Fast DDS, and 1080p frames from a
+    best-effort camera reach a subscriber in another process (no timing asserted)."""
+    profile = ROOT / "config" / "fastdds_large_frames.xml"
+    env = {
+        **os.environ,
+        "ROS_DOMAIN_ID": str(ros_domain_id),
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(profile),
+        "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile),
+    }
+    camera = subprocess.Popen(
+        [sys.executable, "-c", CAMERA_SCRIPT, "120"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE_SCRIPT, "90", "5"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        camera.kill()
+        _, camera_err = camera.communicate()
+    assert "XMLPARSER" not in probe.stderr + camera_err, (probe.stderr, camera_err)
+    assert probe.returncode == 0 and int(probe.stdout.split()[-1]) >= 5, (
+        probe.stdout,
+        probe.stderr[-2000:],
+    )
