@@ -55,6 +55,7 @@ setup(
             "nvila-nav-closed-loop = nvila_nav.closed_loop:main",
             "nvila-nav-dagger = nvila_nav.dagger:main",
             "nvila-nav-navila-bench = nvila_nav.navila_bench:main",
+            "nvila-nav-voice-bench = nvila_nav.voice.bench:main",
             # the nodes; `ros2 run nvila_nav <node>` runs them through resource/executables/<node>
             "nvila-nav-navigator = nvila_nav.nodes.navigator:main",
             "nvila-nav-motion-controller = nvila_nav.nodes.motion_controller:main",

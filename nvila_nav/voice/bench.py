@@ -114,14 +114,15 @@ def mix(speech: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[n
 
 
 def run_utterance(pipeline, audio: np.ndarray, speech_end: int) -> tuple[list, float]:
-    """Heard decisions, and end of speech → stop decision [s] (audio time + compute)."""
+    """Heard decisions, and end of speech → the stop detector's decision [s] (audio time +
+    compute; NaN when it did not fire)."""
     heard, stop_latency = [], float("nan")
     for begin in range(0, len(audio), CHUNK):
         chunk_end = min(begin + CHUNK, len(audio))
         started = time.monotonic()
         out = pipeline.feed(audio[begin:chunk_end])
         for item in out:
-            if item.kind == "stop" and np.isnan(stop_latency):
+            if item.kind == "stop" and item.early and np.isnan(stop_latency):
                 compute = time.monotonic() - started
                 stop_latency = (chunk_end - speech_end) / SAMPLE_RATE + compute
         heard.extend(out)
@@ -167,6 +168,12 @@ def changed_meaning(reference: str, heard: str, goal: str) -> bool:
     return canonical_instruction(normalize(heard).split())[0] != expected
 
 
+def last_landmark(instruction: str) -> str:
+    """The goal of a simulator instruction: the words after its last "the"."""
+    words = normalize(instruction).split()
+    return " ".join(words[len(words) - words[::-1].index("the") :]) if "the" in words else ""
+
+
 def _row(record: dict) -> Row:
     kinds = {name: f.type for name, f in Row.__dataclass_fields__.items()}
     return Row(**{k: {"int": int, "float": float}.get(kinds[k], str)(v) for k, v in record.items()})
@@ -186,7 +193,7 @@ def summarize(rows: list[Row]) -> list[dict]:
         goals = [r for r in members if r.goal]
         published = [r for r in members if r.published]
         wrong = [r for r in published if r.wrong_published]
-        latencies = [r.stop_latency_s for r in members if not np.isnan(r.stop_latency_s)]
+        latencies = [r.stop_latency_s for r in members if r.stop_latency_s <= 2.0]
         decodes = [r.decode_s for r in members if not np.isnan(r.decode_s)]
         out.append(
             {
@@ -207,12 +214,58 @@ def summarize(rows: list[Row]) -> list[dict]:
                 "rejected": round(sum("rejected" in r.decision for r in members) / n, 4),
                 "wrong_published": round(len(wrong) / len(published), 4) if published else "",
                 "stopped": round(sum(r.stopped for r in members) / n, 4),
+                "stopped_within_0_4_s": round(
+                    sum(r.stopped and r.stop_latency_s <= 0.4 for r in members) / n, 4
+                ),
                 "stop_latency_p50_s": round(float(np.median(latencies)), 3) if latencies else "",
                 "stop_latency_max_s": round(float(np.max(latencies)), 3) if latencies else "",
                 "decode_p50_s": round(float(np.median(decodes)), 3) if decodes else "",
             }
         )
     return sorted(out, key=lambda r: (r["set"], r["condition"] != "all", r["voice"] != "all"))
+
+
+def markdown(summary: list[dict]) -> str:
+    """The per-set, per-condition rows as a Markdown table (docs/voice.md)."""
+    columns = (
+        ("set", "set"),
+        ("condition", "condition"),
+        ("n", "n"),
+        ("wer", "WER %"),
+        ("key_recall", "key words %"),
+        ("goal_recall", "goal %"),
+        ("published", "published %"),
+        ("wrong_published", "wrong of published %"),
+        ("stopped", "stopped %"),
+        ("stopped_within_0_4_s", "stopped ≤ 0.4 s %"),
+        ("stop_latency_p50_s", "stop p50 s"),
+        ("stop_latency_max_s", "stop max s"),
+        ("decode_p50_s", "decode p50 s"),
+    )
+    percent = {
+        "wer",
+        "key_recall",
+        "goal_recall",
+        "published",
+        "wrong_published",
+        "stopped",
+        "stopped_within_0_4_s",
+    }
+    lines = [
+        "| " + " | ".join(title for _, title in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in summary:
+        if row["voice"] != "all":
+            continue
+        cells = []
+        for key, _ in columns:
+            value = row[key]
+            if key in percent and value != "":
+                value = f"{100 * float(value):.1f}"
+            cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(summary: list[dict], path: Path) -> None:
@@ -268,7 +321,12 @@ def main(argv: list[str] | None = None) -> None:
     conditions = args.conditions.split(",")
     natural = [(f"hey robot, {i.text}", i.text, i.goal, True) for i in (*INSTRUCTIONS, *TELEOP)]
     templates = [
-        (f"hey robot, {e.instruction_text}", e.instruction_text, "", True)
+        (
+            f"hey robot, {e.instruction_text}",
+            e.instruction_text,
+            last_landmark(e.instruction_text),
+            True,
+        )
         for e in generate_episodes("val_unseen", 24, seed=0)
     ]
     plan = {
@@ -328,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     print(" | ".join(columns))
     for r in summary:
         print(" | ".join(str(r[c]) for c in columns))
+    print(markdown(summary))
     print(f"wrote {args.out}/bench_utterances.csv, bench_summary.csv, bench.png")
 
 

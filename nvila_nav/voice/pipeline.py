@@ -10,12 +10,12 @@ audio in and decisions out. Decisions:
   "stop", "halt", "freeze" or "emergency stop" alone, with or without the wake phrase, stops
   at once, whatever the recogniser or its confidence. A transcript that is a stop phrase alone
   also stops (later, at the end of the utterance), in case the detector missed it.
-- Everything else needs the wake phrase in front, matched loosely (`match_wake`: "herobot",
+- Everything else needs the wake phrase, matched loosely (`match_wake`: "herobot",
   "hey, robot", "hey robert"), and is sent only when the transcript's confidence reaches
   `min_confidence` (calibrated per backend).
-- Sentence pauses do not cut an instruction: once an utterance starts with the wake phrase,
-  speech that resumes within `instruction_end_silence_s` of its end belongs to the same
-  instruction, and the whole is decoded again.
+- Sentence pauses do not cut an instruction: speech that resumes within
+  `instruction_end_silence_s` of the end of a segment belongs to the same utterance, which is
+  decoded as a whole once that silence has passed, in the recogniser's own thread.
 """
 
 from __future__ import annotations
@@ -50,26 +50,34 @@ def _edit_distance(a: str, b: str) -> int:
 def match_wake(
     words: tuple[str, ...], wake: tuple[str, ...], tolerance: float = 0.25
 ) -> tuple[str, ...] | None:
-    """The words after the wake phrase, or None when the utterance does not start with it.
+    """The words after the first wake phrase, or None when there is none.
 
-    Loose on purpose, since recognisers spell a spoken name many ways: the letters of the
-    first one to `len(wake) + 1` words (after at most one leading word such as "okay") are
-    compared with the wake phrase's letters, and an edit distance up to `tolerance` times its
-    length matches ("herobot", "hey robert", "hey robots" for "hey robot").
+    Loose at the start, since recognisers spell a spoken name many ways: in the first two
+    positions (one leading word such as "okay" allowed), the letters of the next one to
+    `len(wake) + 1` words are compared with the wake phrase's letters, and an edit distance up
+    to `tolerance` times its length matches ("herobot", "hey robert", "hey robots" for "hey
+    robot"). Later in the utterance (another sentence ran into the instruction) only the exact
+    words count, so "go to the robot" has none; what came before is left out.
     """
     if not wake:
         return words
     target = "".join(wake)
     limit = int(tolerance * len(target))
-    best: tuple[int, int] | None = None
-    for skip in (0, 1):
+    for start in range(len(words)):
+        if start >= 2:
+            if words[start : start + len(wake)] == wake:
+                return words[start + len(wake) :]
+            continue
+        best: tuple[int, int] | None = None
         for n in range(1, len(wake) + 2):
-            if skip + n > len(words):
+            if start + n > len(words):
                 break
-            distance = _edit_distance("".join(words[skip : skip + n]), target)
+            distance = _edit_distance("".join(words[start : start + n]), target)
             if distance <= limit and (best is None or distance < best[0]):
-                best = (distance, skip + n)
-    return None if best is None else words[best[1] :]
+                best = (distance, start + n)
+        if best is not None:
+            return words[best[1] :]
+    return None
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,8 @@ class PipelineConfig:
     stop_max_speech_s: float = 1.5
     """Only segments this short go to the stop detector."""
     instruction_end_silence_s: float = 1.0
-    """Silence after which an instruction that started with the wake phrase is over; speech
-    that resumes earlier continues it. At most the segmenter's end silence: off."""
+    """Silence that ends an utterance (and an instruction); speech that resumes earlier
+    continues it. Below the segmenter's end silence, the segmenter's decides."""
 
 
 @dataclass
@@ -162,22 +170,10 @@ class PipelineStats:
 
 
 @dataclass
-class _Pending:
-    """An instruction heard with its wake phrase, waiting to see whether speech resumes."""
-
-    audio: list[np.ndarray]
-    transcript: Transcript
-    decode_s: float
-    speech_s: float
-    silence_s: float
-
-
-@dataclass
 class _Job:
-    """A decode running in the recogniser's thread."""
+    """An utterance being decoded in the recogniser's thread."""
 
     future: Future
-    audio: list[np.ndarray]
     speech_s: float
     silence_s: float
 
@@ -185,9 +181,12 @@ class _Job:
 class VoicePipeline:
     """Feed 16 kHz mono float audio; get `Heard` decisions back. Not thread-safe.
 
-    The recogniser runs in a thread of its own, so the VAD and the stop detector keep up with
-    the audio while an instruction is decoded: a stop said then is not delayed by the decode.
-    `close` ends that thread.
+    Speech segments separated by less than `instruction_end_silence_s` make one utterance (a
+    sentence pause does not cut an instruction; the wake phrase may be anywhere in it, what
+    came before is left out). The utterance is decoded once that silence has passed, in a
+    thread of its own, so the VAD and the stop detector keep up with the audio meanwhile. A
+    stop cancels an utterance that is still open or decoding: nothing said before a stop is
+    sent after it. `close` ends the thread.
     """
 
     def __init__(
@@ -210,9 +209,12 @@ class VoicePipeline:
         self._speech_s = 0.0
         self._stopped = False
         self._checking = False
-        self._pending: _Pending | None = None
-        self._job: _Job | None = None
-        self._background: list[np.ndarray] = []
+        self._utterance: list[np.ndarray] = []
+        self._utterance_speech_s = 0.0
+        self._waiting = False
+        """The last segment ended; waiting for speech to resume or the end silence."""
+        self._silence_s = 0.0
+        self._jobs: list[_Job] = []
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="voice-decode")
 
     def close(self) -> None:
@@ -222,13 +224,13 @@ class VoicePipeline:
         return self._handle(self.segmenter.feed(samples))
 
     def flush(self) -> list[Heard]:
-        """End of the stream: decide on an utterance still open, decoding or waiting."""
+        """End of the stream: decide on an utterance still open or decoding."""
         heard = self._handle(self.segmenter.flush())
         final: list[Heard] = []
-        if self._job is not None:
+        if self._waiting:
+            self._submit()
+        while self._jobs:
             final.extend(self._finish_job())
-        if self._pending is not None:
-            final.append(self._release())
         self._count(final)
         return heard + final
 
@@ -240,7 +242,7 @@ class VoicePipeline:
         heard: list[Heard] = []
         for event in events:
             if event.kind == "background":
-                self._on_background(event.audio, heard)
+                self._on_background(event.audio)
             elif event.kind == "start":
                 self.stats.utterances += 1
                 self._segment = []
@@ -249,6 +251,9 @@ class VoicePipeline:
                 self.denoiser.reset()
                 if self._checking:
                     self.stop_detector.start()
+                if not self._waiting:
+                    self._utterance, self._utterance_speech_s = [], 0.0
+                self._waiting = False
                 self._add(event.audio)
             elif event.kind == "audio" and not self._stopped:
                 self._add(event.audio, event.speech_s)
@@ -258,30 +263,27 @@ class VoicePipeline:
                 if self._checking and self._speech_s <= self.config.stop_max_speech_s:
                     heard.extend(self._stop_check(event))
                 if not self._stopped:
-                    heard.extend(self._end(event))
+                    self._end_segment(event)
             elif event.kind == "drop":
                 self.stats.dropped += 1
-                if (self._pending or self._job) and not self._stopped:
-                    self._background.extend(self._segment)
-        if self._job is not None and self._job.future.done():
-            heard.extend(self._finish_job())
+                if not self._stopped and self._utterance:
+                    self._utterance.extend(self._segment)
+                    self._waiting = True
+            while self._jobs and self._jobs[0].future.done():
+                heard.extend(self._finish_job())
         self._count(heard)
         return heard
 
-    def _on_background(self, audio: np.ndarray, heard: list[Heard]) -> None:
+    def _on_background(self, audio: np.ndarray) -> None:
         self.denoiser.observe(audio)
-        waiting = self._pending or self._job
-        if waiting is None:
-            return
-        self._background.append(audio)
-        waiting.silence_s += len(audio) / SAMPLE_RATE
-        if self._job is not None and self._job.future.done():
-            heard.extend(self._finish_job())
-        if (
-            self._pending is not None
-            and self._pending.silence_s >= self.config.instruction_end_silence_s
-        ):
-            heard.append(self._release())
+        seconds = len(audio) / SAMPLE_RATE
+        for job in self._jobs:
+            job.silence_s += seconds
+        if self._waiting:
+            self._utterance.append(audio)
+            self._silence_s += seconds
+            if self._silence_s >= self.config.instruction_end_silence_s:
+                self._submit()
 
     def _add(self, audio: np.ndarray, speech_s: float = 0.0) -> None:
         self._segment.append(audio)
@@ -301,8 +303,8 @@ class VoicePipeline:
         if not check.stop:
             return []
         self._stopped = True
-        self._pending = self._job = None  # a stop cancels an instruction not yet sent
-        self._background = []
+        # A stop cancels what was said before it and is not sent yet.
+        self._utterance, self._waiting, self._jobs = [], False, []
         return [
             Heard(
                 "stop",
@@ -314,18 +316,24 @@ class VoicePipeline:
             )
         ]
 
-    def _end(self, event) -> list[Heard]:
-        """Hand the utterance to the recogniser's thread; one that began with the wake phrase
-        and is still waiting takes this segment as its continuation."""
-        heard = self._finish_job() if self._job is not None else []
-        audio = self._segment
-        if self._pending is not None:
-            audio = [*self._pending.audio, *self._background, *self._segment]
-        self._background = []
-        self._pending = None
-        future = self._decoder.submit(self._decode, np.concatenate(audio))
-        self._job = _Job(future, audio, event.speech_s, event.silence_s)
-        return heard
+    def _end_segment(self, event) -> None:
+        self._utterance.extend(self._segment)
+        self._utterance_speech_s += event.speech_s
+        self._silence_s = event.silence_s
+        self._waiting = True
+        seconds = sum(len(a) for a in self._utterance) / SAMPLE_RATE
+        if (
+            self._silence_s >= self.config.instruction_end_silence_s
+            or seconds >= self.segmenter.config.max_utterance_s
+        ):
+            self._submit()
+
+    def _submit(self) -> None:
+        """Decode the utterance in the recogniser's thread."""
+        audio = np.concatenate(self._utterance)
+        future = self._decoder.submit(self._decode, audio)
+        self._jobs.append(_Job(future, self._utterance_speech_s, self._silence_s))
+        self._utterance, self._waiting = [], False
 
     def _decode(self, audio: np.ndarray) -> tuple[Transcript, float]:
         started = time.monotonic()
@@ -335,39 +343,18 @@ class VoicePipeline:
         return transcript, time.monotonic() - started
 
     def _finish_job(self) -> list[Heard]:
-        """The decision on the decoded utterance (waits for the decode)."""
-        job, self._job = self._job, None
+        """The decision on the oldest utterance decoded or decoding (waits for it)."""
+        job = self._jobs.pop(0)
         transcript, decode_s = job.future.result()
         timing = {"silence_s": job.silence_s, "speech_s": job.speech_s, "decode_s": decode_s}
         meaning = self.interpreter.interpret(transcript.words)
         if meaning.kind == "stop":
-            self._background = []
             if transcript.confidence >= self.config.stop_min_confidence:
                 return [Heard("stop", transcript, **timing)]
             return [Heard("rejected", transcript, reason="stop with low confidence", **timing)]
         if meaning.kind == "ignored":
-            self._background = []
             return [Heard("rejected", transcript, reason=meaning.reason, **timing)]
-        end_s = self.config.instruction_end_silence_s
-        if end_s > self.segmenter.config.end_silence_ms / 1000:
-            self._pending = _Pending(job.audio, transcript, decode_s, job.speech_s, job.silence_s)
-            if job.silence_s < end_s:
-                return []
-            return [self._release()]
-        self._background = []
         return [self._instruction(transcript, meaning.words, **timing)]
-
-    def _release(self) -> Heard:
-        pending, self._pending = self._pending, None
-        self._background = []
-        meaning = self.interpreter.interpret(pending.transcript.words)
-        return self._instruction(
-            pending.transcript,
-            meaning.words,
-            silence_s=pending.silence_s,
-            speech_s=pending.speech_s,
-            decode_s=pending.decode_s,
-        )
 
     def _instruction(self, transcript: Transcript, words: tuple[str, ...], **timing) -> Heard:
         if transcript.confidence < self.config.min_confidence:

@@ -35,7 +35,7 @@ from nvila_nav.voice.text import normalize
 
 BACKENDS = ("faster_whisper", "pocketsphinx", "whisper")
 DEFAULT_BACKEND = "faster_whisper"
-CALIBRATED_MIN_CONFIDENCE = {"pocketsphinx": 0.6, "faster_whisper": 0.55, "whisper": 0.55}
+CALIBRATED_MIN_CONFIDENCE = {"pocketsphinx": 0.6, "faster_whisper": 0.8, "whisper": 0.8}
 """The confidence below which an instruction is held back, per backend (docs/voice.md)."""
 WHISPER_PROMPT = (
     "Hey robot, go to the bedroom and turn left ninety degrees. Move forward two meters, then "

@@ -39,6 +39,7 @@ class StopCheck:
 
 _STOP_REPEATS = 50
 
+
 class StopDetector:
     """Decides whether a short speech segment is a stop phrase, and nothing else.
 

@@ -59,6 +59,7 @@ def test_wake_phrase_matches_the_ways_recognisers_spell_it():
         "hey robert go",
         "hey robots go",
         "okay hey robot go",
+        "see you later hey robot go",
     ):
         assert match_wake(tuple(heard.split()), wake) == ("go",), heard
     for heard in ("hello world go", "go to the robot", "turn left"):
