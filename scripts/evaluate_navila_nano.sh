@@ -15,7 +15,8 @@
 #   random, forward, expert                                            (closed loop)
 # Both loops use the evaluator's scoring code, VLN-CE semantics (a blocked move is an executed
 # no-op; success needs the agent's own stop within 1.5 m) and at most 100 actions. The models
-# choose the most probable of the ten actions. Runs in parallel need their own ROS_DOMAIN_ID.
+# decide with DECODING (default choose_kind: the most probable kind of action, then its most
+# probable amount). Runs in parallel need their own ROS_DOMAIN_ID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -25,6 +26,8 @@ NANO=${NANO:-models/navila-nano}
 BLIND=${BLIND:-outputs/train/navila-nano-blind/02-navigation/final}
 DEPLOY=${DEPLOY:-outputs/deploy/navila-nano-w8a8-w4a16}
 ROWS=${ROWS:-navila-nano-ros navila-nano navila-nano-w8a8-w4a16 navila-nano-blind random forward expert}
+DECODING=${DECODING:-choose_kind}   # how the models pick one of the ten actions
+ROS_EPISODES=${ROS_EPISODES:-0}     # navila-nano-ros on the first N episodes of a tier (0: all)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -51,7 +54,8 @@ ros_graph() {  # ros_graph EPISODES DIR LABEL
   [[ -f $dir/summary.json ]] && { echo "$label: done ($dir)"; return; }
   # frames at the training data's 128x96 (the model resizes to 96 px tiles either way)
   local params=$OUT/navila_nano_graph.yaml
-  printf 'navigator:\n  ros__parameters:\n    decoding: choose\nsim:\n  ros__parameters:\n    width: 128\n    height: 96\n' > "$params"
+  printf 'navigator:\n  ros__parameters:\n    decoding: %s\nsim:\n  ros__parameters:\n    width: 128\n    height: 96\nevaluator:\n  ros__parameters:\n    max_episodes: %d\n' \
+    "$DECODING" "$ROS_EPISODES" > "$params"
   "$BIN/nvila-nav-bringup" sim_eval --episodes "$episodes" --output-dir "$dir" --label "$label" \
     --policy nvila --model "$NANO" --real-time-factor "$RTF" \
     --params-file config/eval/val_unseen_100.yaml --params-file "$params" \
@@ -68,11 +72,13 @@ for tier in "${TIERS[@]}"; do
     dir=$OUT/$tier/$row
     case $row in
       navila-nano-ros) ros_graph "$episodes" "$dir" "$row" ;;
-      navila-nano) closed_loop "$episodes" "$dir" "$row" --model "$NANO" ;;
+      navila-nano) closed_loop "$episodes" "$dir" "$row" --model "$NANO" --decoding "$DECODING" ;;
       navila-nano-w8a8-w4a16)
         deploy
-        closed_loop "$episodes" "$dir" "$row" --model "$DEPLOY" --backend onnxruntime ;;
-      navila-nano-blind) closed_loop "$episodes" "$dir" "$row" --model "$BLIND" --blank-frames ;;
+        closed_loop "$episodes" "$dir" "$row" --model "$DEPLOY" --backend onnxruntime \
+          --decoding "$DECODING" ;;
+      navila-nano-blind)
+        closed_loop "$episodes" "$dir" "$row" --model "$BLIND" --blank-frames --decoding "$DECODING" ;;
       random|forward|expert) closed_loop "$episodes" "$dir" "$row" --policy "$row" ;;
       *) echo "unknown row $row" >&2; exit 2 ;;
     esac
