@@ -27,7 +27,8 @@ BLIND=${BLIND:-outputs/train/navila-nano-blind/02-navigation/final}
 DEPLOY=${DEPLOY:-outputs/deploy/navila-nano-w8a8-w4a16}
 ROWS=${ROWS:-navila-nano-ros navila-nano navila-nano-w8a8-w4a16 navila-nano-blind random forward expert}
 DECODING=${DECODING:-choose_kind}   # how the models pick one of the ten actions
-ROS_EPISODES=${ROS_EPISODES:-0}     # navila-nano-ros on the first N episodes of a tier (0: all)
+ROS_EPISODES=${ROS_EPISODES:-0}     # navila-nano-ros on the first N episodes of a tier (0: all;
+                                    # N: reported on its own in <tier>/report-ros)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -71,7 +72,13 @@ for tier in "${TIERS[@]}"; do
   for row in $ROWS; do
     dir=$OUT/$tier/$row
     case $row in
-      navila-nano-ros) ros_graph "$episodes" "$dir" "$row" ;;
+      navila-nano-ros)
+        ros_graph "$episodes" "$dir" "$row"
+        if [[ $ROS_EPISODES -gt 0 ]]; then  # fewer episodes than the other rows: its own report
+          "$BIN/nvila-nav-report" --run "$row=$dir" --episodes "$episodes" \
+            --out "$OUT/$tier/report-ros" --gifs 3
+          continue
+        fi ;;
       navila-nano) closed_loop "$episodes" "$dir" "$row" --model "$NANO" --decoding "$DECODING" ;;
       navila-nano-w8a8-w4a16)
         deploy
@@ -84,5 +91,6 @@ for tier in "${TIERS[@]}"; do
     esac
     runs+=(--run "$row=$dir")
   done
-  "$BIN/nvila-nav-report" "${runs[@]}" --episodes "$episodes" --out "$OUT/$tier/report" --gifs 3
+  [[ ${#runs[@]} -eq 0 ]] ||
+    "$BIN/nvila-nav-report" "${runs[@]}" --episodes "$episodes" --out "$OUT/$tier/report" --gifs 3
 done
