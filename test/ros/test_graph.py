@@ -14,6 +14,7 @@ from nvila_nav.actions import parse_action
 from nvila_nav.nodes.bringup import Bringup, write_params_file
 from nvila_nav.policies import ExpertPolicy
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
+from nvila_nav.sim.expert import STOP_DISTANCE
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -197,4 +198,5 @@ def test_a_slow_policy_gets_the_same_episode_as_a_fast_one(tmp_path, ros_domain_
     assert abs(slow["elapsed_s"] - fast["elapsed_s"]) < tolerance
     # without the hold the slow run would take 1.5 s x 2 (real-time factor) more per decision
     assert 3.0 * len(fast["actions"]) > 3 * tolerance
-    assert slow["metrics"]["ne"] == pytest.approx(fast["metrics"]["ne"], abs=0.1)
+    # both stop where the expert stops: within its stop distance of the goal
+    assert max(slow["metrics"]["ne"], fast["metrics"]["ne"]) <= STOP_DISTANCE + 0.05
