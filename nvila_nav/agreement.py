@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nvila_core.progress import track
 from nvila_nav.actions import ALL_ACTIONS, Action, parse_action
-from nvila_nav.policies import DECODINGS, choose_by_kind
+from nvila_nav.policies import DECODINGS, decided_text
 from nvila_nav.sim.episodes import read_episodes
 from nvila_nav.sim.robot import CameraConfig
 
@@ -102,10 +102,7 @@ def compare(
                         answers=answers[name],
                         previous_actions=done,
                     )
-                    texts[name] = result.text
-                    if decoding == "choose_kind":
-                        kind_first = choose_by_kind(result.answer_log_probs)
-                        texts[name] = answers[name][kind_first].strip()
+                    texts[name] = decided_text(result, answers[name], decoding == "choose_kind")
                 parsed = {name: parse_action(text) for name, text in texts.items()}
                 records.append(StepRecord(episode.episode_id, k, step.action, parsed, texts))
     return records

@@ -25,6 +25,7 @@ from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.world import world_for_scene
 
 if TYPE_CHECKING:
+    from nvila_core.model.generation import GenerationResult
     from nvila_core.runtime.engine import Engine
 
 POLICY_KINDS: tuple[str, ...] = ("nvila", "expert", "random", "forward")
@@ -158,9 +159,7 @@ class NVILAPolicy:
             answers=self.answers,
             previous_actions=request.previous_actions,
         )
-        text = result.text
-        if self.by_kind:
-            text = self.answers[choose_by_kind(result.answer_log_probs)].strip()
+        text = decided_text(result, self.answers, self.by_kind)
         return PolicyDecision(
             text=text,
             action=parse_action(text),
@@ -307,6 +306,16 @@ def choose_by_kind(log_probs: Sequence[float]) -> int:
     kind = max(by_kind, key=by_kind.__getitem__)
     members = [i for i, action in enumerate(ALL_ACTIONS) if action.kind is kind]
     return max(members, key=lambda i: probs[i])
+
+
+def decided_text(result: GenerationResult, answers: Sequence[str] | None, by_kind: bool) -> str:
+    """The answer a navigation query decided: the engine's text, or with `by_kind` (decoding
+    choose_kind) the answer `choose_by_kind` picks from the engine's scores of `answers`."""
+    if not by_kind:
+        return result.text
+    if answers is None or result.answer_log_probs is None:
+        raise ValueError("choose_kind needs the scores of the ten answers (decoding by choice)")
+    return answers[choose_by_kind(result.answer_log_probs)].strip()
 
 
 def make_policy(

@@ -14,6 +14,7 @@ from nvila_nav.policies import (
     PolicyRequest,
     PolicyUnavailable,
     choose_by_kind,
+    decided_text,
     episode_from_message,
     make_policy,
     pad_frames,
@@ -233,3 +234,7 @@ def test_choose_kind_decides_the_kind_before_the_amount(engine, make_frames):
     decision = policy.decide(PolicyRequest(INSTRUCTION, pad_frames(frames)))
     assert decision.action in ALL_ACTIONS
     assert decision.text == decision.action.to_answer()
+    generated = engine.navigate(INSTRUCTION, pad_frames(frames), max_new_tokens=4)
+    assert decided_text(generated, None, by_kind=False) == generated.text
+    with pytest.raises(ValueError, match="needs the scores"):
+        decided_text(generated, policy.answers, by_kind=True)

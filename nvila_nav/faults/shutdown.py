@@ -220,17 +220,8 @@ class ShutdownBench:
             if self.graph == "sim_eval":  # the evaluator sends the instruction
                 moved = wait_for(lambda: self.robot.moving(started), 120.0)
             else:
-                up = wait_for(
-                    lambda: (
-                        self.robot.last_status(started)[0].get("active") == "true"
-                        and self.robot.instruction_pub.get_subscription_count() > 0
-                    ),
-                    120.0,
-                )
-                t0 = time.monotonic()
-                if up:
-                    self.robot.instruction_pub.publish(String(data="walk down the hallway"))
-                moved = up and wait_for(lambda: self.robot.moving(t0), 20.0)
+                t0 = self._instruct(started, "walk down the hallway")
+                moved = t0 is not None and wait_for(lambda: self.robot.moving(t0), 20.0)
             if moved:  # signal in the middle of a move, not between two actions
                 wait_for(lambda: self.robot.moving(), 5.0)
             t = bringup.signal(sig)
@@ -266,17 +257,8 @@ class ShutdownBench:
         try:
             moved = False
             if script.node == "navigator":
-                up = wait_for(
-                    lambda: (
-                        self.robot.last_status(started)[0].get("active") == "true"
-                        and self.robot.instruction_pub.get_subscription_count() > 0
-                    ),
-                    120.0,
-                )
-                t0 = time.monotonic()
-                if up:
-                    self.robot.instruction_pub.publish(String(data=TYPED_INSTRUCTION))
-                moved = up and wait_for(lambda: self._moves_since(t0), 20.0)
+                t0 = self._instruct(started, TYPED_INSTRUCTION)
+                moved = t0 is not None and wait_for(lambda: self._moves_since(t0), 20.0)
             elif script.node == "motion_controller":
                 up = wait_for(lambda: self.robot.action_pub.get_subscription_count() > 0, 120.0)
                 deadline = time.monotonic() + 20.0
@@ -332,6 +314,22 @@ class ShutdownBench:
                 process.process.stdin.close()
             # the old node leaves the graph before the next try
             wait_for(lambda: script.node not in self.robot.get_node_names(), 5.0)
+
+    def _instruct(self, started: float, text: str) -> float | None:
+        """Once a navigator started at `started` is active and listening, send `text`; the
+        time it was sent, or None when the navigator never came up."""
+        up = wait_for(
+            lambda: (
+                self.robot.last_status(started)[0].get("active") == "true"
+                and self.robot.instruction_pub.get_subscription_count() > 0
+            ),
+            120.0,
+        )
+        if not up:
+            return None
+        sent = time.monotonic()
+        self.robot.instruction_pub.publish(String(data=text))
+        return sent
 
     def _moves_since(self, t: float) -> bool:
         return any(at >= t and text != "stop" for at, text in list(self.actions))
