@@ -30,21 +30,11 @@ from nvila_nav.voice.commands import canonical_instruction
 from nvila_nav.voice.language import DEFAULT_WAKE_PHRASE, STOP_WORDS
 from nvila_nav.voice.recognizers import Recognizer, Transcript
 from nvila_nav.voice.stopword import Denoiser, StopDetector
-from nvila_nav.voice.text import normalize
+from nvila_nav.voice.text import edit_distance, normalize
 from nvila_nav.voice.vad import SAMPLE_RATE, SpeechSegmenter
 
 _STOP_FILLERS = frozenset({"emergency"})
 """Words allowed next to a stop word in a stop ("emergency stop")."""
-
-
-def _edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        current = [i]
-        for j, y in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
 
 
 def match_wake(
@@ -72,7 +62,7 @@ def match_wake(
         for n in range(1, len(wake) + 2):
             if start + n > len(words):
                 break
-            distance = _edit_distance("".join(words[start : start + n]), target)
+            distance = edit_distance("".join(words[start : start + n]), target)
             if distance <= limit and (best is None or distance < best[0]):
                 best = (distance, start + n)
         if best is not None:

@@ -9,6 +9,7 @@ the navigator's instructions use (digits, sentence case).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _ONES = [
     "zero",
@@ -96,16 +97,21 @@ def to_written(words: list[str]) -> str:
     return text[:1].upper() + text[1:] + "." if text else ""
 
 
+def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
+    """Levenshtein distance between two sequences (of words, or the characters of a string)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        current = [i]
+        for j, y in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     """(substitutions + deletions + insertions, reference length) after `normalize`."""
     ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        current = [i]
-        for j, h in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1], len(ref)
+    return edit_distance(ref, hyp), len(ref)
 
 
 def word_error_rate(pairs: list[tuple[str, str]]) -> float:

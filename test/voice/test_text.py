@@ -3,6 +3,7 @@
 import pytest
 
 from nvila_nav.voice.text import (
+    edit_distance,
     normalize,
     number_to_words,
     to_written,
@@ -49,3 +50,11 @@ def test_word_errors_count_substitutions_deletions_and_insertions():
     assert word_errors("turn left thirty degrees", "turn right thirty degrees please") == (2, 4)
     assert word_errors("go to the red chair", "") == (5, 5)
     assert word_error_rate([("a b c d", "a b c d"), ("a b", "a x")]) == pytest.approx(1 / 6)
+
+
+def test_edit_distance_on_characters_and_words():
+    """Textbook values: kitten → sitting is 3 edits; the word form counts whole words."""
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("herobot", "heyrobot") == 1
+    assert edit_distance(["go", "to", "the", "door"], ["go", "to", "door", "now"]) == 2
+    assert edit_distance("", "abc") == 3
