@@ -684,11 +684,23 @@ SIGNAL_TRIES = int(os.environ.get("NVILA_NAV_SIGNAL_TRIES", "1"))
 NO_STOP_WITHOUT_PROGRESS = ("-p", "blocked_timeout_s:=0.0", "-p", "action_stream_timeout_s:=0.0")
 
 
+def _drive_forward(action_pub, base: KinematicBase, timeout_s: float) -> bool:
+    """Publish a move until the base is driven: on a loaded machine the first one can reach the
+    controller before its first odometry (refused) or before its subscription matched ours."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        action_pub.publish(String(data="move forward 75 cm"))
+        if wait_for(lambda: base.command()[0] > 0.1, 1.0):
+            return True
+    return False
+
+
 def _run_and_signal(command, signum, context, namespace, env, log_path) -> tuple[float, float]:
     """Start the controller process, make it drive, signal it; (zero latency, exit time) [s]."""
     base = KinematicBase(context)
     probe = rclpy.create_node("probe", context=context)
     cmd = Collector(probe, Twist, "cmd_vel")
+    results = Collector(probe, String, "action_result")
     action_pub = probe.create_publisher(String, "action", RELIABLE)
     with ros_graph(context) as graph, open(log_path, "ab") as log:
         graph.add(base)
@@ -703,8 +715,10 @@ def _run_and_signal(command, signum, context, namespace, env, log_path) -> tuple
             started = wait_for(lambda: action_pub.get_subscription_count() > 0, 30.0)
             assert started, f"the controller process never subscribed action ({log_path})"
             assert wait_for(lambda: len(cmd.messages()) > 0, 10.0), "no cmd_vel from it"
-            action_pub.publish(String(data="move forward 75 cm"))
-            assert wait_for(lambda: base.command()[0] > 0.1, 10.0), "the robot never moved"
+            assert _drive_forward(action_pub, base, 10.0), (
+                f"the robot never moved; results {[m.data for m in results.messages()]}, "
+                f"log: {log_path.read_text()[-2000:]}"
+            )
             t0 = time.monotonic()
             process.send_signal(signum)
             code = process.wait(timeout=10.0)
