@@ -162,6 +162,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<inline>") -> Recipe:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise RecipeError(f"{source}: stage names must be unique, got {names}")
+    _warn_repeated_orders(stages, source)
     return Recipe(
         name=str(data.get("name", Path(source).stem)),
         model=dict(model),
@@ -170,6 +171,29 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<inline>") -> Recipe:
         seed=int(data.get("seed", 0)),
         source=source,
     )
+
+
+def _warn_repeated_orders(stages: list[Stage], source: str) -> None:
+    """A stage on an earlier stage's training data with its seed draws the same sample order: two
+    stages of part of an epoch each then train on the same leading part twice, never the rest."""
+    for i, stage in enumerate(stages):
+        for earlier in stages[:i]:
+            same_data = stage.data.datasets == earlier.data.datasets
+            if same_data and (stage.data.seed, stage.train.seed) == (
+                earlier.data.seed,
+                earlier.train.seed,
+            ):
+                log.warning(
+                    "%s: stage %s draws the same training-sample order as stage %s (same data, "
+                    "seed %d): its steps revisit %s's samples first; give it another 'seed' to "
+                    "reach the others",
+                    source,
+                    stage.name,
+                    earlier.name,
+                    stage.train.seed,
+                    earlier.name,
+                )
+                break
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from nvila_core.model.checkpoint import load_checkpoint
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.train.data import NavDataset, collate, make_loader, read_episode_dataset
+from nvila_core.train.distributed import EpochSampler
 from nvila_core.train.recipe import RecipeError, load_recipe, recipe_from_dict, run_recipe
 from nvila_core.train.trainer import (
     MODULES,
@@ -358,3 +360,20 @@ def test_fp8_stage_refuses_on_cpu_before_training(tmp_path, tiny_config, tiny_to
     with pytest.raises(RuntimeError, match=r"compute capability >= 8\.9.*no CUDA device"):
         _trainer(tmp_path, tiny_config, tiny_tokenizer, samples, fp8=True, fp8_min_features=64)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_stage_that_would_repeat_an_earlier_stages_sample_order_is_named(rollout, caplog):
+    """Two stages on the same data with the same seed draw the same order (the second revisits
+    the first's samples before any other); loading such a recipe says so, and a stage `seed`
+    gives the later stage an order of its own."""
+    with caplog.at_level(logging.WARNING, logger="nvila_core.train.recipe"):
+        recipe_from_dict(_tiny_recipe(rollout))
+    assert "stage language draws the same training-sample order as stage align" in caplog.text
+    caplog.clear()
+    reseeded = _tiny_recipe(rollout)
+    reseeded["stages"][1]["seed"] = 1
+    with caplog.at_level(logging.WARNING, logger="nvila_core.train.recipe"):
+        recipe = recipe_from_dict(reseeded)
+    assert "same training-sample order" not in caplog.text
+    orders = [list(EpochSampler(100, 10, seed=s.train.seed))[:10] for s in recipe.stages]
+    assert orders[0] != orders[1]
