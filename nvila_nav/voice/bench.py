@@ -302,6 +302,13 @@ def plot(summary: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="", help="recogniser (default: the node's default)")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="the node's min_confidence (default: the backend's calibrated threshold); a low "
+        "value records every transcript's confidence, for calibrating the threshold",
+    )
     parser.add_argument("--limit", type=int, default=0, help="utterances per set and condition")
     parser.add_argument("--sets", default="natural,templates,stops,near_misses")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
@@ -317,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     params = default_parameters()
     if args.backend:
         params["backend"] = args.backend
+    if args.min_confidence is not None:
+        params["min_confidence"] = args.min_confidence
     sets = args.sets.split(",")
     conditions = args.conditions.split(",")
     natural = [(f"hey robot, {i.text}", i.text, i.goal, True) for i in (*INSTRUCTIONS, *TELEOP)]

@@ -35,7 +35,7 @@ from nvila_nav.voice.text import normalize
 
 BACKENDS = ("faster_whisper", "pocketsphinx", "whisper")
 DEFAULT_BACKEND = "faster_whisper"
-CALIBRATED_MIN_CONFIDENCE = {"pocketsphinx": 0.6, "faster_whisper": 0.8, "whisper": 0.8}
+CALIBRATED_MIN_CONFIDENCE = {"pocketsphinx": 0.6, "faster_whisper": 0.85, "whisper": 0.8}
 """The confidence below which an instruction is held back, per backend (docs/voice.md)."""
 WHISPER_PROMPT = (
     "Hey robot, go to the bedroom and turn left ninety degrees. Move forward two meters, then "
@@ -278,7 +278,9 @@ def faster_whisper_recognizer(
                 language="en",
                 beam_size=5,
                 condition_on_previous_text=False,
-                without_timestamps=True,
+                # with timestamps, Whisper decodes segment after segment; without, tiny.en
+                # often ends after the first sentence of a long instruction
+                without_timestamps=False,
                 initial_prompt=WHISPER_PROMPT,
                 vad_filter=False,
             )[0]
