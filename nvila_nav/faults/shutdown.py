@@ -187,10 +187,13 @@ class ShutdownBench:
         self.instructions: list[tuple[float, str]] = []
         self._entities: list[Any] = []
         if self.script is not None:
+            # best effort: hears the voice node's reliable publisher and the robot's own
+            self._instruction_sub = robot.create_subscription(
+                String, "instruction", self._on_instruction, BEST_EFFORT
+            )
             self._entities = [
                 robot.create_subscription(String, "action", self._on_action, RELIABLE),
-                # best effort: hears the voice node's reliable publisher and the robot's own
-                robot.create_subscription(String, "instruction", self._on_instruction, BEST_EFFORT),
+                self._instruction_sub,
             ]
             self.cmd_vel_pub = robot.create_publisher(Twist, "cmd_vel", RELIABLE)
         if self._own:
@@ -273,6 +276,9 @@ class ShutdownBench:
                     twist.linear.x = 0.3
                     self.cmd_vel_pub.publish(twist)
                 if moved and typed:
+                    # typed before discovery matched us, the instruction would be lost
+                    moved = wait_for(lambda: self._publishes_instructions(script.node), 30.0)
+                if moved and typed:
                     t0 = time.monotonic()
                     process.process.stdin.write(f"{TYPED_INSTRUCTION}\n".encode())
                     process.process.stdin.flush()
@@ -314,6 +320,11 @@ class ShutdownBench:
                 process.process.stdin.close()
             # the old node leaves the graph before the next try
             wait_for(lambda: script.node not in self.robot.get_node_names(), 5.0)
+
+    def _publishes_instructions(self, node: str) -> bool:
+        """Whether this process has discovered `node` publishing on our instruction topic."""
+        topic = self._instruction_sub.topic_name
+        return any(p.node_name == node for p in self.robot.get_publishers_info_by_topic(topic))
 
     def _instruct(self, started: float, text: str) -> float | None:
         """Once a navigator started at `started` is active and listening, send `text`; the
