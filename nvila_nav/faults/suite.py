@@ -76,13 +76,17 @@ class Row:
 
 
 class NodeProcess:
-    """One node (or the bringup) as a child process, its output in a log file."""
+    """One node (or the bringup) as a child process, its output in a log file.
+
+    The log starts empty (what a run reads from it is this run's); restarts append to it."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
         self.command = command
         self.env = env
         self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_text("")
         self.process: subprocess.Popen | None = None
 
     def start(self, stdin: Any = None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from nvila_nav.faults.suite import NodeProcess
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,3 +221,16 @@ def test_large_frames_profile_loads_and_carries_1080p_frames(ros_domain_id):
         probe.stdout,
         probe.stderr[-2000:],
     )
+
+
+def test_a_node_process_log_holds_only_this_runs_output(tmp_path):
+    """A run's log starts empty (a soak counting stops in it must not count the last run's);
+    a restart of the same process appends to it."""
+    (tmp_path / "node.log").write_text("a line of an earlier run\n")
+    process = NodeProcess(
+        "node", [sys.executable, "-c", "print('run')"], dict(os.environ), tmp_path
+    )
+    for _ in range(2):
+        process.start()
+        process.process.wait(timeout=30)
+    assert (tmp_path / "node.log").read_text() == "run\nrun\n"
