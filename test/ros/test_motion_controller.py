@@ -102,6 +102,9 @@ class Bench:
             "diagnostics_rate_hz": 10.0,
             "use_stamped": stamped,
             "use_sim_time": sim_time,
+            # the base's odometry can stall for half a second on a loaded machine; the tests of
+            # the odometry watchdog set their own limit
+            "odom_timeout_s": 2.0,
             **parameters,
         }
         self.controller = None
