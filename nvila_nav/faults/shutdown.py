@@ -277,12 +277,12 @@ class ShutdownBench:
                     self.cmd_vel_pub.publish(twist)
                 if moved and typed:
                     # typed before discovery matched us, the instruction would be lost
-                    moved = wait_for(lambda: self._publishes_instructions(script.node), 30.0)
-                if moved and typed:
+                    discovered = wait_for(lambda: self._publishes_instructions(script.node), 30.0)
                     t0 = time.monotonic()
-                    process.process.stdin.write(f"{TYPED_INSTRUCTION}\n".encode())
-                    process.process.stdin.flush()
-                    moved = wait_for(
+                    if discovered:
+                        process.process.stdin.write(f"{TYPED_INSTRUCTION}\n".encode())
+                        process.process.stdin.flush()
+                    moved = discovered and wait_for(
                         lambda: any(
                             at >= t0 and text == TYPED_INSTRUCTION
                             for at, text in list(self.instructions)

@@ -367,8 +367,16 @@ def test_a_stage_that_would_repeat_an_earlier_stages_sample_order_is_named(rollo
     the first's samples before any other); loading such a recipe says so, and a stage `seed`
     gives the later stage an order of its own."""
     with caplog.at_level(logging.WARNING, logger="nvila_core.train.recipe"):
-        recipe_from_dict(_tiny_recipe(rollout))
+        repeated = recipe_from_dict(_tiny_recipe(rollout))
     assert "stage language draws the same training-sample order as stage align" in caplog.text
+    orders = [list(EpochSampler(100, 10, seed=s.train.seed))[:10] for s in repeated.stages]
+    assert orders[0] == orders[1]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nvila_core.train.recipe"):
+        load_recipe(RECIPES / "navila-nano.yaml")  # its two navigation stages share an order
+    assert "stage navigation-runs draws the same training-sample order as stage navigation" in (
+        caplog.text
+    )
     caplog.clear()
     reseeded = _tiny_recipe(rollout)
     reseeded["stages"][1]["seed"] = 1
