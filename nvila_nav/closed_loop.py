@@ -84,10 +84,15 @@ def run_policy(
     seed: int = 0,
     render: bool = True,
     frame_hz: float = 2.0,
+    expert_finishes: bool = False,
 ) -> PolicyRun:
     """Drive `episode` with `policy`; with probability `beta` per step the expert's action is
     driven instead (DAgger's mixture). Frames are rendered one per decision for "recent"
-    history policies, at `frame_hz` otherwise (NaVILA's history)."""
+    history policies, at `frame_hz` otherwise (NaVILA's history).
+
+    `expert_finishes` (DAgger only): a policy "stop" the expert does not make is not executed;
+    from there the expert drives to its own approach and stop, so a run that the policy ended
+    too early still brings the stop labels of the states around the goal."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     rng = np.random.default_rng(seed)
@@ -100,12 +105,13 @@ def run_policy(
     executed: list[str] = []
     latencies: list[float] = []
     end_reason = END_ACTION_LIMIT
+    expert_driving = False
     while True:
         pose = sim.pose
         label = expert.next_action(pose)
         frame = recorder.decision()
-        driven: Action | None = None
-        if beta > 0.0 and rng.random() < beta:
+        driven: Action | None = label if expert_driving else None
+        if driven is None and beta > 0.0 and rng.random() < beta:
             driven = label
         for _ in range(2 if driven is None else 0):  # one re-query, as the navigator does
             start = time.perf_counter()
@@ -117,6 +123,8 @@ def run_policy(
         if driven is None:
             end_reason = END_POLICY_FAILED
             break
+        if expert_finishes and driven.is_stop and not label.is_stop:
+            driven, expert_driving = label, True
         movements = sum(not _driven(step).is_stop for step in run.actions)
         if not driven.is_stop and movements >= max_actions:
             break

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,11 +47,17 @@ class DaggerSettings:
     max_actions: int = 60
     steps: int = 250
     lr: float = 2.0e-4
-    base_weight: float = 0.5
+    base_weight: float = 1.0
     """Sampling weight of the base (expert) datasets in the aggregate."""
     seed: int = 100
     width: int = 128
     height: int = 96
+    decoding: str = "choose_kind"
+    """How the rolled-out model decides: the decoding it is evaluated and deployed with."""
+    expert_finishes: bool = True
+    """A model "stop" away from the goal is not executed: the expert drives on to its own stop
+    (`run_policy`), so the aggregate keeps one stop label per run instead of diluting it."""
+    workers: int = 2
 
 
 def iteration_episodes(settings: DaggerSettings, iteration: int) -> list[Episode]:
@@ -70,42 +77,116 @@ def collect(
     settings: DaggerSettings,
     iteration: int,
 ) -> dict[str, float]:
-    """Roll `model` out on `episodes` and write them as an expert-labelled training dataset."""
+    """Roll `model` out on `episodes` and write them as an expert-labelled training dataset.
+
+    `settings.workers` processes (one torch thread each) take the episodes in small chunks; the
+    index keeps the episodes' order, so the dataset does not depend on the number of workers."""
     from nvila_core.progress import Progress
-    from nvila_nav.closed_loop import run_policy
-    from nvila_nav.policies import make_policy
-    from nvila_nav.sim.dataset import write_episode, write_index
-    from nvila_nav.sim.env import Simulator
+    from nvila_nav.sim.dataset import write_index
     from nvila_nav.sim.robot import CameraConfig
 
     camera = CameraConfig(width=settings.width, height=settings.height)
-    policy = make_policy("nvila", model=str(model), decoding="choose", device="cpu")
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    entries, agree, steps, successes = [], 0, 0, 0
-    with Simulator(camera) as sim, Progress(len(episodes), f"dagger {iteration}", "ep") as bar:
-        for i, episode in enumerate(episodes):
-            seed = (settings.seed + iteration) * 1_000_003 + i
-            result = run_policy(
-                sim, episode, policy, max_actions=settings.max_actions, beta=beta, seed=seed
-            )
-            run = result.run
-            entries.append(write_episode(partial, run, camera))
-            agree += sum(step.executed is None for step in run.actions)
-            steps += len(run.actions)
-            successes += int(run.success)
-            bar.set_postfix(success=f"{successes}/{i + 1}")
-            bar.update(1)
-    write_index(partial, entries, 2.0, camera)
+    workers = max(1, min(settings.workers, len(episodes)))
+    size = max(1, min(8, len(episodes) // (workers * 4)))
+    chunks = [
+        (
+            str(model),
+            partial,
+            beta,
+            settings,
+            iteration,
+            [(i, episodes[i]) for i in range(k, min(k + size, len(episodes)))],
+        )
+        for k in range(0, len(episodes), size)
+    ]
+    results: dict[int, _Collected] = {}
+    with Progress(len(episodes), f"dagger {iteration}", "ep") as bar:
+
+        def gather(done: dict[int, _Collected]) -> None:
+            results.update(done)
+            bar.update(len(done))
+            successes = sum(r.success for r in results.values())
+            bar.set_postfix(success=f"{successes}/{len(results)}")
+
+        if workers == 1:
+            for chunk in chunks:
+                gather(_collect_chunk(chunk))
+        else:
+            # spawn: a forked EGL context or MuJoCo renderer from the parent is not safe to reuse.
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for done in pool.imap_unordered(_collect_chunk, chunks):
+                    gather(done)
+    collected = [results[i] for i in sorted(results)]
+    write_index(partial, [r.entry for r in collected], 2.0, camera)
     partial.rename(out)
+    steps = sum(r.steps for r in collected)
     stats = {
         "episodes": len(episodes),
         "steps": steps,
-        "driven_equals_label": round(agree / max(steps, 1), 4),
-        "success": round(successes / max(len(episodes), 1), 4),
+        "driven_equals_label": round(sum(r.agree for r in collected) / max(steps, 1), 4),
+        "success": round(sum(r.success for r in collected) / max(len(episodes), 1), 4),
+        "stop_labels": sum(r.stops for r in collected),
     }
-    (out / "dagger.json").write_text(yaml.safe_dump({"beta": beta, **stats}), encoding="utf-8")
+    summary = {
+        "beta": beta,
+        "decoding": settings.decoding,
+        "expert_finishes": settings.expert_finishes,
+        **stats,
+    }
+    (out / "dagger.json").write_text(yaml.safe_dump(summary), encoding="utf-8")
     return stats
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """One collected episode: its index entry and counts for the iteration's statistics."""
+
+    entry: dict
+    steps: int
+    agree: int
+    """Steps whose driven action was the expert's label."""
+    success: bool
+    stops: int
+
+
+def _collect_chunk(chunk: tuple) -> dict[int, _Collected]:
+    """Roll out a few episodes in this process (its own simulator, policy, one torch thread)."""
+    import torch
+
+    from nvila_nav.closed_loop import run_policy
+    from nvila_nav.policies import make_policy
+    from nvila_nav.sim.dataset import write_episode
+    from nvila_nav.sim.env import Simulator
+    from nvila_nav.sim.robot import CameraConfig
+
+    model, partial, beta, settings, iteration, items = chunk
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+    camera = CameraConfig(width=settings.width, height=settings.height)
+    policy = make_policy("nvila", model=model, decoding=settings.decoding, device="cpu")
+    results = {}
+    with Simulator(camera) as sim:
+        for i, episode in items:
+            result = run_policy(
+                sim,
+                episode,
+                policy,
+                max_actions=settings.max_actions,
+                beta=beta,
+                seed=(settings.seed + iteration) * 1_000_003 + i,
+                expert_finishes=settings.expert_finishes,
+            )
+            run = result.run
+            results[i] = _Collected(
+                entry=write_episode(partial, run, camera),
+                steps=len(run.actions),
+                agree=sum(step.executed is None for step in run.actions),
+                success=bool(run.success),
+                stops=sum(step.action.is_stop for step in run.actions),
+            )
+    return results
 
 
 def stage_recipe(
@@ -172,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="start", required=True, help="model folder to start from")
     parser.add_argument("--out", required=True, help="output folder (iter-N/ per iteration)")
     for name, value in vars(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
     return parser
 
 
