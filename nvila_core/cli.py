@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nvila_core.quant_cli import add_build_engine_cli, add_export_cli, add_quantize_cli
+from nvila_core.roofline import DEVICES
 from nvila_core.serve.cli import add_serve_cli
 from nvila_core.train.deltaloss import add_prune_cli
 from nvila_core.train.finetune_options import FinetuneConfig, add_finetune_cli
@@ -177,6 +178,35 @@ def cmd_describe(args: argparse.Namespace) -> int:
     else:
         _print_describe(report)
     return 0
+
+
+# ---------------------------------------------------------------- roofline
+def cmd_roofline(args: argparse.Namespace) -> int:
+    from nvila_core import roofline
+
+    config = _load_config(args.model)
+    device = roofline.DEVICES[args.device]
+    phases = roofline.project(
+        config, device, args.frames, args.context, args.answer, args.choose or None
+    )
+    print(roofline.format_table(config.name or args.model, device, phases))
+    print(f"\npeaks: {device.source}")
+    if args.csv:
+        rows = roofline.phase_rows(config.name or args.model, device, phases)
+        roofline.write_csv(rows, Path(args.csv))
+        print(f"written {args.csv}")
+    return 0
+
+
+def _answers(text: str) -> tuple[int, int]:
+    """ "10x8" -> (10, 8)."""
+    try:
+        answers, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ANSWERSxTOKENS, got {text!r}") from None
+    if answers < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"answers and tokens must be positive, got {text!r}")
+    return answers, width
 
 
 # ---------------------------------------------------------------- generate
@@ -348,6 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     describe_parser.add_argument("--json", action="store_true", help="machine-readable output")
     describe_parser.set_defaults(handler=cmd_describe)
+
+    roofline_parser = commands.add_parser(
+        "roofline",
+        help="floor time of one query on a target GPU from the model's FLOPs and bytes (no weights)",
+    )
+    roofline_parser.add_argument("model", help="preset name (e.g. navila-8b) or checkpoint folder")
+    roofline_parser.add_argument("--device", default="agx-orin-64gb", choices=sorted(DEVICES))
+    roofline_parser.add_argument(
+        "--frames", type=int, default=8, help="frames through the ViT per query (1 with the cache)"
+    )
+    roofline_parser.add_argument(
+        "--context", type=_positive, default=1737, help="prompt tokens, visual tokens included"
+    )
+    roofline_parser.add_argument("--answer", type=int, default=10, help="greedy answer tokens")
+    roofline_parser.add_argument(
+        "--choose",
+        type=_answers,
+        metavar="ANSWERSxTOKENS",
+        help="score a closed set of answers in one batched forward instead of decoding",
+    )
+    roofline_parser.add_argument("--csv", help="also write the phases as CSV")
+    roofline_parser.set_defaults(handler=cmd_roofline)
 
     generate_parser = commands.add_parser("generate", help="answer a prompt about images")
     generate_parser.add_argument(
