@@ -1,15 +1,42 @@
-"""`make bench`: simulator throughput, then model speed (nvila_core.bench), into one folder.
+"""`make bench`: simulator throughput, model speed (nvila_core.bench), then decision latency
+through the ROS 2 graph (nvila_nav.decision_bench), into one folder.
 
 python -m nvila_nav.bench [--out outputs/bench] [--quick]
+
+The graph benchmark runs navila-nano on torch and on an onnxruntime fp32 export (written under
+`<out>/exports/` on first use), and the deployed W8A8 + W4A16 export when
+`outputs/deploy/navila-nano-w8a8-w4a16` exists (`scripts/evaluate_navila_nano.sh` writes it; its
+quantization calibrates on the training data).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import nvila_core.bench
+import nvila_nav.decision_bench
 import nvila_nav.sim.bench
+
+NANO = "models/navila-nano"
+DEPLOYED = Path("outputs/deploy/navila-nano-w8a8-w4a16")
+
+
+def decision_variants(out: Path) -> list[str]:
+    """--variant arguments for the graph benchmark; exports the fp32 ONNX set if missing."""
+    fp32 = out / "exports" / "navila-nano-fp32"
+    if not (fp32 / "export.json").is_file():
+        command = [sys.executable, "-m", "nvila_core", "export", "--model", NANO]
+        subprocess.run([*command, "--quant", "none", "--out", str(fp32)], check=True)
+    variants = [f"torch fp32={NANO}:torch", f"ORT fp32={fp32}:onnxruntime"]
+    if (DEPLOYED / "export.json").is_file():
+        variants.append(f"ORT W8A8+W4A16={DEPLOYED}:onnxruntime")
+    else:
+        print(f"[bench] {DEPLOYED} not found: the deployed form is not in the graph benchmark")
+    return variants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     nvila_nav.sim.bench.main(["--out", args.out])
     nvila_core.bench.main(["--out", args.out, *(["--quick"] if args.quick else [])])
-    print(f"benchmarks in {args.out}/: sim_bench.{{csv,png}}, model_bench.{{csv,png}}")
+    variants = [a for v in decision_variants(Path(args.out)) for a in ("--variant", v)]
+    decisions = ["--decisions", "5", "--warmup", "1"] if args.quick else []
+    nvila_nav.decision_bench.main([*variants, *decisions, "--out", args.out])
+    print(
+        f"benchmarks in {args.out}/: sim_bench.{{csv,png}}, model_bench.{{csv,png}}, "
+        "decision_bench.{csv,json,png}"
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 RUNNER_NAME = "onnxrt-runner-N0-nvila_core"
 MATMULNBITS_ACCURACY_KEY = "session.qdq_matmulnbits_accuracy_level"
+ALLOW_SPINNING_KEY = "session.intra_op.allow_spinning"
 _CLASS = "polygraphy_class"
 
 Feed = dict[str, np.ndarray]
@@ -97,6 +98,10 @@ def make_session(
     accuracy level 4, which quantizes the activations to INT8 per block: W4A8, not the W4A16
     the graph says (1e-2 relative error). Level 1 computes in float32, as the graph and TensorRT
     do. `optimized_path`: where onnxruntime writes the graph it actually runs.
+
+    Worker threads do not spin between ops: a robot's CPU is shared (drivers, DDS, the
+    controller), and a spinning thread pool on a busy core waits for its own preempted threads
+    (docs/deployment.md: a navila-nano decision took 2x as long under load while spinning).
     """
     import onnxruntime as ort
 
@@ -104,6 +109,7 @@ def make_session(
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # the default (warning) floods logs with constant-folding notes
     options.add_session_config_entry(MATMULNBITS_ACCURACY_KEY, "1")
+    options.add_session_config_entry(ALLOW_SPINNING_KEY, "0")
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), options, providers=list(providers))

@@ -43,6 +43,9 @@ class ExportBackend(ABC):
     """Vision, projector and LLM graphs of an export folder, one session each (`open_session`)."""
 
     name = "export"
+    max_batch = 1
+    """Rows one LLM call may carry: the TensorRT engines are built for batch 1; onnxruntime runs
+    the graphs' symbolic batch, so `score` steps all answers' branches of one depth together."""
 
     def __init__(self, export_dir: str | Path, device: torch.device | str = "cpu"):
         root = Path(export_dir)
@@ -149,18 +152,20 @@ class ExportBackend(ABC):
     def _step(
         self, step_input: np.ndarray, past: dict[str, np.ndarray], length: int
     ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """One LLM call after `length` cached positions: last-position logits and the new past.
-        The arrays of `past` are not modified, so a past can be continued more than once."""
-        new = step_input.shape[1]
+        """One LLM call on [B, new, D] after `length` cached positions: last-position logits
+        [B, V] and the new past. The arrays of `past` are not modified, so a past can be
+        continued more than once."""
+        batch, new = step_input.shape[:2]
+        positions = np.arange(length, length + new, dtype=np.int64)[None]
         feed = {
             "inputs_embeds": step_input,
-            "attention_mask": np.ones((1, length + new), dtype=np.int64),
-            "position_ids": np.arange(length, length + new, dtype=np.int64)[None],
+            "attention_mask": np.ones((batch, length + new), dtype=np.int64),
+            "position_ids": np.repeat(positions, batch, axis=0),
             **past,
         }
         logits, *present = self.sessions["llm"].run(self._output_names, feed)
         return (
-            torch.from_numpy(logits[0, -1]).float(),
+            torch.from_numpy(logits[:, -1]).float(),
             dict(zip(self._past_names, present, strict=True)),
         )
 
@@ -188,7 +193,8 @@ class ExportBackend(ABC):
         stopped_by, prefill_ms, length = "max_new_tokens", 0.0, 0
         start = time.perf_counter()
         for step in range(max_new_tokens):
-            last, past = self._step(step_input, past, length)
+            logits, past = self._step(step_input, past, length)
+            last = logits[0]
             length += step_input.shape[1]
             token = int(torch.argmax(last))
             if step == 0:
@@ -216,29 +222,42 @@ class ExportBackend(ABC):
         media_embeds: Sequence[torch.Tensor],
         continuations: Sequence[Sequence[int]],
     ) -> Scored:
-        """The continuations as a prefix tree walked depth-first from one prefill: the LLM graph
-        returns last-position logits only, so each tree node is one single-token step, and
-        answers sharing words ("The next action is turn ...") share their steps."""
+        """The continuations as a prefix tree from one prefill, walked one depth at a time: the
+        LLM graph returns last-position logits only, so each tree node is one single-token
+        step. Answers sharing words ("The next action is turn ...") share their steps, and the
+        steps of one depth run together in batches of up to `max_batch` rows."""
         check_continuations(continuations)
         self._check_media(inputs, media_embeds)
         prompt = self._embed(inputs.input_ids, media_embeds)
         start = time.perf_counter()
-        last, past = self._step(prompt, self._empty_past(prompt.dtype), 0)
+        logits, past = self._step(prompt, self._empty_past(prompt.dtype), 0)
         prefill_ms = (time.perf_counter() - start) * 1e3
         scores = [0.0] * len(continuations)
-        pending = [(list(range(len(continuations))), 0, last.log_softmax(-1), past)]
-        length = prompt.shape[1]
-        while pending:
-            members, depth, logp, past = pending.pop()
-            for token in dict.fromkeys(continuations[i][depth] for i in members):
-                branch = [i for i in members if continuations[i][depth] == token]
-                for i in branch:
-                    scores[i] += float(logp[token])
-                longer = [i for i in branch if len(continuations[i]) > depth + 1]
-                if longer:
-                    step_input = self.embeddings[token][None, None].numpy()
-                    nxt, nxt_past = self._step(step_input, past, length + depth)
-                    pending.append((longer, depth + 1, nxt.log_softmax(-1), nxt_past))
+        # a tree node: (answers through it, log-probs of its next token, its past, its row)
+        level = [(list(range(len(continuations))), logits[0].log_softmax(-1), past, 0)]
+        length, depth = prompt.shape[1], 0
+        while level:
+            children = []
+            for members, logp, node_past, row in level:
+                for token in dict.fromkeys(continuations[i][depth] for i in members):
+                    branch = [i for i in members if continuations[i][depth] == token]
+                    for i in branch:
+                        scores[i] += float(logp[token])
+                    longer = [i for i in branch if len(continuations[i]) > depth + 1]
+                    if longer:
+                        children.append((longer, token, node_past, row))
+            level = []
+            for first in range(0, len(children), self.max_batch):
+                chunk = children[first : first + self.max_batch]
+                step_input = self.embeddings[[c[1] for c in chunk]][:, None].numpy()
+                rows = {
+                    name: np.concatenate([c[2][name][c[3] : c[3] + 1] for c in chunk])
+                    for name in self._past_names
+                }
+                logits, stepped = self._step(step_input, rows, length + depth)
+                logp = logits.log_softmax(-1)
+                level += [(c[0], logp[k], stepped, k) for k, c in enumerate(chunk)]
+            depth += 1
         return Scored(
             log_probs=scores,
             prefill_ms=prefill_ms,

@@ -237,6 +237,11 @@ class ScriptedRobot(Node):
                 return {}, ""
             return self.status[-1][1], self.status[-1][2]
 
+    def first_status_after(self, t: float) -> dict[str, str]:
+        """The values of the first navigator/status that arrived after `t` ({} if none)."""
+        with self._lock:
+            return next((values for at, values, _ in self.status if at > t), {})
+
     def close(self) -> None:
         self._closing.set()
         self._camera_thread.join(timeout=2.0)

@@ -20,6 +20,8 @@ from nvila_core import bench
 from nvila_core.export import ExportError, export_model, load_metadata, qdq
 from nvila_core.export.graphs import kv_names
 from nvila_core.export.reference import (
+    ALLOW_SPINNING_KEY,
+    MATMULNBITS_ACCURACY_KEY,
     RUNNER_NAME,
     load_inputs,
     load_outputs,
@@ -174,6 +176,13 @@ def test_onnxruntime_fuses_int4_weights_into_matmulnbits(tmp_path, quant_export,
     _, state = quantized
     levels, unfused = _fused_int4_matmuls(quant_export / "llm.onnx", tmp_path / "llm.opt.onnx")
     assert levels == [1] * len(state.select("llm.")) and not unfused
+
+
+def test_sessions_compute_w4a16_in_float_and_do_not_spin(quant_export):
+    """Level 1 MatMulNBits and no spinning worker threads (docs/deployment.md)."""
+    options = make_session(quant_export / "llm.onnx", threads=2).get_session_options()
+    assert options.get_session_config_entry(MATMULNBITS_ACCURACY_KEY) == "1"
+    assert options.get_session_config_entry(ALLOW_SPINNING_KEY) == "0"
 
 
 def test_reference_data_loads_in_polygraphy_and_matches_onnxruntime(quant_export):
