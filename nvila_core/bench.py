@@ -14,7 +14,9 @@ W4A16-LLM folder and a W8A8 vision graph. Benchmarks (one CSV row per measuremen
 - feature_cache: `Engine.navigate` per-step latency with and without the per-frame cache;
 - compression: prompt tokens and prefill time with temporal pooling, a 3x3 projector,
   dynamic-S2 vs one tile;
-- hf_generate: our greedy decoder vs transformers' `generate` on the same LLM and embeddings.
+- hf_generate: our greedy decoder vs transformers' `generate` on the same LLM and embeddings;
+- decision: one navigation decision, `Engine.choose` over NaVILA's ten answers vs `generate` of
+  an answer as long as the longest of them.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from nvila_core.export.qdq import ExportError, quantize_graph, save_onnx
 from nvila_core.export.reference import make_session
 from nvila_core.export.trt_rules import check_model
 from nvila_core.model.configuration import NVILAConfig
-from nvila_core.model.generation import greedy_decode
+from nvila_core.model.generation import greedy_decode, score_continuations
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import ModelInputs, NVILAProcessor
 from nvila_core.model.projector import MultimodalProjector
@@ -63,11 +65,25 @@ BENCHMARKS = (
     "feature_cache",
     "compression",
     "hf_generate",
+    "decision",
 )
 CSV_NAME = "model_bench.csv"
 PNG_NAME = "model_bench.png"
 PROMPT = "Describe what the robot sees."
 INSTRUCTION = "Walk past the sofa, turn left into the kitchen and stop next to the fridge."
+NAVILA_ACTIONS = (
+    "move forward 25 cm",
+    "move forward 50 cm",
+    "move forward 75 cm",
+    "turn left 15 degrees",
+    "turn left 30 degrees",
+    "turn left 45 degrees",
+    "turn right 15 degrees",
+    "turn right 30 degrees",
+    "turn right 45 degrees",
+    "stop",
+)
+"""NaVILA's ten mid-level actions: the closed answer set of a navigation decision."""
 
 
 @dataclass(frozen=True)
@@ -402,9 +418,17 @@ def bench_compression(
             )
 
 
-def bench_hf_generate(rows: Rows, size: BenchSize, model: NVILAModel, inputs: ModelInputs) -> None:
+def bench_hf_generate(
+    rows: Rows,
+    size: BenchSize,
+    model: NVILAModel,
+    processor: NVILAProcessor,
+    inputs: ModelInputs,
+) -> None:
     """Same embeddings, same weights: our KV-cached greedy loop vs `transformers` `generate`
-    (prefill included in both), and whether they produce the same tokens."""
+    (prefill included in both), and whether they produce the same tokens. Then one navigation
+    decision: `Engine.choose`'s scoring of the ten NaVILA answers (one prefill, one batched
+    forward) vs `generate` of an answer as long as the longest one."""
     with torch.inference_mode():
         encoded = model.encode_media_items(inputs.media)
         embeds = model.embed_inputs(inputs.input_ids, inputs.media, encoded.embeds)
@@ -436,6 +460,33 @@ def bench_hf_generate(rows: Rows, size: BenchSize, model: NVILAModel, inputs: Mo
     distinct = len(set(tokens["nvila_core greedy_decode"]))
     rows.add("hf_generate", "both", "distinct_tokens", distinct, "tokens")
     rows.add("hf_generate", "both", "new_tokens", size.new_tokens, "tokens")
+
+    answers = [processor.answer_ids(processor.navigation_answer(a)) for a in NAVILA_ACTIONS]
+    length = max(len(a) for a in answers)
+
+    @torch.inference_mode()
+    def choose() -> list[float]:
+        return score_continuations(model, embeds, answers).log_probs
+
+    @torch.inference_mode()
+    def hf_answer() -> list[int]:
+        out = model.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=length,
+            min_new_tokens=length,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        return out[0, -length:].tolist()
+
+    decision = {}
+    for variant, fn in (("nvila_core choose", choose), ("transformers generate", hf_answer)):
+        decision[variant], _ = repeated(fn, size)
+        rows.add("decision", variant, "total_ms", decision[variant], "ms")
+    ratio = decision["transformers generate"] / decision["nvila_core choose"]
+    rows.add("decision", "choose vs generate", "speedup", ratio, "x")
+    rows.add("decision", "both", "answer_tokens", length, "tokens")
 
 
 # ---------------------------------------------------------------- driver
@@ -511,7 +562,7 @@ def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
     stage("compression")
     bench_compression(rows, size, model, tokenizer, config)
     stage("hf generate")
-    bench_hf_generate(rows, size, model, nav_inputs)
+    bench_hf_generate(rows, size, model, processor, nav_inputs)
     progress.set_postfix()
     progress.update(1)
     progress.close()
