@@ -3,10 +3,11 @@ through the ROS 2 graph (nvila_nav.decision_bench), into one folder.
 
 python -m nvila_nav.bench [--out outputs/bench] [--quick]
 
-The graph benchmark runs navila-nano on torch and on an onnxruntime fp32 export (written under
-`<out>/exports/` on first use), and the deployed W8A8 + W4A16 export when
-`outputs/deploy/navila-nano-w8a8-w4a16` exists (`scripts/evaluate_navila_nano.sh` writes it; its
-quantization calibrates on the training data).
+The graph benchmark runs navila-nano on torch and on an onnxruntime fp32 export, the model
+benchmark's 152 M-parameter NaVILA-shaped model (random weights, NaVILA's prompt and 8 frames)
+on torch (both written under `<out>/exports/` on first use), and the deployed W8A8 + W4A16
+navila-nano when `outputs/deploy/navila-nano-w8a8-w4a16` exists
+(`scripts/evaluate_navila_nano.sh` writes it; its quantization calibrates on the training data).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ NANO = "models/navila-nano"
 DEPLOYED = Path("outputs/deploy/navila-nano-w8a8-w4a16")
 
 
-def decision_variants(out: Path) -> list[str]:
-    """--variant arguments for the graph benchmark; exports the fp32 ONNX set if missing."""
+def decision_variants(out: Path, navila_shaped: bool = True) -> list[str]:
+    """--variant arguments for the graph benchmark; writes the fp32 ONNX set and the
+    NaVILA-shaped checkpoint if missing."""
     fp32 = out / "exports" / "navila-nano-fp32"
     if not (fp32 / "export.json").is_file():
         command = [sys.executable, "-m", "nvila_core", "export", "--model", NANO]
@@ -36,7 +38,25 @@ def decision_variants(out: Path) -> list[str]:
         variants.append(f"ORT W8A8+W4A16={DEPLOYED}:onnxruntime")
     else:
         print(f"[bench] {DEPLOYED} not found: the deployed form is not in the graph benchmark")
+    if navila_shaped:
+        variants.append(f"152 M NaVILA-shaped, torch fp32={navila_shaped_checkpoint(out)}:torch")
     return variants
+
+
+def navila_shaped_checkpoint(out: Path) -> Path:
+    """The model benchmark's NaVILA-shaped model saved as a checkpoint folder (random weights)."""
+    from nvila_core.model.checkpoint import save_checkpoint
+    from nvila_core.model.modeling import NVILAModel
+    from nvila_core.model.tokenizer import build_tokenizer
+
+    folder = out / "exports" / "navila-shaped-152m"
+    if not (folder / "config.json").is_file():
+        config = nvila_core.bench.bench_config(nvila_core.bench.FULL)
+        vocab = int(config.llm_config["vocab_size"])
+        tokenizer = build_tokenizer(vocab, config.chat_template)
+        model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+        save_checkpoint(model, tokenizer, folder)
+    return folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     nvila_nav.sim.bench.main(["--out", args.out])
     nvila_core.bench.main(["--out", args.out, *(["--quick"] if args.quick else [])])
-    variants = [a for v in decision_variants(Path(args.out)) for a in ("--variant", v)]
+    chosen = decision_variants(Path(args.out), navila_shaped=not args.quick)
+    variants = [a for v in chosen for a in ("--variant", v)]
     decisions = ["--decisions", "5", "--warmup", "1"] if args.quick else []
     nvila_nav.decision_bench.main([*variants, *decisions, "--out", args.out])
     print(
