@@ -94,3 +94,32 @@ def test_choosing_among_answers_matches_torch(ort_engine, tiny_model, tiny_token
     assert all(p < 0 for p in ref.answer_log_probs)
     assert ref.token_ids == torch_engine.processor.answer_ids(ANSWERS[best])[:-1]
     assert ours.timings["answers"] == len(ANSWERS) and ours.timings["prompt_tokens"] > 0
+
+
+def test_choosing_runs_one_llm_call_per_answer_token_on_onnxruntime(ort_engine, make_frames):
+    """The branches of one tree depth share a batched call; one row per call gives the same
+    scores (what TensorRT's batch-1 engines do)."""
+    backend = ort_engine.backend
+    session = backend.sessions["llm"]
+    calls = []
+
+    class Counting:
+        def run(self, names, feed):
+            calls.append(feed["inputs_embeds"].shape[0])
+            return session.run(names, feed)
+
+    history = make_frames(3)
+    backend.sessions["llm"] = Counting()
+    try:
+        batched = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        longest = max(len(ort_engine.processor.answer_ids(a)) for a in ANSWERS)
+        assert len(calls) == longest and max(calls) > 1
+        calls.clear()
+        backend.max_batch = 1
+        single = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        assert len(calls) > longest and max(calls) == 1
+    finally:
+        backend.sessions["llm"] = session
+        backend.max_batch = type(backend).max_batch
+    assert single.text == batched.text
+    assert single.answer_log_probs == pytest.approx(batched.answer_log_probs, abs=1e-5)
