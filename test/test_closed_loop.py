@@ -96,6 +96,21 @@ def test_action_limit_and_policy_failure_end_episodes(sim, episodes):
     assert len(silent.requests) == 2  # one re-query, as the navigator does
 
 
+def test_with_the_expert_finishing_an_early_stop_is_not_executed(sim, episodes):
+    policy = RecentRecorder("move forward 25 cm", "stop", "turn left 45 degrees")
+    result = run_policy(sim, episodes[0], policy, expert_finishes=True)
+    steps = result.run.actions
+    # the model's early stop (its 2nd decision) was replaced by the expert's action, and from
+    # there on the expert drove, to its own stop at the goal, without asking the model again
+    assert len(policy.requests) == 2 and result.end_reason == END_STOP
+    assert steps[1].executed is None and not steps[1].action.is_stop
+    assert all(step.executed is None for step in steps[1:]) and steps[-1].action.is_stop
+    assert result.run.success and len(steps) > 3
+    # without it the same script ends the episode at the model's stop
+    policy = RecentRecorder("move forward 25 cm", "stop")
+    assert len(run_policy(sim, episodes[0], policy).run.actions) == 2
+
+
 def test_beta_one_drives_the_expert(sim, episodes):
     result = run_policy(sim, episodes[2], ForwardPolicy(), beta=1.0, render=False)
     assert result.run.success and all(step.executed is None for step in result.run.actions)
@@ -124,6 +139,15 @@ def test_dagger_collects_expert_labels_and_fine_tunes(compact_model, tmp_path):
     data = tmp_path / "data"
     stats = collect(compact_model, generate_episodes("train", 2, tier="A"), data, 0.5, settings, 1)
     assert stats["episodes"] == 2 and stats["steps"] >= 2
+    # the same rollouts in one process: the dataset does not depend on the number of workers
+    one = tmp_path / "one-worker"
+    single = dataclasses.replace(settings, workers=1)
+    assert (
+        collect(compact_model, generate_episodes("train", 2, tier="A"), one, 0.5, single, 1)
+        == stats
+    )
+    index = json.loads((data / "index.json").read_text())["episodes"]
+    assert json.loads((one / "index.json").read_text())["episodes"] == index
     dataset = load_dataset(data)
     for episode in dataset.episodes:
         assert [a.frame_index for a in episode.actions] == list(range(len(episode.actions)))
