@@ -54,7 +54,7 @@ setup(
             "nvila-nav-agreement = nvila_nav.agreement:main",
             "nvila-nav-closed-loop = nvila_nav.closed_loop:main",
             "nvila-nav-dagger = nvila_nav.dagger:main",
-            "nvila-nav-decision-bench = nvila_nav.decision_bench:main",
+            "nvila-nav-decision-bench = nvila_nav.faults.decision_bench:main",
             "nvila-nav-navila-bench = nvila_nav.navila_bench:main",
             "nvila-nav-voice-bench = nvila_nav.voice.bench:main",
             # the nodes; `ros2 run nvila_nav <node>` runs them through resource/executables/<node>

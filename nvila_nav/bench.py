@@ -1,5 +1,5 @@
 """`make bench`: simulator throughput, model speed (nvila_core.bench), then decision latency
-through the ROS 2 graph (nvila_nav.decision_bench), into one folder.
+through the ROS 2 graph (nvila_nav.faults.decision_bench), into one folder.
 
 python -m nvila_nav.bench [--out outputs/bench] [--quick]
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nvila_core.bench
-import nvila_nav.decision_bench
+import nvila_nav.faults.decision_bench
 import nvila_nav.sim.bench
 
 NANO = "models/navila-nano"
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = decision_variants(Path(args.out), navila_shaped=not args.quick)
     variants = [a for v in chosen for a in ("--variant", v)]
     decisions = ["--decisions", "5", "--warmup", "1"] if args.quick else []
-    nvila_nav.decision_bench.main([*variants, *decisions, "--out", args.out])
+    nvila_nav.faults.decision_bench.main([*variants, *decisions, "--out", args.out])
     print(
         f"benchmarks in {args.out}/: sim_bench.{{csv,png}}, model_bench.{{csv,png}}, "
         "decision_bench.{csv,json,png}"

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from nvila_nav import bench
-from nvila_nav.decision_bench import Variant, main
+from nvila_nav.faults.decision_bench import Variant, main
 
 
 def test_variant_parsing():
