@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import numpy as np
 RUNNER_NAME = "onnxrt-runner-N0-nvila_core"
 MATMULNBITS_ACCURACY_KEY = "session.qdq_matmulnbits_accuracy_level"
 ALLOW_SPINNING_KEY = "session.intra_op.allow_spinning"
+QDQ_FUSION_OFF_KEY = "session.disable_quant_qdq"
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 _CLASS = "polygraphy_class"
 
 Feed = dict[str, np.ndarray]
@@ -86,6 +89,44 @@ def load_outputs(path: Path) -> list[Feed]:
     ]
 
 
+def int8_matmul_saturates(machine: str | None = None, cpu_flags: set[str] | None = None) -> bool:
+    """Whether onnxruntime's fused INT8 kernels can saturate on this CPU.
+
+    On x86-64 without VNNI, onnxruntime multiplies uint8 activations by int8 weights with
+    VPMADDUBSW, which adds pairs of products into int16 and saturates (onnxruntime's
+    quantization guide); a W8A8 MatMul fused from our symmetric int8 Q/DQ pairs was then off by
+    up to 26 % of its largest output. ARM (the Jetson's CPU) and VNNI CPUs accumulate in int32.
+    `machine` / `cpu_flags` default to this machine's (`platform.machine()`, /proc/cpuinfo).
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    if cpu_flags is None:
+        cpu_flags = _cpu_flags()
+        if cpu_flags is None:  # no /proc/cpuinfo (macOS, Windows): assume the worst
+            return True
+    return not (cpu_flags & _VNNI_FLAGS)
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def quantizes_activations(path: Path) -> bool:
+    """A graph with QuantizeLinear nodes rounds activations to int8 at run time (W8A8)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+
+
 def make_session(
     path: Path,
     threads: int = 0,
@@ -99,6 +140,11 @@ def make_session(
     the graph says (1e-2 relative error). Level 1 computes in float32, as the graph and TensorRT
     do. `optimized_path`: where onnxruntime writes the graph it actually runs.
 
+    W8A8 graphs on a CPU whose INT8 kernels saturate (`int8_matmul_saturates`) run without
+    onnxruntime's Q/DQ fusions: every DequantizeLinear feeds a float MatMul, exactly the
+    arithmetic the graph states (and TensorRT's INT8 kernels compute), slower than fused INT8.
+    That also turns off the INT4 fusion, so only graphs that quantize activations get it.
+
     Worker threads do not spin between ops: a robot's CPU is shared (drivers, DDS, the
     controller), and a spinning thread pool on a busy core waits for its own preempted threads
     (docs/deployment.md: a navila-nano decision took 2x as long under load while spinning).
@@ -110,6 +156,9 @@ def make_session(
     options.log_severity_level = 3  # the default (warning) floods logs with constant-folding notes
     options.add_session_config_entry(MATMULNBITS_ACCURACY_KEY, "1")
     options.add_session_config_entry(ALLOW_SPINNING_KEY, "0")
+    cpu = providers[0] == "CPUExecutionProvider"
+    if cpu and int8_matmul_saturates() and quantizes_activations(path):
+        options.add_session_config_entry(QDQ_FUSION_OFF_KEY, "1")
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), options, providers=list(providers))

@@ -17,12 +17,13 @@ from polygraphy.json import load_json
 from transformers import DynamicCache
 
 from nvila_core import bench
-from nvila_core.export import ExportError, export_model, load_metadata, qdq
+from nvila_core.export import ExportError, export_model, load_metadata, qdq, reference
 from nvila_core.export.graphs import kv_names
 from nvila_core.export.reference import (
     ALLOW_SPINNING_KEY,
     MATMULNBITS_ACCURACY_KEY,
     RUNNER_NAME,
+    int8_matmul_saturates,
     load_inputs,
     load_outputs,
     make_session,
@@ -183,6 +184,38 @@ def test_sessions_compute_w4a16_in_float_and_do_not_spin(quant_export):
     options = make_session(quant_export / "llm.onnx", threads=2).get_session_options()
     assert options.get_session_config_entry(MATMULNBITS_ACCURACY_KEY) == "1"
     assert options.get_session_config_entry(ALLOW_SPINNING_KEY) == "0"
+
+
+def test_int8_saturation_is_read_from_the_cpu():
+    """VPMADDUBSW saturates on x86-64 without VNNI; ARM and VNNI CPUs accumulate in int32."""
+    assert int8_matmul_saturates("x86_64", {"sse4_2", "avx2", "fma"})
+    assert int8_matmul_saturates("AMD64", {"avx512f", "avx512bw"})
+    assert not int8_matmul_saturates("x86_64", {"avx2", "avx_vnni"})
+    assert not int8_matmul_saturates("x86_64", {"avx512f", "avx512_vnni"})
+    assert not int8_matmul_saturates("aarch64", set())
+
+
+_INT8_KERNELS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+@pytest.mark.parametrize("saturates", [True, False], ids=["saturating-cpu", "vnni-or-arm"])
+def test_w8a8_graphs_run_unfused_where_int8_kernels_saturate(
+    tmp_path, monkeypatch, quant_export, quantized, saturates
+):
+    """Where onnxruntime's INT8 kernels can saturate, the W8A8 vision graph runs as written
+    (DequantizeLinear into float MatMul) and matches the torch simulation; elsewhere onnxruntime
+    fuses it into INT8 kernels. The W4A16 LLM quantizes no activation: fused 4-bit either way."""
+    monkeypatch.setattr(reference, "int8_matmul_saturates", lambda: saturates)
+    optimized = tmp_path / "vision.opt.onnx"
+    make_session(quant_export / "vision.onnx", threads=1, optimized_path=optimized)
+    ops = {node.op_type for node in onnx.load(str(optimized)).graph.node}
+    assert bool(ops & _INT8_KERNELS) is not saturates
+    levels, unfused = _fused_int4_matmuls(quant_export / "llm.onnx", tmp_path / "llm.opt.onnx")
+    assert levels and not unfused
+    if saturates:
+        model, state = quantized
+        with simulated(model, state):
+            _vision_matches(quant_export, model)
 
 
 def test_reference_data_loads_in_polygraphy_and_matches_onnxruntime(quant_export):
