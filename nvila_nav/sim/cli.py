@@ -54,6 +54,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         seed=args.seed,
         image_format=args.image_format,
         decision_frames=args.decision_frames,
+        approach=args.approach,
     )
     with Progress(len(episodes), "rollout", "ep") as bar:
         entries = write_rollouts(episodes, out, settings, args.workers, progress=bar.update)
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--decision-frames",
         action="store_true",
         help="one frame per decision instead of frames at --frame-hz (for recent-history models)",
+    )
+    p.add_argument(
+        "--approach",
+        action="store_true",
+        help="the expert comes in towards the named landmark for the last 1.5 m (docs/simulator.md)",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel simulator processes")
     _add_camera_args(p, 640, 480)

@@ -20,7 +20,7 @@ import numpy as np
 from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, quantize_turn
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
-from nvila_nav.sim.navgrid import ROBOT_RADIUS
+from nvila_nav.sim.navgrid import ROBOT_RADIUS, Approach
 from nvila_nav.sim.world import World
 
 if TYPE_CHECKING:
@@ -109,9 +109,10 @@ class Expert:
       away from the goal the expert never says "stop" (a blocked robot turns).
     """
 
-    def __init__(self, sim: Simulator | World, episode: Episode) -> None:
+    def __init__(self, sim: Simulator | World, episode: Episode, approach: bool = False) -> None:
         """`sim` is the simulator (it loads the episode's scene) or just the scene's `World`:
-        planning needs the navigation grid and landmarks, not a MuJoCo model or a renderer."""
+        planning needs the navigation grid and landmarks, not a MuJoCo model or a renderer.
+        `approach`: come in towards the named landmark (`_approach`; docs/simulator.md)."""
         if isinstance(sim, World):
             world = sim
             if world.scene_id != episode.scene_id:
@@ -122,15 +123,25 @@ class Expert:
         g = episode.goal.position
         self.goal = (g[0], g[1])
         corridor = [p[:2] for p in episode.reference_path] or None
-        self.field = self.nav.distance_field(self.goal, corridor)
         self._plan: tuple[float, float, float, int] | None = None
         name = episode.info.get("goal_landmark")
         names = {lm.name for lm in world.landmarks}
         self.look_at = (world.landmark(name).x, world.landmark(name).y) if name in names else None
+        cone = self._approach() if approach else None
+        self.field = self.nav.distance_field(self.goal, corridor, cone)
         stated = float(episode.info.get("initial_turn_deg") or 0.0)
         self.initial_side = 0 if stated == 0.0 else (1 if stated > 0 else -1)
         self._decisions = 0
         self._start = (episode.start_position[0], episode.start_position[1])
+
+    def _approach(self) -> Approach | None:
+        """Come in towards the named landmark: the last metres of the way then show it ahead,
+        growing until the stop, instead of the robot arriving beside it and turning to it."""
+        if self.look_at is None:
+            return None
+        dx, dy = self.goal[0] - self.look_at[0], self.goal[1] - self.look_at[1]
+        norm = math.hypot(dx, dy)
+        return Approach((dx / norm, dy / norm)) if norm > 1e-6 else None
 
     def next_action(self, pose: Pose) -> Action:
         first = self._decisions == 0
@@ -295,6 +306,7 @@ def run_expert(
     perturb: float = 0.0,
     seed: int = 0,
     decision_frames: bool = False,
+    approach: bool = False,
 ) -> ExpertRun:
     """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed).
 
@@ -304,6 +316,7 @@ def run_expert(
     its own mistakes, and a learnt policy makes mistakes. Perturbed runs may fail to reach the goal
     (the step budget is raised) but every label is still the expert's best action in that state.
     decision_frames: one frame per decision instead of frames at `frame_hz`.
+    approach: the expert comes in towards the named landmark (`Expert`).
     """
     if not 0.0 <= perturb < 1.0:
         raise ValueError(f"perturb must be in [0, 1), got {perturb}")
@@ -311,7 +324,7 @@ def run_expert(
     run = ExpertRun(episode=episode, frame_hz=frame_hz, decision_frames=decision_frames)
     recorder = FrameRecorder(sim, run, render, decision_frames)
     recorder.record(sim.reset(episode, render=render and not decision_frames))
-    expert = Expert(sim, episode)
+    expert = Expert(sim, episode, approach)
     for _ in range(max_actions):
         pose = sim.pose
         action = expert.next_action(pose)

@@ -13,6 +13,7 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,8 +29,21 @@ CORRIDOR_WIDTH = 1.0
 """Half-width (m) of the band around a reference route that the expert keeps to."""
 OFF_CORRIDOR_COST = 4.0
 """Cost factor of cells outside the corridor: a detour must be 4x shorter to leave the route."""
+OFF_APPROACH_COST = 10.0
+"""Cost factor of cells near the goal but outside its approach cone (see `Approach`)."""
 _MAX_RANGE = 1.2
 _PAD = 0.5
+
+
+@dataclass(frozen=True)
+class Approach:
+    """The way in to a goal: within `radius` (m) of it, only cells inside the cone of
+    `half_angle` (rad) around `direction` (a unit vector from the goal outwards) are cheap, so
+    the last `radius` metres of every route run along the cone towards the goal."""
+
+    direction: Point
+    radius: float = 1.5
+    half_angle: float = math.radians(40)
 
 
 class NavGrid:
@@ -118,16 +132,23 @@ class NavGrid:
         j = np.clip(((x - self.origin[0]) / self.res).astype(int), 0, w - 1)
         return i, j
 
-    def distance_field(self, goal: Point, corridor: Sequence[Point] | None = None) -> CostField:
+    def distance_field(
+        self,
+        goal: Point,
+        corridor: Sequence[Point] | None = None,
+        approach: Approach | None = None,
+    ) -> CostField:
         """Cost-to-go (m, weighted near obstacles) from every reachable cell to `goal`.
 
         With a `corridor` polyline, cells farther than CORRIDOR_WIDTH from it cost
         OFF_CORRIDOR_COST times more, so following the field retraces that route instead of any
         equally short alternative, and from anywhere off it (a robot that strayed) the field
         still leads back towards the route and the goal instead of being undefined.
-        Fields are cached per (goal cell, corridor).
+        With an `approach`, cells near the goal outside its cone cost OFF_APPROACH_COST times
+        more: routes come in along the cone (the field stays finite everywhere).
+        Fields are cached per (goal cell, corridor, approach).
         """
-        key = (self.nearest_free(*goal), tuple(corridor) if corridor else ())
+        key = (self.nearest_free(*goal), tuple(corridor) if corridor else (), approach)
         cached = self._fields.get(key)
         if cached is not None:
             self._fields.move_to_end(key)
@@ -139,11 +160,22 @@ class NavGrid:
             cost = np.where(outside, cost * OFF_CORRIDOR_COST, cost)
         else:
             allowed = self.free
+        if approach is not None:
+            cost = np.where(self._off_approach(goal, approach), cost * OFF_APPROACH_COST, cost)
         field = CostField(self, _dijkstra(allowed, cost, key[0]))
         self._fields[key] = field
         if len(self._fields) > 16:
             self._fields.popitem(last=False)
         return field
+
+    def _off_approach(self, goal: Point, approach: Approach) -> np.ndarray:
+        """Cells within the approach radius of `goal` but outside its cone."""
+        gx, gy = self._cell_centres()
+        dx, dy = gx - goal[0], gy - goal[1]
+        dist = np.hypot(dx, dy)
+        along = (dx * approach.direction[0] + dy * approach.direction[1]) / np.maximum(dist, 1e-9)
+        inside = along >= math.cos(approach.half_angle)
+        return (dist <= approach.radius) & ~inside & (dist > self.res)
 
     def geodesic(self, goal: Point) -> CostField:
         """Shortest walkable distance (m) to `goal` from every cell the robot can stand on.
@@ -160,12 +192,15 @@ class NavGrid:
                 self._fields.popitem(last=False)
         return self._fields[key]
 
-    def _distance_to_polyline(self, points: Sequence[Point]) -> np.ndarray:
+    def _cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.occupied.shape
         x = self.origin[0] + (np.arange(w) + 0.5) * self.res
         y = self.origin[1] + (np.arange(h) + 0.5) * self.res
-        gx, gy = np.meshgrid(x, y)
-        best = np.full((h, w), np.inf)
+        return np.meshgrid(x, y)
+
+    def _distance_to_polyline(self, points: Sequence[Point]) -> np.ndarray:
+        gx, gy = self._cell_centres()
+        best = np.full(gx.shape, np.inf)
         for (ax, ay), (bx, by) in itertools.pairwise(points):
             dx, dy = bx - ax, by - ay
             length2 = dx * dx + dy * dy

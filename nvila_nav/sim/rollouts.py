@@ -26,6 +26,7 @@ class RolloutSettings:
     seed: int = 0
     image_format: str = "jpg"
     decision_frames: bool = False
+    approach: bool = False
 
 
 def _episode_seed(settings: RolloutSettings, index: int) -> int:
@@ -48,6 +49,7 @@ def _run_chunk(args: tuple[Path, RolloutSettings, list[tuple[int, Episode]]]) ->
                 perturb=settings.perturb,
                 seed=_episode_seed(settings, index),
                 decision_frames=settings.decision_frames,
+                approach=settings.approach,
             )
             entry = write_episode(out, run, settings.camera, image_format=settings.image_format)
             entries.append({"index": index, **entry})

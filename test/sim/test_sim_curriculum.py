@@ -83,6 +83,30 @@ def test_hysteresis_keeps_heading_labels_off_small_corrections(sim):
     assert small / len(labels) < 0.15
 
 
+def test_expert_with_approach_comes_in_towards_the_named_landmark(sim):
+    """With `approach`, the last forward move starts with the goal landmark in the camera's view
+    and at most one turn follows it before the stop, so "stop next to the red sofa" is decided
+    by what the frames show; without it about half of the last moves have the landmark out of
+    view, and two or three turns follow to find it."""
+    episodes = generate_episodes("val_unseen", 20, seed=0, tier="A")
+    episodes += generate_episodes("val_unseen", 20, seed=0, tier="C")
+    counts = {}
+    for approach in (True, False):
+        in_view = short_finish = 0
+        for episode in episodes:
+            run = run_expert(sim, episode, render=False, approach=approach)
+            assert run.success
+            landmark = world_for_scene(episode.scene_id).landmark(episode.info["goal_landmark"])
+            moves = [i for i, s in enumerate(run.actions) if s.action.kind is ActionKind.FORWARD]
+            pose = run.actions[moves[-1]].pose
+            bearing = math.atan2(landmark.y - pose.y, landmark.x - pose.x) - pose.yaw
+            in_view += abs(math.remainder(bearing, math.tau)) <= math.radians(39.5)
+            short_finish += len(run.actions) - moves[-1] - 2 <= 1
+        counts[approach] = (in_view / len(episodes), short_finish / len(episodes))
+    assert counts[True][0] >= 0.75 and counts[True][1] >= 0.8, counts
+    assert counts[False][0] <= 0.6 and counts[False][1] <= 0.5, counts
+
+
 def test_expert_off_the_route_never_stops_and_gets_back(sim):
     """Anywhere the robot fits, far from the corridor too, the expert's next action is a move
     or a turn, and following it reaches the goal."""
