@@ -44,7 +44,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 
 from nvila_nav.faults.robot import RELIABLE, ScriptedRobot
-from nvila_nav.faults.suite import NodeProcess, wait_for
+from nvila_nav.faults.suite import loopback_env, node_process, wait_for
 
 INSTRUCTION = "Walk down the hallway, turn left at the sofa and stop at the plant."
 PARTS = ("frame_wait", "model", "controller")
@@ -155,52 +155,15 @@ def _number(text: str | None) -> float | None:
 
 def measure(variant: Variant, args: argparse.Namespace) -> list[Decision]:
     """Start the graph on `variant`, keep it navigating, and time `args.decisions` decisions."""
-    from nvila_nav.nodes.bringup import config_dir
-
-    config = config_dir()
-    env = {
-        **os.environ,
-        "ROS_DOMAIN_ID": str(args.domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": str(args.threads),
-    }
+    env = loopback_env(args.domain_id, OMP_NUM_THREADS=str(args.threads))
     logs = args.out / "logs"
     slug = "".join(c if c.isalnum() else "_" for c in variant.label)
-    navigator = NodeProcess(
-        f"navigator-{slug}",
-        [
-            sys.executable,
-            "-m",
-            "nvila_nav.nodes.navigator",
-            "--ros-args",
-            "--params-file",
-            str(config / "navigator.yaml"),
-            "-p",
-            f"model:={variant.model}",
-            "-p",
-            f"backend:={variant.backend}",
-            "-p",
-            "device:=cpu",
-            "-p",
-            f"decoding:={args.decoding}",
-        ],
-        env,
-        logs,
-    )
-    controller = NodeProcess(
-        f"motion_controller-{slug}",
-        [
-            sys.executable,
-            "-m",
-            "nvila_nav.nodes.motion_controller",
-            "--ros-args",
-            "--params-file",
-            str(config / "motion_controller.yaml"),
-        ],
-        env,
-        logs,
-    )
+    model_args = [f"model:={variant.model}", f"backend:={variant.backend}", "device:=cpu"]
+    navigator_args = [
+        arg for value in [*model_args, f"decoding:={args.decoding}"] for arg in ("-p", value)
+    ]
+    navigator = node_process(f"navigator-{slug}", "navigator", env, logs, navigator_args)
+    controller = node_process(f"motion_controller-{slug}", "motion_controller", env, logs)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     width, height = args.camera

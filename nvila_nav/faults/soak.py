@@ -31,7 +31,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from nvila_nav.faults.robot import ScriptedRobot
-from nvila_nav.faults.suite import NodeProcess, wait_for
+from nvila_nav.faults.suite import loopback_env, node_process, wait_for
 
 INSTRUCTIONS = (
     "Walk down the hallway and stop at the door.",
@@ -47,48 +47,17 @@ def run(args: argparse.Namespace) -> dict:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "ROS_DOMAIN_ID": str(args.domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "PYTHONUNBUFFERED": "1",
-    }
-    config = config_dir()
+    env = loopback_env(args.domain_id)
     if args.dds_profile is None:
-        args.dds_profile = str(config / "fastdds_large_frames.xml")
+        args.dds_profile = str(config_dir() / "fastdds_large_frames.xml")
     if args.dds_profile:  # Fast DDS 3 and 2 read one each; this process's robot too
         for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
             env[name] = os.environ[name] = str(Path(args.dds_profile).resolve())
     navigator_args = ["-p", f"policy:={args.policy}"]
     if args.policy == "nvila":
         navigator_args += ["-p", f"model:={args.model}", "-p", "device:=cpu"]
-    navigator = NodeProcess(
-        "soak-navigator",
-        [
-            sys.executable,
-            "-m",
-            "nvila_nav.nodes.navigator",
-            "--ros-args",
-            "--params-file",
-            str(config / "navigator.yaml"),
-            *navigator_args,
-        ],
-        env,
-        out,
-    )
-    controller = NodeProcess(
-        "soak-motion_controller",
-        [
-            sys.executable,
-            "-m",
-            "nvila_nav.nodes.motion_controller",
-            "--ros-args",
-            "--params-file",
-            str(config / "motion_controller.yaml"),
-        ],
-        env,
-        out,
-    )
+    navigator = node_process("soak-navigator", "navigator", env, out, navigator_args)
+    controller = node_process("soak-motion_controller", "motion_controller", env, out)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     width, height = args.camera

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,28 @@ class NodeProcess:
         return psutil.Process(self.pid).memory_info().rss / 2**20
 
 
+def loopback_env(domain_id: int, **extra: str) -> dict[str, str]:
+    """This process's environment for a graph on one DDS domain that stays on this machine."""
+    return {
+        **os.environ,
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def node_process(
+    name: str, node: str, env: dict[str, str], logs: Path, extra: Sequence[str] = ()
+) -> NodeProcess:
+    """`nvila_nav.nodes.<node>` on its config/<node>.yaml parameters, `extra` ROS args after."""
+    from nvila_nav.nodes.bringup import config_dir
+
+    params = config_dir() / f"{node}.yaml"
+    command = [sys.executable, "-m", f"nvila_nav.nodes.{node}", "--ros-args", "--params-file"]
+    return NodeProcess(name, [*command, str(params), *extra], env, logs)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,21 +167,13 @@ class FaultSuite:
     """The graph, the robot and the rows; `run()` injects every fault in turn."""
 
     def __init__(self, out: Path, domain_id: int, tolerance: float = 1.0, quick: bool = False):
-        from nvila_nav.nodes.bringup import config_dir
-
         self.out = out
         self.tolerance = tolerance
         self.quick = quick
         self.rows: list[Row] = []
         self.domain_id = domain_id
-        self.config = config_dir()
         out.mkdir(parents=True, exist_ok=True)
-        self.env = {
-            **os.environ,
-            "ROS_DOMAIN_ID": str(domain_id),
-            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = loopback_env(domain_id)
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.robot = ScriptedRobot(self.context)
@@ -169,23 +183,10 @@ class FaultSuite:
         self._spin.start()
         self.resume_client = self.robot.create_client(Trigger, "motion_controller/resume")
         self.reset_client = self.robot.create_client(Trigger, "navigator/reset")
-        self.navigator = self._node_process(
-            "navigator",
-            "nvila_nav.nodes.navigator",
-            self.config / "navigator.yaml",
-            ["-p", "policy:=forward"],
+        self.navigator = node_process(
+            "navigator", "navigator", self.env, self.out, ["-p", "policy:=forward"]
         )
-        self.controller = self._node_process(
-            "motion_controller",
-            "nvila_nav.nodes.motion_controller",
-            self.config / "motion_controller.yaml",
-        )
-
-    def _node_process(
-        self, name: str, module: str, params: Path, extra: list[str] = ()
-    ) -> NodeProcess:
-        command = [sys.executable, "-m", module, "--ros-args", "--params-file", str(params)]
-        return NodeProcess(name, [*command, *extra], self.env, self.out)
+        self.controller = node_process("motion_controller", "motion_controller", self.env, self.out)
 
     # --- helpers --------------------------------------------------------------------------
 
