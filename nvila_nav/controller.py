@@ -146,8 +146,14 @@ class MotionController:
     on the goal and a base that stops instantly halts at most one tolerance short, never beyond.
     """
 
-    def __init__(self, limits: ControllerLimits | None = None):
+    def __init__(self, limits: ControllerLimits | None = None, control_period_s: float = 0.0):
+        """control_period_s: how often the caller updates. A started action's first update may
+        then speed up by one period's worth at once (the command holds until the next update),
+        so a caller that updates right after `start()` moves the robot without waiting a tick."""
+        if not (math.isfinite(control_period_s) and control_period_s >= 0):
+            raise ValueError(f"control_period_s must be finite and >= 0, got {control_period_s}")
         self._limits = limits or ControllerLimits()
+        self._control_period_s = min(control_period_s, _MAX_LIMITER_STEP_S)
         self._state = ControllerState.IDLE
         self._reason = "no action yet"
         self._action: Action | None = None
@@ -187,7 +193,7 @@ class MotionController:
         self._action = action
         self._finish_pending = False
         self._last_heartbeat_s = now_s
-        self._last_update_s = now_s
+        self._last_update_s = now_s - self._control_period_s
         if action.is_stop:
             self._finish(ControllerState.SUCCEEDED, "stop")
             return True

@@ -407,6 +407,39 @@ def test_acceleration_limit_survives_a_starved_control_loop():
     assert output.vx == pytest.approx(LIMITS.max_linear_accel * 0.1)
 
 
+@pytest.mark.parametrize("rate_hz", RATES_HZ)
+def test_an_update_right_after_start_moves_within_one_periods_acceleration(rate_hz):
+    """A caller that updates at once when an action arrives gets a moving twist without waiting a
+    control period; the profile after it keeps every step within the acceleration limit."""
+    dt = 1.0 / rate_hz
+    for action, accel, component in [
+        (Action.forward(75), LIMITS.max_linear_accel, "vx"),
+        (Action.right(45), LIMITS.max_angular_accel, "wz"),
+    ]:
+        waits = MotionController()  # no period given: the first update at start is a zero twist
+        waits.start(action, Pose2D(0.0, 0.0, 0.0), 0.0)
+        assert getattr(waits.update(Pose2D(0.0, 0.0, 0.0), 0.0, 0.0), component) == 0.0
+        controller, robot = MotionController(control_period_s=dt), Unicycle()
+        controller.start(action, robot.pose, 0.0)
+        first = controller.update(robot.pose, 0.0, 0.0)
+        assert abs(getattr(first, component)) == pytest.approx(accel * dt)
+        speeds = [0.0, abs(getattr(first, component))]
+        robot.step(first.vx, first.wz, dt)
+        for tick in range(1, rate_hz):
+            now = tick * dt
+            controller.heartbeat(now)
+            output = controller.update(robot.pose, now, now)
+            speeds.append(abs(getattr(output, component)))
+            robot.step(output.vx, output.wz, dt)
+        assert all(b - a <= accel * dt + 1e-12 for a, b in itertools.pairwise(speeds))
+
+
+def test_control_period_must_be_finite_and_not_negative():
+    for value in (-0.05, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="control_period_s"):
+            MotionController(control_period_s=value)
+
+
 def test_idle_controller_commands_zero():
     output = MotionController().update(None, None, 0.0)
     assert (output.vx, output.wz, output.state) == (0.0, 0.0, ControllerState.IDLE)

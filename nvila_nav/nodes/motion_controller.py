@@ -3,7 +3,9 @@
 A thin ROS 2 wrapper over `MotionController` (nvila_nav/controller.py); topics, types and QoS
 follow docs/ros_interfaces.md. Behaviour decisions:
 
-- `cmd_vel` goes out at `control_rate_hz` while an action executes. In every other state a zero
+- `cmd_vel` goes out at `control_rate_hz` while an action executes, and at once when an action
+  arrives (its first twist, within the acceleration limit over one control period, does not
+  wait for the next tick: it is part of the decision latency). In every other state a zero
   twist is published once on the transition (succeeded, stop, e-stop, watchdog, ...) and then
   repeated at `idle_rate_hz` (0: only on transitions), so a base with its own command timeout
   stays stopped and a late subscriber still learns that the command is zero.
@@ -377,7 +379,9 @@ class MotionControllerNode(Node):
         if limits["blocked_timeout_s"] <= 0:
             limits["blocked_timeout_s"] = sys.float_info.max
         self._odom_timeout_s = limits["odom_timeout_s"]
-        self._controller = MotionController(ControllerLimits(**limits))
+        self._controller = MotionController(
+            ControllerLimits(**limits), control_period_s=1.0 / params["control_rate_hz"]
+        )
         self._use_stamped = params["use_stamped"]
         self._frame_id = params["cmd_vel_frame_id"]
         self._heartbeat_timeout_s = params["e_stop_heartbeat_timeout_s"]
@@ -543,8 +547,9 @@ class MotionControllerNode(Node):
                     action.to_text(),
                     self._controller.reason,
                 )
-            if self._controller.state is not ControllerState.EXECUTING:
-                self._tick()
+            # at once, not at the next control tick: the first twist of a new action is part
+            # of the decision latency the robot feels
+            self._tick()
 
     @logged
     def _on_odom(self, msg: Odometry) -> None:

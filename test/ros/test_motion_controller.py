@@ -40,6 +40,7 @@ CONFIG = Path(__file__).parents[2] / "config" / "motion_controller.yaml"
 CONTROL_PERIOD_S = 1.0 / 20.0
 # DDS delivery and thread scheduling on a loaded test machine, on top of one control period.
 MARGIN_S = 0.1
+LIMIT_FIRST_STEP_MPS = 1.0 * 0.1  # max_linear_accel x the controller's longest credited step
 ROSOUT = QoSProfile(
     depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
@@ -242,6 +243,22 @@ def test_action_reaches_target_and_reports_once(graph, text, distance, yaw_deg, 
     assert abs(y) < 0.005
     assert math.degrees(yaw) == pytest.approx(yaw_deg, abs=2.5)
     bench.assert_robot_stops()
+
+
+def test_first_twist_of_an_action_goes_out_on_arrival_not_at_the_next_tick(graph):
+    """At a 1 Hz control rate a tick-bound controller starts moving up to a second after the
+    action; the first twist (the acceleration over one period, capped at 0.1 s: 0.1 m/s) comes
+    with the action."""
+    bench = Bench(graph, control_rate_hz=1.0, idle_rate_hz=1.0)
+    bench.start_controller()
+    # right after an idle tick's zero twist, so the next tick is about a second away
+    tick = bench.cmd.wait_for(is_zero, 3.0, since=time.monotonic())
+    assert tick, "no idle zero twist at 1 Hz"
+    sent = bench.send("move forward 75 cm")
+    moving = bench.cmd.wait_for(lambda msg: twist_of(msg)[0] > 0.0, 2.0, since=sent)
+    assert moving, "never moved"
+    assert moving[0] - sent < 0.5, f"first moving twist {moving[0] - sent:.2f} s after the action"
+    assert twist_of(moving[1])[0] == pytest.approx(LIMIT_FIRST_STEP_MPS)
 
 
 def test_estop_during_motion_zeroes_within_a_tick_and_latches(graph):
