@@ -329,11 +329,13 @@ def make_policy(
     seed: int = 0,
     blank_frames: bool = False,
     decoding: str = "generate",
+    threads: int = 0,
 ) -> Policy:
     """The policy `kind` ("nvila" loads `model`, which may take long; "expert", "random" and
     "forward" ignore the model arguments). device "auto" picks CUDA when available; dtype None/""
     keeps the checkpoint's; `seed` seeds "random"; `blank_frames` blinds "nvila"; `decoding`
-    is "nvila"'s generate | choose | choose_kind."""
+    is "nvila"'s generate | choose | choose_kind; `threads` its CPU threads (0: the library's
+    default; `Engine.from_pretrained`)."""
     if kind == "expert":
         return ExpertPolicy()
     if kind == "random":
@@ -350,6 +352,11 @@ def make_policy(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     engine = Engine.from_pretrained(
-        model, backend=backend, device=device, dtype=dtype or None, cache_frames=cache_frames
+        model,
+        backend=backend,
+        device=device,
+        dtype=dtype or None,
+        cache_frames=cache_frames,
+        threads=threads,
     )
     return NVILAPolicy(engine, max_new_tokens, blank_frames, decoding)

@@ -201,10 +201,14 @@ def backend_factory(name: str) -> Callable[[NVILAModel], Backend]:
     return factory
 
 
-def export_backend(name: str, export_dir: Path, device: torch.device | str):
-    """The export-folder backend `name` (e.g. onnxruntime) over `export_dir`."""
+def export_backend(name: str, export_dir: Path, device: torch.device | str, threads: int = 0):
+    """The export-folder backend `name` (e.g. onnxruntime) over `export_dir`; `threads` sizes
+    onnxruntime's CPU pool (0: its default), TensorRT runs on the GPU and has none."""
     module_name, _, class_name = EXPORT_BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)(export_dir, device)
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    if name == "onnxruntime":
+        return backend_class(export_dir, device, threads=threads)
+    return backend_class(export_dir, device)
 
 
 def make_backend(name: str, model: NVILAModel) -> Backend:
@@ -244,15 +248,25 @@ class Engine:
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
         cache_frames: int = DEFAULT_CACHE_FRAMES,
+        threads: int = 0,
     ) -> Engine:
         """An engine for a checkpoint folder, or for a preset name with random weights (tests,
         demos, timing; the answers are noise); export backends ("onnxruntime", "tensorrt") take an
-        `nvila-core export` folder."""
+        `nvila-core export` folder.
+
+        `threads` (0: the library's default, one per core): CPU threads of the model, for
+        onnxruntime its session's intra-op pool, for torch `torch.set_num_threads`, which holds
+        for the whole process. On a small CPU that also runs the camera, DDS and a controller,
+        fewer threads than cores can be faster: a thread pool waits for its slowest thread."""
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: the library's default), got {threads}")
         path = Path(model)
         if backend in EXPORT_BACKENDS:
-            runtime = export_backend(backend, path, device)
+            runtime = export_backend(backend, path, device, threads)
             return cls(runtime, runtime.config, runtime.tokenizer, cache_frames, backend)
         factory = backend_factory(backend)  # fail before loading gigabytes of weights
+        if threads:
+            torch.set_num_threads(threads)
         random_weights = False
         if path.is_dir():
             nvila, tokenizer = load_checkpoint(path, device=device, dtype=dtype)

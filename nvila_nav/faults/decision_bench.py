@@ -155,13 +155,17 @@ def _number(text: str | None) -> float | None:
 
 def measure(variant: Variant, args: argparse.Namespace) -> list[Decision]:
     """Start the graph on `variant`, keep it navigating, and time `args.decisions` decisions."""
-    env = loopback_env(args.domain_id, OMP_NUM_THREADS=str(args.threads))
+    env = loopback_env(args.domain_id)
     logs = args.out / "logs"
     slug = "".join(c if c.isalnum() else "_" for c in variant.label)
-    model_args = [f"model:={variant.model}", f"backend:={variant.backend}", "device:=cpu"]
-    navigator_args = [
-        arg for value in [*model_args, f"decoding:={args.decoding}"] for arg in ("-p", value)
+    values = [
+        f"model:={variant.model}",
+        f"backend:={variant.backend}",
+        "device:=cpu",
+        f"decoding:={args.decoding}",
+        f"compute_threads:={args.threads}",
     ]
+    navigator_args = [arg for value in values for arg in ("-p", value)]
     navigator = node_process(f"navigator-{slug}", "navigator", env, logs, navigator_args)
     controller = node_process(f"motion_controller-{slug}", "motion_controller", env, logs)
     context = rclpy.Context()
@@ -328,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decisions", type=int, default=40, help="timed decisions per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first decisions")
     parser.add_argument("--decoding", default="choose_kind")
-    parser.add_argument("--threads", type=int, default=2, help="OMP threads of the navigator")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="the navigator's compute_threads (0: one per core; on 2 cores 1 is fastest)",
+    )
     parser.add_argument(
         "--camera", type=lambda s: tuple(int(v) for v in s.split("x")), default=(640, 480)
     )

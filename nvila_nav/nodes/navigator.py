@@ -217,6 +217,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         choices=DECODINGS,
     ),
     ParameterSpec(
+        "compute_threads",
+        0,
+        "nvila only: CPU threads of the model (torch: the whole process's intra-op threads; "
+        "onnxruntime: its session pool). 0: the library's default, one per core. On a small "
+        "CPU that also runs the camera, DDS and the controller, fewer threads than cores are "
+        f"often faster (docs/deployment.md). {_CONFIGURE}",
+        min_value=0,
+        max_value=1024,
+    ),
+    ParameterSpec(
         "cache_frames",
         128,
         "Per-frame feature cache [frames]; above history_capacity every history frame goes "
@@ -518,6 +528,7 @@ class NavigatorNode(LifecycleNode):
                 params["random_seed"],
                 params["blank_frames"],
                 params["decoding"],
+                params["compute_threads"],
             )
             num_frames = params["num_frames"]
             if isinstance(policy, NVILAPolicy):

@@ -66,6 +66,23 @@ def test_quantized_export_matches_the_simulated_torch_model(
     torch.testing.assert_close(ours.logits, ref.logits, rtol=0, atol=1e-3)
 
 
+def test_threads_size_every_onnxruntime_session_and_torch(fp32_export):
+    engine = Engine.from_pretrained(fp32_export, backend="onnxruntime", threads=1)
+    pools = {
+        name: session.get_session_options().intra_op_num_threads
+        for name, session in engine.backend.sessions.items()
+    }
+    assert pools == {name: 1 for name in engine.backend.sessions} and pools
+    before = torch.get_num_threads()
+    try:
+        Engine.from_pretrained("tiny", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        Engine.from_pretrained("tiny", threads=-1)
+
+
 def test_export_backend_needs_an_export_folder(tmp_path):
     with pytest.raises(ValueError, match="not an `nvila-core export` folder"):
         Engine.from_pretrained(tmp_path, backend="onnxruntime")
