@@ -12,7 +12,10 @@ times on this process's monotonic clock:
 - `controller`: the action → the first non-zero `cmd_vel` (a "stop" decision has none and only
   counts in `model`).
 
-`total` = frame → first non-zero twist; decisions/s is 1 / median total. Each variant (model
+`total` = frame → first non-zero twist; decisions/s is 1 / median total. `policy_alone_ms` is the
+same query's `NVILAPolicy.decide` in a process of its own (same model, backend and threads): the
+navigator's `navigator_latency_ms` minus it is what sharing the process with the camera, DDS
+and the executor costs. Each variant (model
 folder, backend) is one graph run; results go to `<out>/decision_bench.csv` (one row per
 decision), `decision_bench.json` (medians) and `decision_bench.png` (stacked medians).
 
@@ -37,6 +40,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -252,6 +256,37 @@ def measure(variant: Variant, args: argparse.Namespace) -> list[Decision]:
     return decisions[args.warmup :]
 
 
+def policy_alone_ms(variant: Variant, args: argparse.Namespace) -> float | None:
+    """Median `NVILAPolicy.decide` of the graph's query in a process of its own, with nothing
+    else running in it: the model's share of a decision, so `navigator_latency_ms` minus this is
+    what sharing the navigator process costs. A spawned process, so its threads are its own."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        job = (variant.model, variant.backend, args.decoding, args.threads, args.decisions)
+        return pool.apply(_time_policy, job)
+
+
+def _time_policy(model: str, backend: str, decoding: str, threads: int, repeats: int) -> float:
+    """What the navigator asks per decision: the model's frames, all but the current one
+    cached under their keys, a new current frame each time, four previous actions."""
+    from nvila_nav.policies import PolicyRequest, make_policy
+
+    policy = make_policy("nvila", model, backend, device="cpu", decoding=decoding, threads=threads)
+    rng = np.random.default_rng(0)
+    side = policy.tile_size
+    history = [rng.integers(0, 256, (side, side, 3), np.uint8) for _ in range(policy.num_frames)]
+    previous = ("move forward 75 cm", "turn left 15 degrees") * 2
+    times = []
+    for step in range(repeats + 2):  # two untimed: the first frames fill the feature cache
+        keys = [*range(len(history) - 1), len(history) + step]
+        request = PolicyRequest(INSTRUCTION, history, keys, previous_actions=previous)
+        times.append(policy.decide(request).latency_s)
+    policy.close()
+    return round(statistics.median(times[2:]) * 1e3, 1)
+
+
 def summarize(decisions: list[Decision]) -> dict:
     """Medians per part, decisions/s from the median total (motion decisions only)."""
 
@@ -353,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[decision-bench] {variant.label}: {variant.model} on {variant.backend}")
         results[variant.label] = measure(variant, args)
         summaries[variant.label] = summarize(results[variant.label])
+        summaries[variant.label]["policy_alone_ms"] = policy_alone_ms(variant, args)
         print(f"[decision-bench] {variant.label}: {json.dumps(summaries[variant.label])}")
     if not any(results.values()):
         print("no decision was timed; see the logs under", args.out / "logs", file=sys.stderr)

@@ -35,6 +35,8 @@ def test_bench_times_each_decision_from_frame_to_first_motion(tmp_path, ros_doma
         assert 0.0 < float(row["navigator_latency_ms"]) / 1e3 <= float(row["model_s"]) + 0.05
     summary = json.loads((out / "decision_bench.json").read_text())["navila-nano torch fp32"]
     assert summary["decisions"] == 3 and summary["model_ms"] > 0
+    # the same query timed in a process of its own: a real decide, cheaper than the graph's
+    assert 0.0 < summary["policy_alone_ms"] <= summary["model_ms"] + 50.0
     assert (out / "decision_bench.png").stat().st_size > 0
 
 
@@ -51,3 +53,4 @@ def test_make_bench_variants_export_onnx_once_and_run_it_through_the_graph(
     assert main([*args, "--out", str(out), "--domain-id", str(ros_domain_id)]) == 0
     summary = json.loads((out / "decision_bench.json").read_text())
     assert summary["ORT fp32"]["decisions"] == 2 and summary["ORT fp32"]["model_ms"] > 0
+    assert summary["ORT fp32"]["policy_alone_ms"] > 0
