@@ -15,6 +15,7 @@ model reads pixels, not these numbers, so it can do a little better by seeing mo
 the prior (always the most frequent label) is the floor.
 
     python -m nvila_nav.sim.label_audit --episodes 800 --out outputs/label_audit.json
+    python -m nvila_nav.sim.label_audit --episodes 800 --approach   # the approach-cone expert
 """
 
 from __future__ import annotations
@@ -96,8 +97,11 @@ def features(world, episode, pose: Pose, done: Sequence[Action], step: int) -> l
     return row
 
 
-def collect(n: int, perturb: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, labels and episode index of every expert decision on `n` train episodes."""
+def collect(
+    n: int, perturb: float, seed: int, approach: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and episode index of every expert decision on `n` train episodes;
+    `approach`: the expert comes in towards the named landmark (`run_expert(approach=True)`)."""
     from nvila_nav.sim.env import Simulator
     from nvila_nav.sim.episodes import generate_episodes
     from nvila_nav.sim.expert import run_expert
@@ -106,7 +110,9 @@ def collect(n: int, perturb: float, seed: int) -> tuple[np.ndarray, np.ndarray, 
     rows, labels, groups = [], [], []
     with Simulator() as sim:
         for e, episode in enumerate(generate_episodes("train", n, seed=seed)):
-            run = run_expert(sim, episode, render=False, perturb=perturb, seed=e)
+            run = run_expert(
+                sim, episode, render=False, perturb=perturb, seed=e, approach=approach
+            )
             world = world_for_scene(episode.scene_id)
             done: list[Action] = []
             for k, step in enumerate(run.actions):
@@ -153,6 +159,8 @@ def fit_and_score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 
         predicted = model(xt[is_test]).argmax(1).numpy()
     truth = y[is_test]
     prior = np.bincount(y[~is_test], minlength=len(LABELS)).argmax()
+    stop = LABELS.index("stop")
+    said_stop, is_stop = predicted == stop, truth == stop
     return {
         "decisions": len(y),
         "test_decisions": int(is_test.sum()),
@@ -161,6 +169,11 @@ def fit_and_score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 
         "prior_accuracy": round(float((truth == prior).mean()), 4),
         "prior_kind_accuracy": round(
             float((_kind(truth) == _kind(np.full_like(truth, prior))).mean()), 4
+        ),
+        # the label that ends an episode: how many of the expert's stops, and how exactly
+        "stop_recall": round(float(said_stop[is_stop].mean()), 4) if is_stop.any() else None,
+        "stop_precision": (
+            round(float(is_stop[said_stop].mean()), 4) if said_stop.any() else None
         ),
         "label_shares": {
             LABELS[i]: round(float(c) / len(y), 4)
@@ -176,10 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=800)
     parser.add_argument("--perturb", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--approach", action="store_true", help="the expert's approach cone (rollout --approach)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON")
     args = parser.parse_args(argv)
-    x, y, groups = collect(args.episodes, args.perturb, args.seed)
-    result = {"episodes": args.episodes, "perturb": args.perturb, **fit_and_score(x, y, groups)}
+    x, y, groups = collect(args.episodes, args.perturb, args.seed, args.approach)
+    result = {
+        "episodes": args.episodes,
+        "perturb": args.perturb,
+        "approach": args.approach,
+        **fit_and_score(x, y, groups),
+    }
     text = json.dumps(result, indent=1)
     print(text)
     if args.out is not None:
