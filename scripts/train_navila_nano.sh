@@ -6,10 +6,10 @@
 #
 # Every step is resumable: finished datasets are not written again, training resumes from its
 # newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
-# interruption. On a 2-core machine: data ~15 min, captions ~10 min, navigation ~65 min,
+# interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation ~55 min,
 # navigation with merged action runs ~45 min, one DAgger iteration ~25 min. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
-# NANO_INSTALL (models/navila-nano; empty: do not install).
+# NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +19,10 @@ OUT="${NANO_OUT:-outputs/train}"
 ITERATIONS="${NANO_DAGGER_ITERATIONS:-0}"
 INSTALL="${NANO_INSTALL-models/navila-nano}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-# One torch thread: on 2 cores a 2-thread run that shares a core with the data loader or a
-# rollout waits on its own threads; the simulator workers use the other core.
-export OMP_NUM_THREADS=1
+# Torch threads of the training (NANO_THREADS, default 2: on a quiet 2-core machine a step of the
+# navigation stage took 2.2-2.5 s with two threads and 3.8 s with one). With another CPU job
+# alongside, use 1: a 2-thread run that shares a core waits on its preempted thread.
+export OMP_NUM_THREADS="${NANO_THREADS:-2}"
 
 if [ "$DATA" != "data/nano" ]; then
   echo "NANO_DATA must be data/nano: config/train/navila-nano.yaml reads its datasets there" >&2
