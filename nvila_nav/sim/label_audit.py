@@ -110,9 +110,7 @@ def collect(
     rows, labels, groups = [], [], []
     with Simulator() as sim:
         for e, episode in enumerate(generate_episodes("train", n, seed=seed)):
-            run = run_expert(
-                sim, episode, render=False, perturb=perturb, seed=e, approach=approach
-            )
+            run = run_expert(sim, episode, render=False, perturb=perturb, seed=e, approach=approach)
             world = world_for_scene(episode.scene_id)
             done: list[Action] = []
             for k, step in enumerate(run.actions):
@@ -172,9 +170,7 @@ def fit_and_score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 
         ),
         # the label that ends an episode: how many of the expert's stops, and how exactly
         "stop_recall": round(float(said_stop[is_stop].mean()), 4) if is_stop.any() else None,
-        "stop_precision": (
-            round(float(is_stop[said_stop].mean()), 4) if said_stop.any() else None
-        ),
+        "stop_precision": (round(float(is_stop[said_stop].mean()), 4) if said_stop.any() else None),
         "label_shares": {
             LABELS[i]: round(float(c) / len(y), 4)
             for i, c in enumerate(np.bincount(y, minlength=len(LABELS)))
