@@ -510,7 +510,9 @@ class Trainer:
                 _set_rng_state(own, self.ctx.device)
             self.step = int(state["step"])
             if self.ctx.is_main:  # rows sum the window over ranks: rank 0 carries the total
-                self._window += torch.tensor(state["log_window"], dtype=torch.float64)
+                self._window += torch.tensor(
+                    state["log_window"], dtype=torch.float64, device=self._window.device
+                )
         self._open_metrics(resume=state is not None)
 
     def _check_resume(self, folder: Path) -> dict[str, Any]:

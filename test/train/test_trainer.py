@@ -193,6 +193,30 @@ def test_resume_from_a_mid_run_checkpoint_continues_identically(
     _no_pickles(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ),
+    ],
+)
+def test_resume_restores_a_partly_filled_logging_window_on_the_training_device(
+    device, tmp_path, tiny_config, tiny_tokenizer, samples
+):
+    """A checkpoint taken between two log rows carries the window's sums; they go onto the
+    training device (on a GPU they once stayed on the CPU and the resumed run failed)."""
+    data = samples[:8]
+    common = {"max_steps": 5, "save_every": 3, "log_every": 2, "device": device}
+    _trainer(tmp_path / "full", tiny_config, tiny_tokenizer, data, **common).train()
+    resumed = _trainer(tmp_path / "resumed", tiny_config, tiny_tokenizer, data, **common)
+    resumed.train(resume_from=tmp_path / "full" / "checkpoint-000003")
+    assert resumed.history and resumed.history[0]["step"] == 4
+    assert all(math.isfinite(row["loss"]) for row in resumed.history)
+
+
 def test_resume_refuses_a_different_batch_layout(tmp_path, tiny_config, tiny_tokenizer, samples):
     first = _trainer(
         tmp_path / "a", tiny_config, tiny_tokenizer, samples[:8], max_steps=2, save_every=1
