@@ -93,6 +93,17 @@ GROUPS = {"graphs": tuple(GRAPH_ARGUMENTS), "nodes": tuple(NODE_SCRIPTS)}
 TYPED_INSTRUCTION = "walk down the hallway"
 
 
+def traceback_line(log: str) -> str:
+    """The exception line that ends the last Python traceback in `log`; "" without one."""
+    start = log.rfind("Traceback (most recent call last)")
+    if start < 0:
+        return ""
+    for line in log[start:].splitlines()[1:]:
+        if line and not line.startswith((" ", "\t")):
+            return line.strip()
+    return "Traceback (cut off)"
+
+
 def script_command(name: str) -> list[str]:
     """The console script next to this interpreter, or `python -m <module>` without one."""
     script = Path(sys.executable).parent / name
@@ -116,8 +127,9 @@ class Trial:
     """Signal → "stop" on action (navigator)."""
     needs: str = "zero"
     """The last command the try must see: "zero", "stop" or nothing."""
-    traceback: bool = False
-    """A Python traceback in the process's output (node scripts)."""
+    traceback: str = ""
+    """The last line of a Python traceback in the process's output (node scripts): the
+    exception; empty when there is none."""
 
     @property
     def ok(self) -> bool:
@@ -310,7 +322,7 @@ class ShutdownBench:
                 code,
                 stop_s,
                 script.last or "-",
-                logged("Traceback"),
+                traceback_line(process.log_path.read_text(errors="replace")),
             )
         finally:
             if process.alive():

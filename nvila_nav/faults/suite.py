@@ -673,7 +673,7 @@ class FaultSuite:
                         f"exit status {trial.exit_code} after {trial.exit_s:.2f} s"
                         if trial.ok_within(self.limit(2.0))
                         else f"worked {trial.moved}, exit {trial.exit_code} after "
-                        f"{trial.exit_s}, traceback {trial.traceback}",
+                        f"{trial.exit_s}, traceback: {trial.traceback or 'none'}",
                         trial.exit_s,
                         trial.ok_within(self.limit(2.0)),
                     )

@@ -752,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(bringup.nodes)
         logger = bringup.nodes[next(iter(bringup.nodes))].get_logger()
         logger.info(f"graph {graph_name} up: {names}")
+        request.running()
         bringup.start()
         why = request.wait(bringup.executor_thread, bringup.done)
         if why == "done":

@@ -565,6 +565,7 @@ def main(args: list[str] | None = None) -> None:
             rclpy.logging.get_logger("evaluator").fatal(str(error))
             code = 2
             return
+        request.running()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         thread = spin_in_background(executor, "evaluator-executor")

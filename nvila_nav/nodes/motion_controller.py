@@ -914,11 +914,11 @@ def main(args: list[str] | None = None) -> None:
     code = 0
     try:
         node = MotionControllerNode()
+        raising[0] = False  # from here a signal only requests the shutdown below
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         thread = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
         thread.start()
-        raising[0] = False
         while not requested.wait(_POLL_S):
             if not thread.is_alive():
                 node.get_logger().error("the executor stopped; shutting down")

@@ -1125,6 +1125,7 @@ def main(args: list[str] | None = None) -> None:
                 node.trigger_activate()
             else:
                 node.get_logger().error("autostart: configure failed; staying unconfigured")
+        request.running()
         executor = SingleThreadedExecutor()  # the model runs in its own worker thread
         executor.add_node(node)
         thread = spin_in_background(executor, "navigator-executor")

@@ -3,9 +3,11 @@
 rclpy's own signal handler shuts the context down at once, so a node could no longer publish
 its final "stop" or zero twist; every main disables it and uses `ShutdownRequest` instead:
 
-- SIGINT and SIGTERM are handled alike. Until `wait()` is reached (start-up: a model may load
-  for minutes) the first signal raises KeyboardInterrupt in the main thread, which aborts the
-  start-up; the caller then cleans up what exists.
+- SIGINT and SIGTERM are handled alike. Until `running()` (or `wait()`) is called (start-up: a
+  model may load for minutes) the first signal raises KeyboardInterrupt in the main thread, which
+  aborts the start-up; the caller then cleans up what exists. Mains call `running()` as soon as
+  their nodes exist, before the executor and its thread: a KeyboardInterrupt raised while a thread
+  starts would leave an executor thread nobody joins, spinning on nodes being destroyed.
 - While running, the executor spins in a background thread and the main thread waits on an
   event. A signal only sets the event: the main thread (never blocked in rcl_wait, where a
   Python signal handler would not run until a timer fires) returns from `wait()` and the

@@ -601,6 +601,7 @@ def main(args: list[str] | None = None) -> None:
     code = 0
     try:
         node = SimulatorNode()
+        request.running()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         thread = spin_in_background(executor, "sim-executor")

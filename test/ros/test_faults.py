@@ -48,7 +48,9 @@ def test_fault_suite_passes_every_row(tmp_path, ros_domain_id):
     )
     rows = json.loads((out / "faults.json").read_text())
     failed = [row for row in rows if row["passed"] is False]
-    assert done.returncode == 0 and not failed, (failed, done.stdout[-3000:], done.stderr[-3000:])
+    # the failed rows first and in full: a long repr would be cut before their reactions
+    reactions = "; ".join(f"{row['fault']}: {row['reaction']}" for row in failed)
+    assert done.returncode == 0 and not failed, f"{reactions}\n{done.stderr[-2000:]}"
     faults = " ".join(row["fault"] for row in rows)
     for kind in (
         "e-stop",
@@ -234,3 +236,21 @@ def test_a_node_process_log_holds_only_this_runs_output(tmp_path):
         process.start()
         process.process.wait(timeout=30)
     assert (tmp_path / "node.log").read_text() == "run\nrun\n"
+
+
+def test_traceback_line_names_the_exception_that_ended_the_last_traceback():
+    from nvila_nav.faults.shutdown import traceback_line
+
+    log = (
+        "[INFO] [sim]: simulator ready\n"
+        "Exception in thread sim-executor:\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in spin\n'
+        "    executor.spin()\n"
+        "rclpy._rclpy_pybind11.InvalidHandle: cannot use Destroyable because destruction was "
+        "requested\n"
+        "[INFO] [sim]: bye\n"
+    )
+    assert traceback_line(log).startswith("rclpy._rclpy_pybind11.InvalidHandle: cannot use")
+    assert traceback_line("[INFO] [sim]: simulator ready\n") == ""
+    assert traceback_line("Traceback (most recent call last):\n  File") == "Traceback (cut off)"
