@@ -1,5 +1,6 @@
-"""`make bench`: simulator throughput, model speed (nvila_core.bench), then decision latency
-through the ROS 2 graph (nvila_nav.faults.decision_bench), into one folder.
+"""`make bench`: simulator throughput, model speed (nvila_core.bench), where a decode step's time
+goes (nvila_core.decode_profile), then decision latency through the ROS 2 graph
+(nvila_nav.faults.decision_bench), into one folder.
 
 python -m nvila_nav.bench [--out outputs/bench] [--quick]
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nvila_core.bench
+import nvila_core.decode_profile
 import nvila_nav.faults.decision_bench
 import nvila_nav.sim.bench
 
@@ -67,14 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="model bench in smoke mode")
     args = parser.parse_args(argv)
     nvila_nav.sim.bench.main(["--out", args.out])
-    nvila_core.bench.main(["--out", args.out, *(["--quick"] if args.quick else [])])
+    quick = ["--quick"] if args.quick else []
+    nvila_core.bench.main(["--out", args.out, *quick])
+    nvila_core.decode_profile.main(["--out", args.out, *quick])
     chosen = decision_variants(Path(args.out), navila_shaped=not args.quick)
     variants = [a for v in chosen for a in ("--variant", v)]
     decisions = ["--decisions", "5", "--warmup", "1"] if args.quick else []
     nvila_nav.faults.decision_bench.main([*variants, *decisions, "--out", args.out])
     print(
         f"benchmarks in {args.out}/: sim_bench.{{csv,png}}, model_bench.{{csv,png}}, "
-        "decision_bench.{csv,json,png}"
+        "decode_profile.{csv,png}, decision_bench.{csv,json,png}"
     )
     return 0
 

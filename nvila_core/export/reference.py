@@ -132,13 +132,17 @@ def make_session(
     threads: int = 0,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     optimized_path: Path | None = None,
+    profile_prefix: str | None = None,
+    int4_accuracy: int = 1,
 ):
     """An onnxruntime session (`threads` 0: onnxruntime's default).
 
     onnxruntime fuses each INT4 DequantizeLinear -> MatMul into `MatMulNBits`, by default at
     accuracy level 4, which quantizes the activations to INT8 per block: W4A8, not the W4A16
     the graph says (1e-2 relative error). Level 1 computes in float32, as the graph and TensorRT
-    do. `optimized_path`: where onnxruntime writes the graph it actually runs.
+    do (`int4_accuracy` 4 is there to measure what that costs, never to deploy).
+    `optimized_path`: where onnxruntime writes the graph it actually runs. `profile_prefix`:
+    onnxruntime's per-node profile goes to `<prefix>_<date>.json` (`session.end_profiling()`).
 
     W8A8 graphs on a CPU whose INT8 kernels saturate (`int8_matmul_saturates`) run without
     onnxruntime's Q/DQ fusions: every DequantizeLinear feeds a float MatMul, exactly the
@@ -154,13 +158,16 @@ def make_session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # the default (warning) floods logs with constant-folding notes
-    options.add_session_config_entry(MATMULNBITS_ACCURACY_KEY, "1")
+    options.add_session_config_entry(MATMULNBITS_ACCURACY_KEY, str(int4_accuracy))
     options.add_session_config_entry(ALLOW_SPINNING_KEY, "0")
     cpu = providers[0] == "CPUExecutionProvider"
     if cpu and int8_matmul_saturates() and quantizes_activations(path):
         options.add_session_config_entry(QDQ_FUSION_OFF_KEY, "1")
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
