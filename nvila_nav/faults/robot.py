@@ -5,7 +5,8 @@ the camera (any size, rate, encoding and reliability; on, off, malformed), odome
 that integrates the commanded twist, reliable or best effort; on or off), and the base, which
 records every `cmd_vel` with its arrival time. It also holds the operator's endpoints:
 instruction publishers, e-stop publishers of every QoS a real e-stop node uses, a raw `action`
-publisher, and collectors for `action_result`, `navigator/status` and the log (`/rosout`).
+publisher, and collectors for `action_result`, `navigator/status`, the motion controller's
+`diagnostics` and the log (`/rosout`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class ScriptedRobot(Node):
         self.results: list[tuple[float, str]] = []
         self.logs: list[tuple[float, int, str, str]] = []
         self.status: list[tuple[float, dict[str, str], str]] = []
+        self.controller_diagnostics: tuple[float, dict[str, str]] | None = None
+        """The newest motion controller diagnostics: (arrival, values)."""
         self.camera_on = drive_base
         self.odom_on = drive_base
         self.camera_frames = 0
@@ -104,6 +107,7 @@ class ScriptedRobot(Node):
         )
         self.create_subscription(String, "action_result", self._on_result, RELIABLE)
         self.create_subscription(DiagnosticArray, "navigator/status", self._on_status, RELIABLE)
+        self.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, RELIABLE)
         self.create_subscription(
             Log,
             "/rosout",
@@ -190,6 +194,21 @@ class ScriptedRobot(Node):
     def _on_result(self, msg: String) -> None:
         with self._lock:
             self.results.append((time.monotonic(), msg.data))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(": motion"):  # the motion controller's
+                values = {kv.key: kv.value for kv in status.values}
+                with self._lock:
+                    self.controller_diagnostics = (time.monotonic(), values)
+
+    def controller_has_odometry(self, since: float = -math.inf) -> bool:
+        """Whether the motion controller said, at or after `since`, that it has heard odometry:
+        before that it refuses every move (the robot seeing its odom subscription is not
+        enough: its side of the discovery can still be pending)."""
+        with self._lock:
+            latest = self.controller_diagnostics
+        return latest is not None and latest[0] >= since and latest[1].get("odom_age_s") != "none"
 
     def _on_status(self, msg: DiagnosticArray) -> None:
         if not msg.status:

@@ -235,7 +235,7 @@ class ShutdownBench:
             if self.graph == "sim_eval":  # the evaluator sends the instruction
                 moved = wait_for(lambda: self.robot.moving(started), 120.0)
             else:
-                t0 = self._instruct(started, "walk down the hallway")
+                t0 = self._instruct(started, "walk down the hallway", controller=True)
                 moved = t0 is not None and wait_for(lambda: self.robot.moving(t0), 20.0)
             if moved:  # signal in the middle of a move, not between two actions
                 wait_for(lambda: self.robot.moving(), 5.0)
@@ -338,13 +338,15 @@ class ShutdownBench:
         topic = self._instruction_sub.topic_name
         return any(p.node_name == node for p in self.robot.get_publishers_info_by_topic(topic))
 
-    def _instruct(self, started: float, text: str) -> float | None:
-        """Once a navigator started at `started` is active and listening, send `text`; the
-        time it was sent, or None when the navigator never came up."""
+    def _instruct(self, started: float, text: str, controller: bool = False) -> float | None:
+        """Once a navigator started at `started` is active and listening (and with `controller`,
+        the graph's motion controller has heard odometry: it refuses moves before), send `text`;
+        the time it was sent, or None when the graph never came up."""
         up = wait_for(
             lambda: (
                 self.robot.last_status(started)[0].get("active") == "true"
                 and self.robot.instruction_pub.get_subscription_count() > 0
+                and (not controller or self.robot.controller_has_odometry(started))
             ),
             120.0,
         )

@@ -211,6 +211,7 @@ class FaultSuite:
                 and self.robot.action_pub.get_subscription_count() > 0
                 # navigator and controller hear odometry: a move needs it to start
                 and self.robot.odom_subscribers() >= 2
+                and self.robot.controller_has_odometry(started)
                 and self.robot.last_status(started)[0].get("active") == "true"
             ),
             90.0,
