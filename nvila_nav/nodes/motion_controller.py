@@ -44,7 +44,7 @@ follow docs/ros_interfaces.md. Behaviour decisions:
   (SIGINT, SIGTERM, an error): `main` disables rclpy's signal handlers (they would shut the
   context down before that zero could go out), spins in a background thread, and on a signal
   publishes the zero (three times, 20 ms apart), stops spinning and exits within 2 s (a
-  shutdown that hangs is ended after SHUTDOWN_DEADLINE_S). A SIGKILL cannot be handled: the
+  shutdown that hangs is ended after 1.5 s: `nvila_nav.nodes.process`). A SIGKILL cannot be handled: the
   base must apply its own command timeout.
 """
 
@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
 import sys
 import threading
 import time
@@ -92,6 +90,7 @@ from nvila_nav.controller import (
 )
 from nvila_nav.nodes.callbacks import logged, quaternion_yaw
 from nvila_nav.nodes.parameters import ParameterSpec, declare_all
+from nvila_nav.nodes.process import ShutdownRequest
 
 _DEFAULT_LIMITS = ControllerLimits()
 _RESTART = "Read at start-up."
@@ -293,12 +292,8 @@ STOP_INSTRUCTIONS = frozenset({"stop", "halt"})
 MAX_SHOWN_CHARS = 200
 """Received text longer than this is cut (with its length) in logs and action_result."""
 
-SHUTDOWN_DEADLINE_S = 1.5
-"""`main` exits with status 1 if its clean shutdown has not ended this long after a signal."""
-
 _FINAL_ZEROS = 3
 _FINAL_ZERO_GAP_S = 0.02
-_POLL_S = 0.05
 
 _RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED = QoSProfile(
@@ -872,18 +867,6 @@ def _spin(executor: SingleThreadedExecutor) -> None:
         executor.spin()
 
 
-def _exit_after(deadline_s: float, done: threading.Event, signal_name: str) -> None:
-    """End the process if the clean shutdown after a signal hangs: it must never outlive it."""
-    if done.wait(deadline_s):
-        return
-    sys.stderr.write(
-        f"motion_controller: shutdown after {signal_name} did not finish within "
-        f"{deadline_s:g} s; exiting\n"
-    )
-    sys.stderr.flush()
-    os._exit(1)
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the node until SIGINT or SIGTERM; then publish a zero twist and exit within 2 s.
 
@@ -893,44 +876,26 @@ def main(args: list[str] | None = None) -> None:
     while it is blocked inside rcl's wait).
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    requested = threading.Event()
-    done = threading.Event()
-    raising = [True]  # until spinning: a signal aborts the start-up
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if requested.is_set():
-            return
-        requested.set()
-        name = signal.Signals(signum).name
-        threading.Thread(
-            target=_exit_after, args=(SHUTDOWN_DEADLINE_S, done, name), daemon=True
-        ).start()
-        if raising[0]:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    request = ShutdownRequest("motion_controller").install()
     node = executor = thread = None
     code = 0
     try:
         node = MotionControllerNode()
-        raising[0] = False  # from here a signal only requests the shutdown below
+        request.running()  # from here a signal only requests the shutdown below
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         thread = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
         thread.start()
-        while not requested.wait(_POLL_S):
-            if not thread.is_alive():
-                node.get_logger().error("the executor stopped; shutting down")
-                code = 1
-                break
+        if request.wait(thread) == "executor":
+            node.get_logger().error("the executor stopped; shutting down")
+            code = 1
     except KeyboardInterrupt:
         pass
     except Exception as error:  # bad parameters and the like: one clear line, no traceback
         sys.stderr.write(f"motion_controller: {error}\n")
         code = 2 if node is None else 1
     finally:
-        raising[0] = False
+        request.running()
         if node is not None:
             node.halt()  # the zero twist first; the executor may still run, but commands nothing
         if executor is not None:
@@ -941,13 +906,9 @@ def main(args: list[str] | None = None) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        done.set()
     # The zero twist is out and acknowledged: end now. Interpreter teardown with DDS threads
     # still running takes long on a busy machine, and nothing is left for it to do.
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+    request.finish(code)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ its final "stop" or zero twist; every main disables it and uses `ShutdownRequest
 - The first signal also arms a deadline (`deadline_s`, 1.5 s by default): a shutdown that has
   not finished by then (a callback or a model query that does not return) ends the process
   with exit status 1 and a line on stderr, so a process never hangs on a signal.
+- The handler itself only records the signal (plain assignments) and may raise: it runs between
+  two bytecodes of the main thread, possibly one holding a lock of `threading` (an Event being
+  waited on, a thread being started), and taking a lock there can deadlock the process for good.
+  A watcher thread started by `install()` sets `requested` and enforces the deadline.
 - `finish(code)` ends the process with `os._exit` after flushing stdout and stderr: interpreter
   teardown with native threads still running (torch, the renderer, DDS) can hang or crash, and
   everything that matters (the final commands) is done by then.
@@ -33,6 +37,8 @@ from typing import Any
 SHUTDOWN_DEADLINE_S = 1.5
 """Seconds from the first SIGINT / SIGTERM to a forced exit if the clean shutdown has not ended."""
 _POLL_S = 0.1
+_WATCH_S = 0.02
+"""How often the watcher thread looks for a recorded signal."""
 
 
 class ShutdownRequest:
@@ -49,24 +55,27 @@ class ShutdownRequest:
 
     def install(self) -> ShutdownRequest:
         """Handle SIGINT and SIGTERM from now on (call from the main thread)."""
+        threading.Thread(target=self._watch, name="shutdown-watch", daemon=True).start()
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         return self
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        first = not self.requested.is_set()
-        if first:
-            self.signal_name = signal.Signals(signum).name
-            self.requested_at = time.monotonic()
-            self.requested.set()
-            threading.Thread(
-                target=self._enforce_deadline, name="shutdown-deadline", daemon=True
-            ).start()
-            if self._raise:
-                raise KeyboardInterrupt
+        if self.requested_at is not None:
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.requested_at = time.monotonic()
+        if self._raise:
+            raise KeyboardInterrupt
 
-    def _enforce_deadline(self) -> None:
-        if self._finished.wait(self.deadline_s):
+    def _watch(self) -> None:
+        """Turn a recorded signal into `requested`, then end the process if the shutdown has
+        not finished `deadline_s` after the signal."""
+        while self.requested_at is None:
+            time.sleep(_WATCH_S)
+        self.requested.set()
+        remaining = self.deadline_s - (time.monotonic() - self.requested_at)
+        if self._finished.wait(max(remaining, 0.0)):
             return
         with contextlib.suppress(Exception):
             sys.stderr.write(
@@ -84,15 +93,13 @@ class ShutdownRequest:
         """Block until a signal ("signal"), `done` (an Event-like: "done") is set, or the
         executor thread ended ("executor"). Signals no longer raise from here on."""
         self._raise = False
-        if self.requested.is_set():
-            return "signal"
-        while True:
-            if self.requested.wait(_POLL_S):
-                return "signal"
+        while self.requested_at is None:
             if done is not None and done.is_set():
                 return "done"
             if executor_thread is not None and not executor_thread.is_alive():
                 return "executor"
+            self.requested.wait(_POLL_S)  # set by the watcher soon after a signal
+        return "signal"
 
     def finish(self, code: int = 0) -> None:
         """End the process now with `code` (see the module docstring)."""
