@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import statistics
@@ -46,6 +45,7 @@ from nvila_core.bench import (
     frames,
     llm_weight_bytes,
     machine_summary,
+    write_csv,
 )
 from nvila_core.export import export_model
 from nvila_core.export.reference import make_session
@@ -235,15 +235,6 @@ def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
             bandwidth,
         )
     return rows
-
-
-def write_csv(rows: Rows, path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["benchmark", "variant", "metric", "value", "unit"]
-        )
-        writer.writeheader()
-        writer.writerows(rows.rows)
 
 
 def plot(rows: Rows, path: Path, title: str) -> None:
