@@ -9,9 +9,9 @@ its final "stop" or zero twist; every main disables it and uses `ShutdownRequest
   their nodes exist, before the executor and its thread: a KeyboardInterrupt raised while a thread
   starts would leave an executor thread nobody joins, spinning on nodes being destroyed.
 - While running, the executor spins in a background thread and the main thread waits on an
-  event. A signal only sets the event: the main thread (never blocked in rcl_wait, where a
-  Python signal handler would not run until a timer fires) returns from `wait()` and the
-  caller publishes its final commands and destroys its nodes.
+  event. A signal only requests the shutdown (the event is set soon after): the main thread
+  (never blocked in rcl_wait, where a Python signal handler would not run until a timer fires)
+  returns from `wait()` and the caller publishes its final commands and destroys its nodes.
 - The first signal also arms a deadline (`deadline_s`, 1.5 s by default): a shutdown that has
   not finished by then (a callback or a model query that does not return) ends the process
   with exit status 1 and a line on stderr, so a process never hangs on a signal.
@@ -86,7 +86,7 @@ class ShutdownRequest:
         os._exit(1)
 
     def running(self) -> None:
-        """Start-up is over: from now on a signal only sets `requested` (no KeyboardInterrupt)."""
+        """Start-up is over: from now on a signal only requests the shutdown (no KeyboardInterrupt)."""
         self._raise = False
 
     def wait(self, executor_thread: threading.Thread | None = None, done: Any = None) -> str:
