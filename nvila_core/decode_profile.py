@@ -21,6 +21,7 @@ off: never deployed, measured to show what the 4-bit kernel costs on this CPU). 
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import json
 import os
@@ -115,14 +116,14 @@ def parse_trace(path: str, new_tokens: int, skip_calls: int) -> tuple[dict[str, 
     ]
     if not decode_runs:
         raise ValueError(f"{path}: no decode steps in the profile ({len(runs)} runs)")
-    starts = [run["ts"] for run in decode_runs]
+    starts = [run["ts"] for run in decode_runs]  # sorted, runs do not overlap
     per_op: dict[str, float] = defaultdict(float)
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         ts = event["ts"]
-        inside = any(s <= ts <= s + run["dur"] for s, run in zip(starts, decode_runs, strict=True))
-        if inside:
+        index = bisect.bisect_right(starts, ts) - 1  # the last run that began before it
+        if index >= 0 and ts <= starts[index] + decode_runs[index]["dur"]:
             per_op[event.get("args", {}).get("op_name", "?")] += event["dur"]
     count = len(decode_runs)
     return (
