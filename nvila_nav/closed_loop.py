@@ -38,7 +38,7 @@ from nvila_nav.evaluation import (
 from nvila_nav.navigation import END_NO_USABLE_ACTION
 from nvila_nav.policies import DECODINGS, Policy, PolicyRequest, pad_frames
 from nvila_nav.sim.episodes import Episode
-from nvila_nav.sim.expert import ActionStep, Expert, ExpertRun, FrameRecorder
+from nvila_nav.sim.expert import STOP_DISTANCE, ActionStep, Expert, ExpertRun, FrameRecorder
 
 END_POLICY_FAILED = END_NO_USABLE_ACTION
 """The policy gave no action (unparseable text) twice in a row: the navigator's reason too."""
@@ -85,6 +85,7 @@ def run_policy(
     render: bool = True,
     frame_hz: float = 2.0,
     expert_finishes: bool = False,
+    stop_distance: float = STOP_DISTANCE,
 ) -> PolicyRun:
     """Drive `episode` with `policy`; with probability `beta` per step the expert's action is
     driven instead (DAgger's mixture). Frames are rendered one per decision for "recent"
@@ -92,7 +93,8 @@ def run_policy(
 
     `expert_finishes` (DAgger only): a policy "stop" the expert does not make is not executed;
     from there the expert drives to its own approach and stop, so a run that the policy ended
-    too early still brings the stop labels of the states around the goal."""
+    too early still brings the stop labels of the states around the goal. `stop_distance`: the
+    labelling expert's stop band around the goal point (`Expert`)."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     rng = np.random.default_rng(seed)
@@ -100,7 +102,7 @@ def run_policy(
     run = ExpertRun(episode=episode, frame_hz=frame_hz, decision_frames=decision_frames)
     recorder = FrameRecorder(sim, run, render, decision_frames)
     recorder.record(sim.reset(episode, render=render and not decision_frames))
-    expert = Expert(sim, episode)
+    expert = Expert(sim, episode, stop_distance=stop_distance)
     policy.reset()
     executed: list[str] = []
     latencies: list[float] = []

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from nvila_nav.sim.episodes import TIERS, Episode, generate_episode
+from nvila_nav.sim.expert import STOP_DISTANCE
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class DaggerSettings:
     expert_finishes: bool = True
     """A model "stop" away from the goal is not executed: the expert drives on to its own stop
     (`run_policy`), so the aggregate keeps one stop label per run instead of diluting it."""
+    stop_distance: float = STOP_DISTANCE
+    """The labelling expert faces the landmark and stops within this distance (m) of the goal
+    point. The rollouts' 0.3 m puts every stop label at one spot; a band well inside the 1.5 m
+    success radius labels "stop" where the learner's own stop would already count."""
     workers: int = 2
 
 
@@ -133,6 +138,7 @@ def collect(
         "beta": beta,
         "decoding": settings.decoding,
         "expert_finishes": settings.expert_finishes,
+        "stop_distance": settings.stop_distance,
         **stats,
     }
     (out / "dagger.json").write_text(yaml.safe_dump(summary), encoding="utf-8")
@@ -177,6 +183,7 @@ def _collect_chunk(chunk: tuple) -> dict[int, _Collected]:
                 beta=beta,
                 seed=(settings.seed + iteration) * 1_000_003 + i,
                 expert_finishes=settings.expert_finishes,
+                stop_distance=settings.stop_distance,
             )
             run = result.run
             results[i] = _Collected(

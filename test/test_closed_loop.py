@@ -116,6 +116,16 @@ def test_beta_one_drives_the_expert(sim, episodes):
     assert result.run.success and all(step.executed is None for step in result.run.actions)
 
 
+def test_a_wider_stop_band_labels_the_stop_earlier_inside_the_success_radius(sim, episodes):
+    narrow = run_policy(sim, episodes[2], ForwardPolicy(), beta=1.0, render=False).run
+    wide = run_policy(
+        sim, episodes[2], ForwardPolicy(), beta=1.0, render=False, stop_distance=1.0
+    ).run
+    assert narrow.success and wide.success and wide.actions[-1].action.is_stop
+    assert narrow.distance_to_goal <= 0.35 < wide.distance_to_goal <= 1.05
+    assert len(wide.actions) < len(narrow.actions)
+
+
 @pytest.fixture(scope="module")
 def compact_model(tmp_path_factory):
     config = dataclasses.replace(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, quantize_turn
-from nvila_nav.sim.episodes import Episode
+from nvila_nav.sim.episodes import SUCCESS_RADIUS, Episode
 from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS, Approach
 from nvila_nav.sim.world import World
@@ -109,10 +109,24 @@ class Expert:
       away from the goal the expert never says "stop" (a blocked robot turns).
     """
 
-    def __init__(self, sim: Simulator | World, episode: Episode, approach: bool = False) -> None:
+    def __init__(
+        self,
+        sim: Simulator | World,
+        episode: Episode,
+        approach: bool = False,
+        stop_distance: float = STOP_DISTANCE,
+    ) -> None:
         """`sim` is the simulator (it loads the episode's scene) or just the scene's `World`:
         planning needs the navigation grid and landmarks, not a MuJoCo model or a renderer.
-        `approach`: come in towards the named landmark (`_approach`; docs/simulator.md)."""
+        `approach`: come in towards the named landmark (`_approach`; docs/simulator.md).
+        `stop_distance`: face the landmark and stop within this distance (m) of the goal point;
+        DAgger labels with a wider band than the rollouts' so that a learner's stop anywhere
+        well inside the success radius is labelled "stop", not "walk on"."""
+        if not 0.0 < stop_distance < SUCCESS_RADIUS:
+            raise ValueError(
+                f"stop_distance must be in (0, {SUCCESS_RADIUS}) m, got {stop_distance}"
+            )
+        self.stop_distance = stop_distance
         if isinstance(sim, World):
             world = sim
             if world.scene_id != episode.scene_id:
@@ -146,7 +160,7 @@ class Expert:
     def next_action(self, pose: Pose) -> Action:
         first = self._decisions == 0
         self._decisions += 1
-        if math.dist((pose.x, pose.y), self.goal) <= STOP_DISTANCE:
+        if math.dist((pose.x, pose.y), self.goal) <= self.stop_distance:
             # Face the named landmark before stopping, so the last frame shows what "stop next to
             # the red sofa" refers to.
             if self.look_at is not None:

@@ -147,6 +147,27 @@ def test_expert_off_the_route_never_stops_and_gets_back(sim):
     assert tried >= 20
 
 
+def test_expert_stop_band_stops_facing_the_landmark_anywhere_inside_it():
+    """With a wider stop band, a pose 0.8 m from the goal point is labelled "stop" when it faces
+    the named landmark and a turn towards it when it does not; the default band moves on there,
+    and no band reaches the success radius."""
+    episode = generate_episodes("train", 1, seed=3, tier="A")[0]
+    world = world_for_scene(episode.scene_id)
+    landmark = world.landmark(episode.info["goal_landmark"])
+    gx, gy = episode.goal.position[:2]
+    away = math.atan2(gy - landmark.y, gx - landmark.x)
+    x, y = gx + 0.8 * math.cos(away), gy + 0.8 * math.sin(away)
+    facing = Pose(x, y, math.atan2(landmark.y - y, landmark.x - x))
+    band = Expert(world, episode, stop_distance=1.0)
+    assert band.next_action(facing).is_stop
+    assert not Expert(world, episode).next_action(facing).is_stop
+    turned = Pose(x, y, facing.yaw + math.radians(90))
+    action = Expert(world, episode, stop_distance=1.0).next_action(turned)
+    assert action.kind is ActionKind.TURN_RIGHT
+    with pytest.raises(ValueError, match="stop_distance"):
+        Expert(world, episode, stop_distance=1.5)
+
+
 def test_decision_frames_record_one_frame_per_action(sim):
     episode = generate_episodes("train", 1, seed=2, tier="A")[0]
     run = run_expert(sim, episode, render=False, decision_frames=True, perturb=0.2, seed=1)
