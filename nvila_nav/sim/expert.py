@@ -122,9 +122,10 @@ class Expert:
         `stop_distance`: face the landmark and stop within this distance (m) of the goal point;
         DAgger labels with a wider band than the rollouts' so that a learner's stop anywhere
         well inside the success radius is labelled "stop", not "walk on"."""
-        if not 0.0 < stop_distance < SUCCESS_RADIUS:
+        radius = episode.goal.radius or SUCCESS_RADIUS
+        if not 0.0 < stop_distance < radius:
             raise ValueError(
-                f"stop_distance must be in (0, {SUCCESS_RADIUS}) m, got {stop_distance}"
+                f"stop_distance must be in (0, {radius}) m (the goal radius), got {stop_distance}"
             )
         self.stop_distance = stop_distance
         if isinstance(sim, World):

@@ -1,5 +1,6 @@
 """Observation-consistent labels: tiers, stated turns, hysteresis, an expert defined everywhere."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from nvila_nav.actions import ActionKind
 from nvila_nav.sim.env import Simulator
-from nvila_nav.sim.episodes import TIERS, doorways_crossed, generate_episodes
+from nvila_nav.sim.episodes import TIERS, Goal, doorways_crossed, generate_episodes
 from nvila_nav.sim.expert import Expert, run_expert
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.world import world_for_scene
@@ -166,6 +167,9 @@ def test_expert_stop_band_stops_facing_the_landmark_anywhere_inside_it():
     assert action.kind is ActionKind.TURN_RIGHT
     with pytest.raises(ValueError, match="stop_distance"):
         Expert(world, episode, stop_distance=1.5)
+    # an R2R episode's own goal radius (3 m) bounds the band instead
+    wide_goal = dataclasses.replace(episode, goals=(Goal(episode.goal.position, 3.0),))
+    assert Expert(world, wide_goal, stop_distance=2.0).next_action(facing).is_stop
 
 
 def test_decision_frames_record_one_frame_per_action(sim):
