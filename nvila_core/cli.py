@@ -13,6 +13,7 @@ answers at once; test/core/test_cli.py checks that.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -283,6 +284,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     logging.getLogger("nvila_core.train").setLevel(logging.INFO)
     recipe = load_recipe(args.recipe)
+    if args.from_checkpoint:
+        recipe = dataclasses.replace(recipe, model={"checkpoint": args.from_checkpoint})
     out = (
         Path(args.out)
         if args.out
@@ -430,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with --max-steps)",
     )
     train_parser.add_argument("--stage", help="run only this stage (its predecessor must be done)")
+    train_parser.add_argument(
+        "--from",
+        dest="from_checkpoint",
+        help="start from this checkpoint instead of the recipe's model",
+    )
     train_parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,

@@ -90,6 +90,10 @@ def _episode_samples(
             (str(a["text"]), int(a["frame_index"]), str(a.get("executed") or a["text"]))
             for a in meta["actions"]
         ]
+        # "context": true marks an action that is history only (contrast episodes)
+        context = [a.get("context", False) for a in meta["actions"]]
+        if not all(isinstance(c, bool) for c in context):
+            raise ValueError("an action's 'context' must be true or false")
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{meta_path}: malformed episode ({err!r})") from err
     decision_frames = [frame_index for _, frame_index, _ in actions]
@@ -100,6 +104,8 @@ def _episode_samples(
             raise DataError(
                 f"{meta_path}: action {k} ({text!r}) shows frame {frame_index} of {len(frames)}"
             )
+        if context[k]:
+            continue
         if history == "recent":
             picks = sample_recent_indices(k + 1, num_frames)
             indices = [None if i is None else decision_frames[i] for i in picks]

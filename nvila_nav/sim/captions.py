@@ -20,6 +20,7 @@ from PIL import Image
 from nvila_core.progress import Progress
 from nvila_nav.sim.env import Simulator
 from nvila_nav.sim.episodes import SPLIT_SCENES
+from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.robot import CameraConfig
@@ -48,18 +49,8 @@ def describe_view(world: World, pose: Pose, hfov_deg: float, max_range: float = 
         parts.append(f"In the {room.name}.")
     clear = _clear_ahead(world, pose, max_range)
     parts.append("Blocked ahead." if clear < 0.5 else f"Clear ahead for {_metres(clear)} m.")
-    cam = (
-        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
-        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
-    )
     half = math.radians(hfov_deg) / 2
-    seen = []
-    for lm in world.landmarks:
-        bearing = wrap_angle(math.atan2(lm.y - cam[1], lm.x - cam[0]) - pose.yaw)
-        distance = lm.footprint.distance_to(*cam)
-        if abs(bearing) <= half and distance <= max_range and world.nav.visible(cam, (lm.x, lm.y)):
-            seen.append((distance, lm.name, bearing))
-    seen.sort()
+    seen = landmarks_in_view(world, pose, hfov_deg, max_range)
     items = [
         f"the {name} {_side(bearing, half)}, {_metres(d)} m"
         for d, name, bearing in seen[:MAX_LANDMARKS]
@@ -71,6 +62,80 @@ def describe_view(world: World, pose: Pose, hfov_deg: float, max_range: float = 
     else:
         parts.append(f"I see {', '.join(items[:-1])}, and {items[-1]}.")
     return " ".join(parts)
+
+
+def landmarks_in_view(
+    world: World, pose: Pose, hfov_deg: float, max_range: float = 8.0
+) -> list[tuple[float, str, float]]:
+    """(distance, name, bearing) of every landmark the camera sees, nearest first: the centre's
+    bearing within hfov/2, the footprint within `max_range`, no wall on the line to the centre."""
+    cam = (
+        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
+        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
+    )
+    half = math.radians(hfov_deg) / 2
+    seen = []
+    for lm in world.landmarks:
+        bearing = wrap_angle(math.atan2(lm.y - cam[1], lm.x - cam[0]) - pose.yaw)
+        distance = lm.footprint.distance_to(*cam)
+        if abs(bearing) <= half and distance <= max_range and world.nav.visible(cam, (lm.x, lm.y)):
+            seen.append((distance, lm.name, bearing))
+    return sorted(seen)
+
+
+def ask_where(
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
+) -> tuple[str, str]:
+    """A question that names a landmark and its true answer: "Where is the pink shelf?" ->
+    "On the left, 1.5 m." or "Not in view.". Half the questions (when any is in view) name a
+    landmark in view; the others name one that is not, sharing the kind or the colour of one in
+    view where the scene has such, so that both words of the name must be read."""
+    if not world.landmarks:
+        raise ValueError(f"{world.scene_id} has no landmark to ask about")
+    seen = landmarks_in_view(world, pose, hfov_deg)
+    by_name = {lm.name: lm for lm in world.landmarks}
+    half = math.radians(hfov_deg) / 2
+    if seen and rng.random() < 0.5:
+        distance, name, bearing = seen[int(rng.integers(len(seen)))]
+        side = _side(bearing, half)
+        answer = f"{side[0].upper()}{side[1:]}, {_metres(distance)} m."
+    else:
+        shown = {name for _, name, _ in seen}
+        unseen = [lm for lm in world.landmarks if lm.name not in shown]
+        if not unseen:  # every landmark of the scene is in view: ask about one of them
+            return ask_where(world, pose, hfov_deg, rng)
+        near = [
+            lm
+            for lm in unseen
+            if any(lm.kind == by_name[n].kind or lm.colour == by_name[n].colour for n in shown)
+        ]
+        pool = near if near and rng.random() < 0.5 else unseen
+        name = pool[int(rng.integers(len(pool)))].name
+        answer = "Not in view."
+    landmark = by_name[name]
+    nouns = KINDS[landmark.kind].nouns
+    question = f"<image>\nWhere is the {landmark.colour} {nouns[int(rng.integers(len(nouns)))]}?"
+    return question, answer
+
+
+def close_view_poses(world: World, n: int, rng: np.random.Generator) -> list[Pose]:
+    """n poses close to a landmark and roughly facing it (from 0.6 m nearer to 1.1 m farther
+    than its stopping point, 0.4 m to either side, within 30 degrees), where the robot fits: the
+    views in which a navigator decides to stop."""
+    poses: list[Pose] = []
+    while len(poses) < n:
+        lm = world.landmarks[int(rng.integers(len(world.landmarks)))]
+        ax, ay = lm.approach
+        away = math.atan2(ay - lm.y, ax - lm.x)
+        back = float(rng.uniform(-0.6, 1.1))
+        side = float(rng.uniform(-0.4, 0.4))
+        x = ax + back * math.cos(away) - side * math.sin(away)
+        y = ay + back * math.sin(away) + side * math.cos(away)
+        if world.nav.clearance_at(x, y) < ROBOT_RADIUS:
+            continue
+        yaw = math.atan2(lm.y - y, lm.x - x) + float(rng.uniform(-0.5, 0.5))
+        poses.append(Pose(round(x, 4), round(y, 4), round(wrap_angle(yaw), 5)))
+    return poses
 
 
 def _clear_ahead(world: World, pose: Pose, max_range: float) -> float:
@@ -123,8 +188,13 @@ def write_caption_dataset(
     n: int,
     seed: int = 0,
     camera: CameraConfig | None = None,
+    questions: bool = False,
 ) -> Path:
     """Render n captioned frames from the split's scenes; returns the LLaVA-format JSON's path.
+
+    `questions`: instead of captions, "Where is the <landmark>?" questions and their answers
+    (`ask_where`), half of them at poses close to a landmark (`close_view_poses`); the file is
+    `questions.json`.
 
     Sample k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
     scene's poses come from its own generator seeded by (seed, split, scene): val_seen reuses the
@@ -143,20 +213,28 @@ def write_caption_dataset(
         for scene, ks in by_scene.items():
             world = world_for_scene(scene)
             rng = np.random.default_rng([seed, zlib.crc32(split.encode()), world.index])
-            for k, pose in zip(ks, random_view_poses(world, len(ks), rng), strict=True):
+            poses = random_view_poses(world, len(ks), rng)
+            if questions:
+                close = close_view_poses(world, len(ks), rng)
+                poses = [c if rng.random() < 0.5 else p for p, c in zip(poses, close, strict=True)]
+            for k, pose in zip(ks, poses, strict=True):
                 rel = f"frames/{scene.rsplit('/', 1)[-1]}_{k:06d}.jpg"
                 Image.fromarray(sim.reset_to(scene, pose).rgb).save(out / rel, quality=92)
+                if questions:
+                    prompt, answer = ask_where(world, pose, camera.hfov_deg, rng)
+                else:
+                    prompt, answer = PROMPT, describe_view(world, pose, camera.hfov_deg)
                 records[k] = {
                     "id": f"{scene}/{k}",
                     "image": rel,
                     "conversations": [
-                        {"from": "human", "value": PROMPT},
-                        {"from": "gpt", "value": describe_view(world, pose, camera.hfov_deg)},
+                        {"from": "human", "value": prompt},
+                        {"from": "gpt", "value": answer},
                     ],
                     "scene_id": scene,
                     "pose": [pose.x, pose.y, pose.yaw],
                 }
                 bar.update()
-    path = out / "captions.json"
+    path = out / ("questions.json" if questions else "captions.json")
     path.write_text(json.dumps(records, indent=1))
     return path

@@ -4,11 +4,13 @@ nvila-sim episodes --split train --n 500 --seed 0 --out data/sim/train.json.gz
 nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts --perturb 0.15
 nvila-sim view --episodes data/sim/train.json.gz --index 0 --out outputs/view.png
 nvila-sim captions --split train --n 20000 --seed 0 --out data/sim/train_captions
+nvila-sim contrast --data data/sim/train_rollouts --out data/sim/train_contrast
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,8 +96,27 @@ def _cmd_view(args: argparse.Namespace) -> int:
 def _cmd_captions(args: argparse.Namespace) -> int:
     from nvila_nav.sim.captions import write_caption_dataset
 
-    path = write_caption_dataset(args.out, args.split, args.n, seed=args.seed, camera=_camera(args))
-    print(f"wrote {args.n} {args.split} captioned frames to {path}")
+    path = write_caption_dataset(
+        args.out, args.split, args.n, seed=args.seed, camera=_camera(args), questions=args.questions
+    )
+    what = "question frames" if args.questions else "captioned frames"
+    print(f"wrote {args.n} {args.split} {what} to {path}")
+    return 0
+
+
+def _cmd_contrast(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.contrast import write_contrast_dataset
+
+    data = Path(args.data)
+    total = len(json.loads((data / "index.json").read_text(encoding="utf-8"))["episodes"])
+    with Progress(total, "contrast episodes", "ep") as bar:
+        entries = write_contrast_dataset(
+            data, args.out, radius=args.radius, seed=args.seed, progress=bar.update
+        )
+    samples = sum(e["num_samples"] for e in entries)
+    print(
+        f"wrote {len(entries)} contrast episodes of {total} rollouts ({samples} samples) to {args.out}"
+    )
     return 0
 
 
@@ -169,8 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="number of captioned frames")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--questions",
+        action="store_true",
+        help='"Where is the <landmark>?" with true answers instead of captions, half of them '
+        "close to a landmark (questions.json)",
+    )
     _add_camera_args(p, 320, 240, frame_hz=False)
     p.set_defaults(func=_cmd_captions)
+
+    p = sub.add_parser(
+        "contrast",
+        help="contrast episodes of a rollout dataset: another landmark named, states near the "
+        "goal relabelled for it",
+    )
+    p.add_argument("--data", required=True, help="rollout dataset directory (nvila-sim rollout)")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument(
+        "--radius",
+        type=float,
+        default=1.5,
+        help="relabel the states within this distance (m) of the original goal point",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which other landmark each episode names")
+    p.set_defaults(func=_cmd_contrast)
     return parser
 
 

@@ -14,7 +14,8 @@ meta.json holds "episode" (the R2R episode dict), "instruction", "frame_hz", "ca
 "frame_index", "pose"[, "executed"]}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
 {"success", "stopped", "distance_to_goal", "path_length"}. "text" is always the expert's action,
 the training label; "executed" appears where a perturbed rollout (`run_expert(perturb=...)`)
-drove something else from that state. A NaVILA training sample is one
+drove something else from that state; "context": true (contrast episodes, `contrast.py`) marks
+an action that only builds later samples' history and is no training sample itself. A NaVILA training sample is one
 action: its input frames are frames[0 .. frame_index] (NaVILA samples 8 of them), its target is
 `Action.to_answer()`, e.g. "The next action is move forward 75 cm.".
 """
@@ -56,6 +57,8 @@ class ActionRecord:
     action: Action
     frame_index: int
     pose: Pose
+    context: bool = False
+    """History only: its frame and action shape later samples, it is no sample itself."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class DatasetEpisode:
                 answer=a.action.to_answer(),
             )
             for a in self.actions
+            if not a.context
         ]
 
 
@@ -212,6 +216,7 @@ def load_episode(folder: str | Path) -> DatasetEpisode:
                 Action(ActionKind(a["kind"]), a["amount"]),
                 int(a["frame_index"]),
                 Pose(*a["pose"]),
+                bool(a.get("context", False)),
             )
             for a in meta["actions"]
         ),

@@ -12,11 +12,15 @@ from nvila_nav.sim import cli
 from nvila_nav.sim.captions import (
     CAMERA_FORWARD,
     PROMPT,
+    ask_where,
+    close_view_poses,
     describe_view,
+    landmarks_in_view,
     random_view_poses,
     write_caption_dataset,
 )
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
+from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.robot import CameraConfig
@@ -122,3 +126,39 @@ def test_caption_dataset_is_llava_json_matching_describe_view(tmp_path):
         with Image.open(path.parent / r["image"]) as im:
             assert im.format == "JPEG" and im.size == (64, 48)
     assert len({r["scene_id"] for r in records}) == 4
+
+
+def test_where_questions_answer_from_the_view_and_the_name(world):
+    rng = np.random.default_rng(0)
+    answers = []
+    for pose in close_view_poses(world, 60, rng) + random_view_poses(world, 60, rng):
+        question, answer = ask_where(world, pose, HFOV, rng)
+        match = re.fullmatch(r"<image>\nWhere is the (\w+) ([\w ]+)\?", question)
+        assert match, question
+        colour, noun = match.groups()
+        named = [
+            lm for lm in world.landmarks if lm.colour == colour and noun in KINDS[lm.kind].nouns
+        ]
+        assert len(named) == 1
+        seen = {name: (d, b) for d, name, b in landmarks_in_view(world, pose, HFOV)}
+        if named[0].name in seen:
+            assert re.fullmatch(r"(Ahead|On the (far )?(left|right)), \d+(\.5)? m\.", answer)
+            assert (
+                f"the {named[0].name} {answer[0].lower()}{answer[1:-1]}"
+                in describe_view(world, pose, HFOV)
+                or len(seen) > 4
+            )  # captions list the 4 nearest only
+        else:
+            assert answer == "Not in view."
+        answers.append(answer)
+    in_view = sum(a != "Not in view." for a in answers)
+    assert 20 <= in_view <= 100  # both kinds of answer are common
+
+
+def test_close_view_poses_fit_the_robot_and_face_a_landmark(world):
+    poses = close_view_poses(world, 50, np.random.default_rng(1))
+    assert len(poses) == 50
+    for pose in poses:
+        assert world.nav.clearance_at(pose.x, pose.y) >= ROBOT_RADIUS
+    seen = [landmarks_in_view(world, p, HFOV) for p in poses]
+    assert sum(bool(s) and s[0][0] < 2.5 for s in seen) >= 35  # mostly a landmark close ahead

@@ -134,3 +134,29 @@ def test_a_smoke_run_evaluates_on_a_few_val_samples(tmp_path, monkeypatch, episo
         (SMOKE_VAL_SAMPLES, SMOKE_GENERATE_SAMPLES),
         (val_samples, 64),
     ]
+
+
+@pytest.mark.slow
+def test_train_from_a_checkpoint_starts_from_its_weights(tmp_path, episodes):
+    import torch
+
+    from nvila_core.model.checkpoint import load_checkpoint
+
+    first = run_recipe(recipe_from_dict(_recipe(episodes)), tmp_path / "first")
+    data = _recipe(episodes)
+    data["stages"] = [{"name": "projector", "trainable": ["mm_projector"], "lr": 1e-2}]
+    recipe = tmp_path / "projector.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "second"
+    assert main(["train", "--recipe", str(recipe), "--out", str(out), "--from", str(first)]) == 0
+    source, _ = load_checkpoint(first, dtype=torch.float32)
+    trained, _ = load_checkpoint(out / "01-projector" / "final", dtype=torch.float32)
+    preset = run_recipe(recipe_from_dict(data), tmp_path / "preset")
+    from_preset, _ = load_checkpoint(preset, dtype=torch.float32)
+    # the frozen LLM is the checkpoint's (which the first recipe trained), not the preset's
+    for name, weight in source.llm.state_dict().items():
+        assert torch.equal(trained.llm.state_dict()[name], weight), name
+    assert any(
+        not torch.equal(from_preset.llm.state_dict()[name], weight)
+        for name, weight in source.llm.state_dict().items()
+    )

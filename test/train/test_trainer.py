@@ -306,6 +306,23 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     assert nano.stages[0].data.num_frames == 1 and nano.stages[1].data.num_frames == 5
     assert nano.stages[1].data.history == nano.stages[2].data.history == "recent"
     assert nano.stages[2].model_overrides == {"nav_merge_actions": True, "nav_previous_actions": 4}
+    contrast = load_recipe(RECIPES / "navila-nano-contrast.yaml")
+    assert contrast.model == {"checkpoint": "outputs/train/navila-nano/03-navigation-runs/final"}
+    paths = {str(d.path) for d in contrast.stages[0].data.datasets}
+    assert {str(d.path) for d in nano.stages[2].data.datasets} < paths  # its rollouts, and
+    assert {f"data/nano/contrast_{t}" for t in "ABC"} < paths  # their contrast episodes
+    vision = load_recipe(RECIPES / "navila-nano-vision.yaml")
+    names = ["captions", "captions-questions", "navigation", "navigation-runs"]
+    assert [s.name for s in vision.stages] == names and vision.model == nano.model
+    for stage, same in zip([vision.stages[0], *vision.stages[2:]], nano.stages, strict=True):
+        data = dataclasses.replace(stage.data, source=same.data.source)  # only where it was read
+        assert (stage.train, data, stage.model_overrides) == (
+            same.train,
+            same.data,
+            same.model_overrides,
+        )
+    extra = {str(d.path) for d in vision.stages[1].data.datasets}
+    assert "data/nano/questions/questions.json" in extra
 
 
 def _tiny_recipe(rollout, **stage_extra):
