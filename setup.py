@@ -54,6 +54,7 @@ setup(
             "nvila-nav-agreement = nvila_nav.agreement:main",
             "nvila-nav-grounding = nvila_nav.grounding:main",
             "nvila-nav-landmark-probe = nvila_nav.landmark_probe:main",
+            "nvila-nav-close-ahead = nvila_nav.close_ahead:main",
             "nvila-nav-closed-loop = nvila_nav.closed_loop:main",
             "nvila-nav-dagger = nvila_nav.dagger:main",
             "nvila-nav-decision-bench = nvila_nav.faults.decision_bench:main",

@@ -4,7 +4,9 @@ A model trained from scratch cannot learn what a "red door" looks like from next
 alone, so NVILA's recipe first trains on image-text pairs. Here every caption is computed from
 the world itself, so it is true by construction: the room the robot stands in, how far it can
 drive straight ahead, and the landmarks in view with their side and distance. The wording is
-fixed (no paraphrases) so that the only thing to learn is the image.
+fixed (no paraphrases) so that the only thing to learn is the image. Question files on the same
+footing ask about one named landmark ("Where is ...?", "Is ... close ahead?") or the landmark
+in front ("What is close ahead?"), the parts of the stop decision.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.robot import CameraConfig
-from nvila_nav.sim.world import World, scene_id, world_for_scene
+from nvila_nav.sim.world import Landmark, World, scene_id, world_for_scene
 
 MAX_LANDMARKS = 4
 CAMERA_FORWARD = ROBOT_RADIUS - 0.05
@@ -112,10 +114,59 @@ def ask_where(
         pool = near if near and rng.random() < 0.5 else unseen
         name = pool[int(rng.integers(len(pool)))].name
         answer = "Not in view."
-    landmark = by_name[name]
+    return f"<image>\nWhere is the {_spoken(by_name[name], rng)}?", answer
+
+
+CLOSE_AHEAD = 2.0
+"""A landmark is "close ahead" when it is in view and its footprint within this many metres:
+where the expert's stop in front of it leaves the robot, with a margin."""
+
+
+def ask_match(
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """The stop decision as yes/no questions on one view: "Is the pink shelf close ahead?".
+
+    When a landmark is close ahead (in view, within CLOSE_AHEAD), two questions: its name,
+    answered "Yes.", and another landmark's name that is not close ahead, answered "No.", a
+    hard negative (the same kind or colour) half the time; otherwise one question, "No.". The
+    frame alone does not tell the answer, only the name read against the view does.
+    """
+    if not world.landmarks:
+        raise ValueError(f"{world.scene_id} has no landmark to ask about")
+    close = {name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD}
+    asked = []
+    if close:
+        target = world.landmark(sorted(close)[int(rng.integers(len(close)))])
+        asked.append((target, "Yes."))
+    else:
+        target = world.landmarks[int(rng.integers(len(world.landmarks)))]
+    others = [lm for lm in world.landmarks if lm.name not in close and lm.name != target.name]
+    if target.name not in close:
+        others.append(target)
+    hard = [lm for lm in others if lm.kind == target.kind or lm.colour == target.colour]
+    pool = hard if hard and rng.random() < 0.5 else others
+    if pool:
+        asked.append((pool[int(rng.integers(len(pool)))], "No."))
+    return [(f"<image>\nIs the {_spoken(lm, rng)} close ahead?", answer) for lm, answer in asked]
+
+
+READOUT_PROMPT = "<image>\nWhat is close ahead?"
+
+
+def read_out(world: World, pose: Pose, hfov_deg: float) -> str:
+    """The true answer to READOUT_PROMPT: the nearest landmark close ahead, "The pink shelf.",
+    or "Nothing."; the kind's first noun, so that each landmark has one answer."""
+    close = [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
+    if not close:
+        return "Nothing."
+    landmark = world.landmark(close[0])
+    return f"The {landmark.colour} {KINDS[landmark.kind].nouns[0]}."
+
+
+def _spoken(landmark: Landmark, rng: np.random.Generator) -> str:
     nouns = KINDS[landmark.kind].nouns
-    question = f"<image>\nWhere is the {landmark.colour} {nouns[int(rng.integers(len(nouns)))]}?"
-    return question, answer
+    return f"{landmark.colour} {nouns[int(rng.integers(len(nouns)))]}"
 
 
 def close_view_poses(world: World, n: int, rng: np.random.Generator) -> list[Pose]:
@@ -182,25 +233,39 @@ def random_view_poses(world: World, n: int, rng: np.random.Generator) -> list[Po
     return poses
 
 
+TASKS = {
+    "captions": "captions.json",
+    "where": "questions.json",
+    "match": "match.json",
+    "readout": "readout.json",
+}
+"""What `write_caption_dataset` writes, and the file it writes it to."""
+
+
 def write_caption_dataset(
     out_dir: str | Path,
     split: str,
     n: int,
     seed: int = 0,
     camera: CameraConfig | None = None,
-    questions: bool = False,
+    task: str = "captions",
 ) -> Path:
-    """Render n captioned frames from the split's scenes; returns the LLaVA-format JSON's path.
+    """Render n frames from the split's scenes; returns the LLaVA-format JSON's path.
 
-    `questions`: instead of captions, "Where is the <landmark>?" questions and their answers
-    (`ask_where`), half of them at poses close to a landmark (`close_view_poses`); the file is
-    `questions.json`.
+    `task` (TASKS): "captions", one true caption per frame (`describe_view`); "where", one
+    "Where is the <landmark>?" question per frame (`ask_where`), half of the frames close to a
+    landmark (`close_view_poses`); "match", one or two "Is the <landmark> close ahead?"
+    questions per frame (`ask_match`), three quarters of the frames close to a landmark;
+    "readout", "What is close ahead?" (`read_out`) on the same frames as "match".
 
-    Sample k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
+    Frame k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
     scene's poses come from its own generator seeded by (seed, split, scene): val_seen reuses the
     training scenes but not their views. Rendering is grouped by scene so each MuJoCo model is
     built once.
     """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {sorted(TASKS)}")
+    close_share = {"captions": 0.0, "where": 0.5, "match": 0.75, "readout": 0.75}[task]
     camera = camera or CameraConfig(width=320, height=240)
     scenes = [scene_id(i) for i in SPLIT_SCENES[split]]
     out = Path(out_dir)
@@ -208,33 +273,43 @@ def write_caption_dataset(
     by_scene: dict[str, list[int]] = {}
     for k in range(n):
         by_scene.setdefault(scenes[k % len(scenes)], []).append(k)
-    records: list[dict] = [{}] * n
-    with Simulator(camera) as sim, Progress(n, "captions", "img") as bar:
+    records: list[list[dict]] = [[] for _ in range(n)]
+    with Simulator(camera) as sim, Progress(n, task, "img") as bar:
         for scene, ks in by_scene.items():
             world = world_for_scene(scene)
             rng = np.random.default_rng([seed, zlib.crc32(split.encode()), world.index])
             poses = random_view_poses(world, len(ks), rng)
-            if questions:
+            if close_share:
                 close = close_view_poses(world, len(ks), rng)
-                poses = [c if rng.random() < 0.5 else p for p, c in zip(poses, close, strict=True)]
+                poses = [
+                    c if rng.random() < close_share else p
+                    for p, c in zip(poses, close, strict=True)
+                ]
             for k, pose in zip(ks, poses, strict=True):
                 rel = f"frames/{scene.rsplit('/', 1)[-1]}_{k:06d}.jpg"
                 Image.fromarray(sim.reset_to(scene, pose).rgb).save(out / rel, quality=92)
-                if questions:
-                    prompt, answer = ask_where(world, pose, camera.hfov_deg, rng)
+                if task == "match":
+                    asked = ask_match(world, pose, camera.hfov_deg, rng)
+                elif task == "readout":
+                    asked = [(READOUT_PROMPT, read_out(world, pose, camera.hfov_deg))]
+                elif task == "where":
+                    asked = [ask_where(world, pose, camera.hfov_deg, rng)]
                 else:
-                    prompt, answer = PROMPT, describe_view(world, pose, camera.hfov_deg)
-                records[k] = {
-                    "id": f"{scene}/{k}",
-                    "image": rel,
-                    "conversations": [
-                        {"from": "human", "value": prompt},
-                        {"from": "gpt", "value": answer},
-                    ],
-                    "scene_id": scene,
-                    "pose": [pose.x, pose.y, pose.yaw],
-                }
+                    asked = [(PROMPT, describe_view(world, pose, camera.hfov_deg))]
+                for q, (prompt, answer) in enumerate(asked):
+                    records[k].append(
+                        {
+                            "id": f"{scene}/{k}" if len(asked) == 1 else f"{scene}/{k}/{q}",
+                            "image": rel,
+                            "conversations": [
+                                {"from": "human", "value": prompt},
+                                {"from": "gpt", "value": answer},
+                            ],
+                            "scene_id": scene,
+                            "pose": [pose.x, pose.y, pose.yaw],
+                        }
+                    )
                 bar.update()
-    path = out / ("questions.json" if questions else "captions.json")
-    path.write_text(json.dumps(records, indent=1))
+    path = out / TASKS[task]
+    path.write_text(json.dumps([r for frame in records for r in frame], indent=1))
     return path

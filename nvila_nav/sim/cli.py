@@ -96,11 +96,11 @@ def _cmd_view(args: argparse.Namespace) -> int:
 def _cmd_captions(args: argparse.Namespace) -> int:
     from nvila_nav.sim.captions import write_caption_dataset
 
+    task = next((t for t in ("where", "match", "readout") if getattr(args, t)), "captions")
     path = write_caption_dataset(
-        args.out, args.split, args.n, seed=args.seed, camera=_camera(args), questions=args.questions
+        args.out, args.split, args.n, seed=args.seed, camera=_camera(args), task=task
     )
-    what = "question frames" if args.questions else "captioned frames"
-    print(f"wrote {args.n} {args.split} {what} to {path}")
+    print(f"wrote {args.n} {args.split} frames ({task}) to {path}")
     return 0
 
 
@@ -190,11 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="number of captioned frames")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
+    task = p.add_mutually_exclusive_group()
+    task.add_argument(
         "--questions",
+        dest="where",
         action="store_true",
         help='"Where is the <landmark>?" with true answers instead of captions, half of them '
         "close to a landmark (questions.json)",
+    )
+    task.add_argument(
+        "--match",
+        action="store_true",
+        help='"Is the <landmark> close ahead?" yes/no questions instead of captions, the same '
+        "frame asked with its close landmark and with another one (match.json)",
+    )
+    task.add_argument(
+        "--readout",
+        action="store_true",
+        help='"What is close ahead?" answered with the landmark\'s colour and kind, on the '
+        "frames --match renders (readout.json)",
     )
     _add_camera_args(p, 320, 240, frame_hz=False)
     p.set_defaults(func=_cmd_captions)

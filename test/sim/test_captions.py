@@ -11,12 +11,15 @@ from PIL import Image
 from nvila_nav.sim import cli
 from nvila_nav.sim.captions import (
     CAMERA_FORWARD,
+    CLOSE_AHEAD,
     PROMPT,
+    ask_match,
     ask_where,
     close_view_poses,
     describe_view,
     landmarks_in_view,
     random_view_poses,
+    read_out,
     write_caption_dataset,
 )
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
@@ -107,6 +110,12 @@ def test_cli_captions_defaults_to_320x240_without_frame_rate():
     args = cli.build_parser().parse_args(["captions", "--split", "train", "--n", "3", "--out", "x"])
     assert (args.width, args.height, args.hfov) == (320, 240, HFOV)
     assert not hasattr(args, "frame_hz")
+    assert not (args.where or args.match or args.readout)  # captions
+    base = ["captions", "--split", "train", "--n", "3", "--out", "x"]
+    for flag, dest in (("--questions", "where"), ("--match", "match"), ("--readout", "readout")):
+        assert getattr(cli.build_parser().parse_args([*base, flag]), dest)
+    with pytest.raises(SystemExit):  # one question file at a time
+        cli.build_parser().parse_args([*base, "--match", "--readout"])
 
 
 def test_caption_dataset_is_llava_json_matching_describe_view(tmp_path):
@@ -162,3 +171,61 @@ def test_close_view_poses_fit_the_robot_and_face_a_landmark(world):
         assert world.nav.clearance_at(pose.x, pose.y) >= ROBOT_RADIUS
     seen = [landmarks_in_view(world, p, HFOV) for p in poses]
     assert sum(bool(s) and s[0][0] < 2.5 for s in seen) >= 35  # mostly a landmark close ahead
+
+
+def test_match_questions_pair_the_close_landmark_with_another(world):
+    rng = np.random.default_rng(2)
+    pairs = hard = 0
+    for pose in close_view_poses(world, 80, rng) + random_view_poses(world, 20, rng):
+        asked = ask_match(world, pose, HFOV, rng)
+        close = {n for d, n, _ in landmarks_in_view(world, pose, HFOV) if d <= CLOSE_AHEAD}
+        named = []
+        for question, answer in asked:
+            found = re.fullmatch(r"<image>\nIs the (\w+) ([\w ]+) close ahead\?", question)
+            assert found, question
+            colour, noun = found.groups()
+            (lm,) = [
+                lm for lm in world.landmarks if lm.colour == colour and noun in KINDS[lm.kind].nouns
+            ]
+            assert answer == ("Yes." if lm.name in close else "No.")
+            named.append(lm)
+        # a frame with a landmark close ahead is asked about it and about one that is not
+        assert [a for _, a in asked] == (["Yes.", "No."] if close else ["No."])
+        if close:
+            pairs += 1
+            hard += named[1].kind == named[0].kind or named[1].colour == named[0].colour
+    assert pairs >= 40 and 0.25 * pairs <= hard <= 0.9 * pairs
+
+
+def test_match_dataset_asks_each_close_frame_twice(tmp_path):
+    try:
+        path = write_caption_dataset(
+            tmp_path, "val_unseen", 12, seed=1, camera=CameraConfig(64, 48), task="match"
+        )
+    except RenderingUnavailable as exc:
+        pytest.skip(str(exc))
+    assert path.name == "match.json"
+    records = json.loads(path.read_text())
+    by_frame: dict[str, list[str]] = {}
+    for r in records:
+        by_frame.setdefault(r["image"], []).append(r["conversations"][1]["value"])
+        assert (tmp_path / r["image"]).is_file()
+    assert len(by_frame) == 12 and len({r["id"] for r in records}) == len(records)
+    assert all(answers in (["Yes.", "No."], ["No."]) for answers in by_frame.values())
+    with pytest.raises(ValueError, match="unknown task"):
+        write_caption_dataset(tmp_path, "val_unseen", 1, task="riddles")
+
+
+def test_readout_names_the_nearest_close_landmark(world):
+    rng = np.random.default_rng(4)
+    said = set()
+    for pose in close_view_poses(world, 40, rng) + random_view_poses(world, 20, rng):
+        close = [n for d, n, _ in landmarks_in_view(world, pose, HFOV) if d <= CLOSE_AHEAD]
+        answer = read_out(world, pose, HFOV)
+        if close:
+            lm = world.landmark(close[0])
+            assert answer == f"The {lm.colour} {KINDS[lm.kind].nouns[0]}."
+        else:
+            assert answer == "Nothing."
+        said.add(answer == "Nothing.")
+    assert said == {True, False}

@@ -29,10 +29,10 @@ def test_probe_separates_separable_classes_and_majority_counts():
 def test_report_on_rendered_views(tmp_path, capsys):
     try:
         train = write_caption_dataset(
-            tmp_path / "train", "train", 24, camera=CameraConfig(64, 48), questions=True
+            tmp_path / "train", "train", 24, camera=CameraConfig(64, 48), task="where"
         )
         val = write_caption_dataset(
-            tmp_path / "val", "val_unseen", 12, camera=CameraConfig(64, 48), questions=True
+            tmp_path / "val", "val_unseen", 12, camera=CameraConfig(64, 48), task="where"
         )
     except RenderingUnavailable as error:
         pytest.skip(str(error))

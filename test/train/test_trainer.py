@@ -323,6 +323,14 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
         )
     extra = {str(d.path) for d in vision.stages[1].data.datasets}
     assert "data/nano/questions/questions.json" in extra
+    match = load_recipe(RECIPES / "navila-nano-match.yaml")
+    readout = load_recipe(RECIPES / "navila-nano-readout.yaml")
+    assert [s.name for s in readout.stages] == ["readout", "match"]
+    assert readout.stages[1].data == dataclasses.replace(
+        match.stages[0].data, source=readout.stages[1].data.source
+    )  # the same yes/no questions, after the readout stage
+    for stage in (*match.stages, *readout.stages):
+        assert stage.data.num_frames == 1 and stage.train.max_steps == 500
 
 
 def _tiny_recipe(rollout, **stage_extra):
