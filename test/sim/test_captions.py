@@ -229,3 +229,12 @@ def test_readout_names_the_nearest_close_landmark(world):
             assert answer == "Nothing."
         said.add(answer == "Nothing.")
     assert said == {True, False}
+    # at a piece of furniture's stopping point, facing it: a landmark within 2 m is named (a door's
+    # stopping point is the doorway itself, from where the door is not ahead)
+    for lm in (lm for lm in world.landmarks if lm.kind != "door"):
+        ax, ay = lm.approach
+        answer = read_out(world, _facing(ax, ay, lm), HFOV)
+        named = [
+            o for o in world.landmarks if answer == f"The {o.colour} {KINDS[o.kind].nouns[0]}."
+        ]
+        assert len(named) == 1 and named[0].footprint.distance_to(ax, ay) <= CLOSE_AHEAD + 0.3

@@ -43,17 +43,25 @@ def test_relation_names_how_the_question_relates_to_the_close_landmark():
         close_ahead.named_landmark(world, "Where is the red chair?")
 
 
-def test_report_on_rendered_questions(tmp_path, capsys):
+def _rendered(folder, task, n=10):
     try:
-        data = write_caption_dataset(
-            tmp_path, "val_unseen", 10, camera=CameraConfig(64, 48), task="match"
+        return write_caption_dataset(
+            folder, "val_unseen", n, camera=CameraConfig(64, 48), task=task
         )
     except RenderingUnavailable as error:
         pytest.skip(str(error))
-    records = json.loads(data.read_text())
-    out = tmp_path / "report.json"
+
+
+def _report(data, out):
+    """nvila-nav-close-ahead on `data` with the tiny random model; its JSON report."""
     assert close_ahead.main(["--model", "tiny", "--data", str(data), "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_report_on_rendered_questions(tmp_path, capsys):
+    data = _rendered(tmp_path, "match")
+    records = json.loads(data.read_text())
+    report = _report(data, tmp_path / "report.json")
     assert report["questions"] == len(records)
     assert report["pairs"] == sum(r["conversations"][1]["value"] == "Yes." for r in records)
     assert sum(v["n"] for v in report["by_relation"].values()) == len(records)
@@ -62,21 +70,12 @@ def test_report_on_rendered_questions(tmp_path, capsys):
 
 
 def test_readout_report_on_rendered_questions(tmp_path):
-    try:
-        data = write_caption_dataset(
-            tmp_path, "val_unseen", 10, camera=CameraConfig(64, 48), task="readout"
-        )
-    except RenderingUnavailable as error:
-        pytest.skip(str(error))
+    data = _rendered(tmp_path, "readout")
     records = json.loads(data.read_text())
-    out = tmp_path / "report.json"
-    assert close_ahead.main(["--model", "tiny", "--data", str(data), "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = _report(data, tmp_path / "report.json")
     close = sum(r["conversations"][1]["value"] != "Nothing." for r in records)
     assert report["questions"] == len(records) == 10 and report["close"] == close
     assert all(report[k] is None or 0.0 <= report[k] <= 1.0 for k in ("landmark", "colour"))
+    match = _rendered(tmp_path / "m", "match", n=2)
     with pytest.raises(ValueError, match="not a readout record"):
-        match = write_caption_dataset(
-            tmp_path / "m", "val_unseen", 2, camera=CameraConfig(64, 48), task="match"
-        )
-        close_ahead.score_readout(None, match.rename(match.with_name("other.json")), 2)
+        close_ahead.score_readout(None, match, 2)
