@@ -28,7 +28,12 @@ import numpy as np
 from PIL import Image
 
 from nvila_core.progress import track
-from nvila_nav.sim.captions import CLOSE_AHEAD, READOUT_PROMPT, landmarks_in_view
+from nvila_nav.sim.captions import (
+    CLOSE_AHEAD,
+    READOUT_PROMPT,
+    landmarks_in_view,
+    readout_answer,
+)
 from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.robot import CameraConfig
@@ -78,7 +83,7 @@ def score_readout(engine, path: Path, limit: int) -> dict:
         if question != READOUT_PROMPT:
             raise ValueError(f"{path}: {record['id']} is not a readout record ({question!r})")
         world = world_for_scene(record["scene_id"])
-        answers = [f"The {lm.colour} {KINDS[lm.kind].nouns[0]}." for lm in world.landmarks]
+        answers = [readout_answer(lm) for lm in world.landmarks]
         inputs = engine.processor(question, frames=[_frame(path, record)])
         said = engine.choose(inputs, [*answers, "Nothing."]).text
         if answer == "Nothing.":

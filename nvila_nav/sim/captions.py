@@ -158,9 +158,11 @@ def read_out(world: World, pose: Pose, hfov_deg: float) -> str:
     """The true answer to READOUT_PROMPT: the nearest landmark close ahead, "The pink shelf.",
     or "Nothing."; the kind's first noun, so that each landmark has one answer."""
     close = [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
-    if not close:
-        return "Nothing."
-    landmark = world.landmark(close[0])
+    return readout_answer(world.landmark(close[0])) if close else "Nothing."
+
+
+def readout_answer(landmark: Landmark) -> str:
+    """How the readout names a landmark: "The pink shelf." (the kind's first noun)."""
     return f"The {landmark.colour} {KINDS[landmark.kind].nouns[0]}."
 
 
