@@ -10,6 +10,9 @@ Two question files of `nvila-sim captions`, on the same frames, answered by `Eng
   answers right, says the name is read against the view (0 for such a model, 25 % for coin
   flips). Answers are broken down by how the named landmark relates to the one close ahead:
   itself, same kind (the colour must be read), same colour (the kind must be read), or neither.
+- compare.json (`--compare`): the same questions with the landmark close ahead written before
+  them ("Close ahead: the orange shelf. Is the pink bookshelf close ahead?"), a comparison of two
+  names in text, scored like match.json.
 
     nvila-nav-close-ahead --model models/navila-nano --data data/nano/val_match/match.json
 """
@@ -40,7 +43,9 @@ from nvila_nav.sim.robot import CameraConfig
 from nvila_nav.sim.world import World, world_for_scene
 
 ANSWERS = ("Yes.", "No.")
-_QUESTION = re.compile(r"(?:<image>\n)?Is the (\w+) ([\w ]+) close ahead\?(?:\n<image>)?")
+_QUESTION = re.compile(
+    r"(?:<image>\n)?(?:Close ahead: [\w ]+\. )?Is the (\w+) ([\w ]+) close ahead\?(?:\n<image>)?"
+)
 
 
 def named_landmark(world: World, question: str):
@@ -141,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="checkpoint folder or preset")
     parser.add_argument(
-        "--data", required=True, type=Path, help="match.json or readout.json (nvila-sim captions)"
+        "--data",
+        required=True,
+        type=Path,
+        help="match.json, compare.json or readout.json (nvila-sim captions)",
     )
     parser.add_argument("--limit", type=int, default=1000, help="records scored")
     parser.add_argument("--hfov", type=float, default=CameraConfig().hfov_deg, help="degrees")

@@ -6,7 +6,8 @@ clause naming another landmark of the scene (`contrast.pick_other`: the same kin
 half of the time). A model that grounds the name stops in the first case and not in the second;
 a model that stops whenever furniture fills the view stops in both. The report gives, for each
 case, the mean probability of "stop" and how often the model's decision (`choose_kind`) is
-"stop".
+"stop"; for a model that states what it sees before it acts (`nav_statement`), also what it
+said at the stop and how often that was the simulator's statement there (`statement_right`).
 
     nvila-nav-grounding --model models/navila-nano --episodes data/sim/eval_A.json.gz --limit 50
 """
@@ -25,6 +26,7 @@ import numpy as np
 from nvila_core.progress import track
 from nvila_nav.actions import ALL_ACTIONS
 from nvila_nav.policies import choose_by_kind
+from nvila_nav.sim.captions import goal_phrase, stop_statement
 from nvila_nav.sim.contrast import name_other, pick_other
 from nvila_nav.sim.episodes import Episode, read_episodes
 from nvila_nav.sim.robot import CameraConfig
@@ -49,13 +51,15 @@ def other_instructions(
     return texts
 
 
-def _stop(engine, answers, instruction, frames, previous) -> tuple[float, bool]:
-    """P(stop) over the ten answers and whether `choose_kind` decides "stop"."""
+def _stop(engine, answers, instruction, frames, previous) -> tuple[float, bool, str | None]:
+    """P(stop) over the ten answers, whether `choose_kind` decides "stop", and what a
+    `nav_statement` model said before it chose (None for other models)."""
     result = engine.navigate(instruction, frames, None, answers=answers, previous_actions=previous)
     scores = np.asarray(result.answer_log_probs, dtype=float)
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
-    return float(probs[STOP_INDEX]), choose_by_kind(result.answer_log_probs) == STOP_INDEX
+    decided = choose_by_kind(result.answer_log_probs) == STOP_INDEX
+    return float(probs[STOP_INDEX]), decided, result.statement
 
 
 def measure(
@@ -90,15 +94,21 @@ def measure(
             engine.clear_cache()
             named = _stop(engine, answers, episode.instruction_text, frames, previous)
             swapped = [_stop(engine, answers, text, frames, previous) for text in others]
-            rows.append(
-                {
-                    "episode_id": episode.episode_id,
-                    "p_stop_named": round(named[0], 4),
-                    "stops_named": named[1],
-                    "p_stop_other": round(float(np.mean([p for p, _ in swapped])), 4),
-                    "stops_other": round(float(np.mean([s for _, s in swapped])), 4),
-                }
-            )
+            row = {
+                "episode_id": episode.episode_id,
+                "p_stop_named": round(named[0], 4),
+                "stops_named": named[1],
+                "p_stop_other": round(float(np.mean([p for p, _, _ in swapped])), 4),
+                "stops_other": round(float(np.mean([s for _, s, _ in swapped])), 4),
+            }
+            if engine.config.nav_statement:
+                world = world_for_scene(episode.scene_id)
+                goal = world.landmark(episode.info["goal_landmark"])
+                phrase = goal_phrase(episode.instruction_text, goal).group(0)
+                truth = stop_statement(world, last.pose, sim.camera.hfov_deg, goal, phrase)
+                row["statement"] = named[2]
+                row["statement_right"] = named[2] == truth
+            rows.append(row)
     summary = {
         "episodes": len(rows),
         "draws": draws,
@@ -107,6 +117,8 @@ def measure(
             for key in ("p_stop_named", "stops_named", "p_stop_other", "stops_other")
         },
     }
+    if rows and "statement_right" in rows[0]:
+        summary["statement_right"] = round(float(np.mean([r["statement_right"] for r in rows])), 4)
     return {"summary": summary, "episodes": rows}
 
 

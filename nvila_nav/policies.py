@@ -160,8 +160,11 @@ class NVILAPolicy:
             previous_actions=request.previous_actions,
         )
         text = decided_text(result, self.answers, self.by_kind)
+        # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
+        # never parsed: its words are not the action's
+        said = result.statement
         return PolicyDecision(
-            text=text,
+            text=f"{said} {text}" if said else text,
             action=parse_action(text),
             latency_s=time.perf_counter() - start,
             timings=dict(result.timings),

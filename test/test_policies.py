@@ -1,11 +1,16 @@
 """Policies: NVILA on the tiny random model (text, timings, feature cache) and the expert oracle."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from nvila_core.runtime.engine import Engine
+from nvila_core.model.configuration import NVILAConfig
+from nvila_core.model.generation import Decoded
+from nvila_core.model.modeling import NVILAModel
+from nvila_core.model.tokenizer import build_tokenizer
+from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
 from nvila_nav.policies import (
@@ -209,6 +214,52 @@ def test_choose_decoding_always_names_one_of_the_ten_actions(engine, make_frames
     assert generated.action is None  # what choose replaces
     with pytest.raises(ValueError, match="decoding must be one of"):
         NVILAPolicy(engine, decoding="beam")
+
+
+class ScriptedAnswer(TorchBackend):
+    """A torch backend whose generation says `text`, as a trained model would; scoring stays
+    the model's own."""
+
+    def __init__(self, model, tokenizer, text: str):
+        super().__init__(model)
+        self.ids = tokenizer(text, add_special_tokens=False).input_ids
+
+    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
+        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
+
+
+def test_a_statement_model_decides_after_its_statement(make_frames):
+    """nav_statement: the decision's text shows the statement, its action is the choice."""
+    config = dataclasses.replace(
+        NVILAConfig.preset("tiny"),
+        num_video_frames=3,
+        nav_prompt="compact",
+        nav_history="recent",
+        nav_statement=True,
+    )
+    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
+    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    policy = NVILAPolicy(engine, decoding="choose_kind")
+    frames = make_frames(3, height=48, width=64)
+    decision = policy.decide(PolicyRequest(INSTRUCTION, frames))
+    said = engine.navigate(INSTRUCTION, frames, answers=policy.answers).statement
+    assert decision.action in ALL_ACTIONS
+    assert decision.text == " ".join(t for t in (said, decision.action.to_text()) if t)
+    assert decision.timings["statement_ms"] > 0 and "statement_missing" in decision.timings
+    # what the statement says is never read as the action: "No." is not a negation of it
+    said = "Close ahead: the red door. Is the blue chair close ahead? No."
+    scripted = Engine(
+        ScriptedAnswer(model, tokenizer, f"{said} move forward 50 cm"), config, tokenizer
+    )
+    for decoding in ("generate", "choose_kind"):
+        decision = NVILAPolicy(scripted, decoding=decoding).decide(
+            PolicyRequest(INSTRUCTION, frames)
+        )
+        assert decision.text.startswith(f"{said} ") and decision.action in ALL_ACTIONS
+        assert decision.text == f"{said} {decision.action.to_text()}"
+        if decoding == "generate":  # the generated action itself
+            assert decision.action == parse_action("move forward 50 cm")
 
 
 def test_choose_kind_decides_the_kind_before_the_amount(engine, make_frames):

@@ -131,6 +131,8 @@ def _finish_config(
             overrides["nav_previous_actions"] = int(own["nav_previous_actions"])
         if "nav_merge_actions" in own:
             overrides["nav_merge_actions"] = bool(own["nav_merge_actions"])
+        if "nav_statement" in own:
+            overrides["nav_statement"] = bool(own["nav_statement"])
         if isinstance(data.get("model_dtype"), str):
             overrides["torch_dtype"] = data["model_dtype"].removeprefix("torch.")
         if preprocessor.is_file():

@@ -79,6 +79,14 @@ class NVILAConfig:
     ("turn right 135 degrees", "move forward 150 cm") before taking the latest
     `nav_previous_actions`: a run tells how far a turn or a walk has gone, which single steps
     cannot once the run is longer than the window."""
+    nav_statement: bool = False
+    """Whether a navigation answer first states what the episode data gives each step (one or
+    more sentences, each ending in "."), then the action phrase. navila-nano's statement says
+    what is close ahead and whether it is the landmark the instruction stops at ("Close ahead:
+    the pink shelf. Is the blue potted plant close ahead? No. move forward 75 cm"): the stop
+    then follows a comparison of two names the model has just written, which a small model
+    learns, instead of a name compared with pixels, which it does not. The engine generates the
+    statement, then chooses the action after it."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -204,6 +212,10 @@ class NVILAConfig:
         check(
             not self.nav_merge_actions or self.nav_previous_actions > 0,
             "nav_merge_actions needs nav_previous_actions > 0 (the runs the prompt states)",
+        )
+        check(
+            not self.nav_statement or self.nav_prompt == "compact",
+            "nav_statement needs nav_prompt: compact (NaVILA's answer is one sentence)",
         )
         check(
             self.nav_history == "navila" or self.num_video_frames >= 2,
@@ -353,6 +365,7 @@ class NVILAConfig:
                 "nav_history": self.nav_history,
                 "nav_previous_actions": self.nav_previous_actions,
                 "nav_merge_actions": self.nav_merge_actions,
+                "nav_statement": self.nav_statement,
             },
         }
 

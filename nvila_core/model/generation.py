@@ -44,6 +44,7 @@ class GenerationResult:
     timings: dict[str, float | int] = field(default_factory=dict)
     logits: torch.Tensor | None = None  # [steps, vocab], only with output_logits=True
     answer_log_probs: list[float] | None = None  # per candidate, only from `Engine.choose`
+    statement: str | None = None  # what a nav_statement model said before its choice
 
 
 def synchronize(device: torch.device) -> None:

@@ -319,6 +319,20 @@ def navigation_answer(action_text: str, nav_prompt: str = "navila") -> str:
     return f"{NAVILA_ANSWER_PREFIX}{action_text}."
 
 
+def statement_answer(statement: str, answer: str) -> str:
+    """The answer of a `nav_statement` model: its statement, then the action answer."""
+    if not statement.endswith(".") or "\n" in statement:
+        raise ValueError(f"a statement is one line ending in '.', got {statement!r}")
+    return f"{statement} {answer}"
+
+
+def statement_of(text: str) -> str | None:
+    """The statement at the front of a `nav_statement` model's answer: the text up to its last
+    "." (action phrases have none), or None without one."""
+    statement = text[: text.rfind(".") + 1].strip()
+    return statement or None
+
+
 def action_phrase(answer: str) -> str:
     """The action phrase inside a NaVILA answer sentence (a bare phrase is returned as is)."""
     return answer.removeprefix(NAVILA_ANSWER_PREFIX).removesuffix(".").strip()

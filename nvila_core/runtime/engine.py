@@ -35,7 +35,7 @@ from nvila_core.model.generation import (
 from nvila_core.model.image_processing import ImageLike
 from nvila_core.model.modeling import EncodedMedia, NVILAModel
 from nvila_core.model.processing import MediaItem, ModelInputs, NVILAProcessor
-from nvila_core.model.prompting import stop_token_ids
+from nvila_core.model.prompting import statement_of, stop_token_ids
 from nvila_core.model.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,11 @@ class FrameFeatureCache:
             "size": len(self._entries),
             "max_frames": self.max_frames,
         }
+
+
+STATEMENT_MAX_TOKENS = 48
+"""Enough for navila-nano's statement and action ("Close ahead: the purple potted plant. Is the
+orange bookshelf close ahead? No. move forward 75 cm": about 30 tokens)."""
 
 
 # ---------------------------------------------------------------- backends
@@ -331,13 +336,41 @@ class Engine:
         to skip hashing pixels. `previous_actions`: executed action phrases, oldest first (used
         by compact-prompt models). With `answers` (the model's answers for the action grammar,
         `processor.navigation_answer`) the most probable of them is chosen instead of
-        generating."""
+        generating. A `nav_statement` model first generates its statement, then the answers
+        are chosen after it (`choose_after_statement`); generated or chosen, the result's text
+        is the action and its `statement` what was said before."""
         inputs = self.processor.navigation(
             instruction, frames, frame_keys=frame_keys, previous_actions=previous_actions
         )
         if answers is not None:
+            if self.config.nav_statement:
+                return self.choose_after_statement(inputs, answers)
             return self.choose(inputs, answers)
-        return self.run(inputs, max_new_tokens, output_logits)
+        result = self.run(inputs, max_new_tokens, output_logits)
+        if self.config.nav_statement:  # the text is the action; the statement goes apart
+            result.statement = statement_of(result.text)
+            result.text = result.text[len(result.statement or "") :].strip()
+        return result
+
+    def choose_after_statement(
+        self, inputs: ModelInputs, answers: Sequence[str]
+    ) -> GenerationResult:
+        """For a `nav_statement` model: the answer is generated greedily, its statement (the text
+        up to the last ".") kept, and `answers` scored after it (`choose`). The result's text
+        is the chosen answer without the statement, which is in `statement`; `answer_log_probs`
+        are the answers' scores given the statement. A generation without a statement leaves
+        the answers scored alone (counted in timings["statement_missing"])."""
+        said = self.run(inputs, STATEMENT_MAX_TOKENS)
+        statement = statement_of(said.text)
+        prefix = "" if statement is None else f"{statement} "
+        result = self.choose(inputs, [prefix + answer for answer in answers])
+        best = max(range(len(answers)), key=result.answer_log_probs.__getitem__)
+        result.text = answers[best].strip()
+        result.statement = statement
+        result.timings["statement_ms"] = said.timings["prefill_ms"] + said.timings["decode_ms"]
+        result.timings["statement_tokens"] = said.timings["new_tokens"]
+        result.timings["statement_missing"] = int(statement is None)
+        return result
 
     def choose(self, inputs: ModelInputs, answers: Sequence[str]) -> GenerationResult:
         """The most probable of a closed set of `answers` for processed `inputs`.

@@ -29,6 +29,7 @@ from nvila_core.model.prompting import (
     action_phrase,
     sample_history_indices,
     sample_recent_indices,
+    statement_answer,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN
 from nvila_core.train.deltaloss import read_pruned_mixture
@@ -61,6 +62,9 @@ class NavSample:
     previous_actions: tuple[str, ...] = ()
     """Action phrases executed before this step, oldest first (what a perturbed rollout drove,
     not the label), for models whose prompt states them."""
+    statement: str | None = None
+    """What a `nav_statement` model says before this step's action, from the episode's action
+    record ("Close ahead: the pink shelf. Is the blue potted plant close ahead? No.")."""
 
     @property
     def episode_key(self) -> str:
@@ -90,6 +94,9 @@ def _episode_samples(
             (str(a["text"]), int(a["frame_index"]), str(a.get("executed") or a["text"]))
             for a in meta["actions"]
         ]
+        statements = [a.get("statement") for a in meta["actions"]]
+        if not all(c is None or isinstance(c, str) for c in statements):
+            raise ValueError("an action's 'statement' must be a string")
         # "context": true marks an action that is history only (contrast episodes)
         context = [a.get("context", False) for a in meta["actions"]]
         if not all(isinstance(c, bool) for c in context):
@@ -119,6 +126,7 @@ def _episode_samples(
                 frame_paths=tuple(None if i is None else frames[i] for i in indices),
                 answer=f"{ANSWER_PREFIX}{text}.",
                 previous_actions=executed[:k],
+                statement=statements[k],
             )
         )
     return samples
@@ -422,6 +430,17 @@ class NavDataset(Dataset):
                 sample.instruction, len(frames), sample.previous_actions
             )
             answer = self.processor.navigation_answer(action_phrase(sample.answer))
+            if self.processor.config.nav_statement:
+                if sample.statement is None:
+                    raise DataError(
+                        f"sample {sample.sample_id}: the model states something before its "
+                        "action (nav_statement), its episode's actions have no 'statement' "
+                        "(nvila-sim statements adds them to simulator rollouts)"
+                    )
+                try:
+                    answer = statement_answer(sample.statement, answer)
+                except ValueError as err:
+                    raise DataError(f"sample {sample.sample_id}: {err}") from err
         try:
             inputs = self.processor(prompt, frames=frames)
         except ValueError as err:

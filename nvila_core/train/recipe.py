@@ -56,6 +56,7 @@ MODEL_OVERRIDES = (
     "model_max_length",
     "nav_merge_actions",
     "nav_previous_actions",
+    "nav_statement",
 )
 _STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
 _RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")

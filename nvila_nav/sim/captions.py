@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 
@@ -132,6 +133,36 @@ def ask_match(
     hard negative (the same kind or colour) half the time; otherwise one question, "No.". The
     frame alone does not tell the answer, only the name read against the view does.
     """
+    return [
+        (f"<image>\nIs the {name} close ahead?", answer)
+        for name, answer in _match_names(world, pose, hfov_deg, rng)
+    ]
+
+
+def ask_compare(
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator, copy: bool = False
+) -> list[tuple[str, str]]:
+    """`ask_match`'s questions with the landmark close ahead written before them: "Close ahead:
+    the orange shelf. Is the pink bookshelf close ahead?" -> "No.", a comparison of two names in
+    text. With `copy`, the answer repeats both names instead ("Close ahead: the orange shelf.
+    Asked: the pink bookshelf."): a dense signal that teaches the model to find both spans, the step
+    before it learns to compare them. The same rng draws as `ask_match`, so that a seed gives
+    the same frames and names in all three files.
+    """
+    stated = f"Close ahead: {close_ahead_phrase(world, pose, hfov_deg)}."
+    return [
+        (
+            f"<image>\n{stated} Is the {name} close ahead?",
+            f"{stated} Asked: the {name}." if copy else answer,
+        )
+        for name, answer in _match_names(world, pose, hfov_deg, rng)
+    ]
+
+
+def _match_names(
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """The spoken names `ask_match` asks about, with their answers."""
     if not world.landmarks:
         raise ValueError(f"{world.scene_id} has no landmark to ask about")
     close = {name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD}
@@ -148,7 +179,7 @@ def ask_match(
     pool = hard if hard and rng.random() < 0.5 else others
     if pool:
         asked.append((pool[int(rng.integers(len(pool)))], "No."))
-    return [(f"<image>\nIs the {_spoken(lm, rng)} close ahead?", answer) for lm, answer in asked]
+    return [(_spoken(lm, rng), answer) for lm, answer in asked]
 
 
 READOUT_PROMPT = "<image>\nWhat is close ahead?"
@@ -159,6 +190,33 @@ def read_out(world: World, pose: Pose, hfov_deg: float) -> str:
     or "Nothing."; the kind's first noun, so that each landmark has one answer."""
     close = [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
     return readout_answer(world.landmark(close[0])) if close else "Nothing."
+
+
+def close_ahead_phrase(world: World, pose: Pose, hfov_deg: float) -> str:
+    """What is close ahead as a prompt or a navigation answer states it, "the pink shelf" or
+    "nothing": `read_out` without its capital and period."""
+    said = read_out(world, pose, hfov_deg)
+    return said[0].lower() + said[1:-1]
+
+
+def goal_phrase(text: str, goal: Landmark) -> re.Match[str] | None:
+    """The last "the <colour> <noun>" naming `goal` in `text` (the stop clause comes last)."""
+    nouns = sorted(KINDS[goal.kind].nouns, key=len, reverse=True)
+    pattern = rf"\bthe {re.escape(goal.colour)} (?:{'|'.join(map(re.escape, nouns))})\b"
+    matches = list(re.finditer(pattern, text, flags=re.IGNORECASE))
+    return matches[-1] if matches else None
+
+
+def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark, named: str) -> str:
+    """What a navigation model that reasons before it acts says at `pose`: what is close ahead,
+    then whether the landmark its instruction stops at (`named` as the instruction writes it,
+    "the blue potted plant") is: "Close ahead: the pink shelf. Is the blue potted plant close
+    ahead? No." The form of the compare questions (`ask_compare`), so that the comparison
+    learnt there decides the stop; the answer is "Yes." when `goal` is close ahead."""
+    close = {name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD}
+    said = close_ahead_phrase(world, pose, hfov_deg)
+    answer = "Yes." if goal.name in close else "No."
+    return f"Close ahead: {said}. Is {named.lower()} close ahead? {answer}"
 
 
 def readout_answer(landmark: Landmark) -> str:
@@ -240,6 +298,8 @@ TASKS = {
     "where": "questions.json",
     "match": "match.json",
     "readout": "readout.json",
+    "compare": "compare.json",
+    "copy": "copy.json",
 }
 """What `write_caption_dataset` writes, and the file it writes it to."""
 
@@ -258,7 +318,9 @@ def write_caption_dataset(
     "Where is the <landmark>?" question per frame (`ask_where`), half of the frames close to a
     landmark (`close_view_poses`); "match", one or two "Is the <landmark> close ahead?"
     questions per frame (`ask_match`), three quarters of the frames close to a landmark;
-    "readout", "What is close ahead?" (`read_out`) on the same frames as "match".
+    "readout", "What is close ahead?" (`read_out`) on the same frames as "match"; "compare" and
+    "copy", the match questions with the landmark close ahead written in the prompt
+    (`ask_compare`), the same frames and names as "match" for the same seed.
 
     Frame k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
     scene's poses come from its own generator seeded by (seed, split, scene): val_seen reuses the
@@ -267,7 +329,7 @@ def write_caption_dataset(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; one of {sorted(TASKS)}")
-    close_share = {"captions": 0.0, "where": 0.5, "match": 0.75, "readout": 0.75}[task]
+    close_share = {"captions": 0.0, "where": 0.5}.get(task, 0.75)
     camera = camera or CameraConfig(width=320, height=240)
     scenes = [scene_id(i) for i in SPLIT_SCENES[split]]
     out = Path(out_dir)
@@ -292,6 +354,8 @@ def write_caption_dataset(
                 Image.fromarray(sim.reset_to(scene, pose).rgb).save(out / rel, quality=92)
                 if task == "match":
                     asked = ask_match(world, pose, camera.hfov_deg, rng)
+                elif task in ("compare", "copy"):
+                    asked = ask_compare(world, pose, camera.hfov_deg, rng, copy=task == "copy")
                 elif task == "readout":
                     asked = [(READOUT_PROMPT, read_out(world, pose, camera.hfov_deg))]
                 elif task == "where":

@@ -96,7 +96,10 @@ def _cmd_view(args: argparse.Namespace) -> int:
 def _cmd_captions(args: argparse.Namespace) -> int:
     from nvila_nav.sim.captions import write_caption_dataset
 
-    task = next((t for t in ("where", "match", "readout") if getattr(args, t)), "captions")
+    task = next(
+        (t for t in ("where", "match", "readout", "compare", "copy") if getattr(args, t)),
+        "captions",
+    )
     path = write_caption_dataset(
         args.out, args.split, args.n, seed=args.seed, camera=_camera(args), task=task
     )
@@ -117,6 +120,14 @@ def _cmd_contrast(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(entries)} contrast episodes of {total} rollouts ({samples} samples) to {args.out}"
     )
+    return 0
+
+
+def _cmd_statements(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.dataset import add_statements
+
+    for data in args.data:
+        print(f"{data}: wrote the statements of {add_statements(data)} actions")
     return 0
 
 
@@ -210,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
         help='"What is close ahead?" answered with the landmark\'s colour and kind, on the '
         "frames --match renders (readout.json)",
     )
+    task.add_argument(
+        "--compare",
+        action="store_true",
+        help="--match's questions with the landmark close ahead written first, \"Close ahead: "
+        'the orange shelf. Is the pink bookshelf close ahead?" (compare.json)',
+    )
+    task.add_argument(
+        "--copy",
+        action="store_true",
+        help="--compare's questions answered by repeating both names, \"Close ahead: the "
+        'orange shelf. Asked: the pink bookshelf." (copy.json)',
+    )
     _add_camera_args(p, 320, 240, frame_hz=False)
     p.set_defaults(func=_cmd_captions)
 
@@ -228,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="which other landmark each episode names")
     p.set_defaults(func=_cmd_contrast)
+
+    p = sub.add_parser(
+        "statements",
+        help="write what a reasoning model says before each action (what is close ahead, is "
+        "the goal) into rollout datasets written before rollouts recorded it (in place)",
+    )
+    p.add_argument("--data", required=True, nargs="+", help="rollout dataset directories")
+    p.set_defaults(func=_cmd_statements)
     return parser
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from nvila_nav.actions import Action, parse_action
-from nvila_nav.sim.dataset import FORMAT, VERSION
+from nvila_nav.sim.captions import goal_phrase
+from nvila_nav.sim.dataset import FORMAT, VERSION, set_statements
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.furniture import KINDS
@@ -35,14 +35,6 @@ from nvila_nav.sim.world import Landmark, World, world_for_scene
 HARD_NEGATIVE_SHARE = 0.5
 """Share of contrast episodes that name a landmark of the same kind or the same colour as the
 goal (when the scene has one): both words of the name must be read, not just one."""
-
-
-def goal_phrase(text: str, goal: Landmark) -> re.Match[str] | None:
-    """The last "the <colour> <noun>" naming `goal` in `text` (the stop clause comes last)."""
-    nouns = sorted(KINDS[goal.kind].nouns, key=len, reverse=True)
-    pattern = rf"\bthe {re.escape(goal.colour)} (?:{'|'.join(map(re.escape, nouns))})\b"
-    matches = list(re.finditer(pattern, text, flags=re.IGNORECASE))
-    return matches[-1] if matches else None
 
 
 def name_other(text: str, goal: Landmark, other: Landmark, rng: np.random.Generator) -> str | None:
@@ -103,7 +95,7 @@ def contrast_meta(meta: dict, world: World, rng: np.random.Generator, radius: fl
         return None
     last = meta["trajectory"][-1] if meta["trajectory"] else meta["actions"][-1]["pose"]
     x, y = (last[1], last[2]) if meta["trajectory"] else (last[0], last[1])
-    return meta | {
+    contrast = meta | {
         "episode": swapped,
         "instruction": text,
         "actions": actions,
@@ -113,6 +105,8 @@ def contrast_meta(meta: dict, world: World, rng: np.random.Generator, radius: fl
             "distance_to_goal": round(math.hypot(x - other.approach[0], y - other.approach[1]), 4),
         },
     }
+    set_statements(contrast, world)  # about the landmark now named
+    return contrast
 
 
 def _relabelled(action: dict, label: Action, driven: str) -> dict:

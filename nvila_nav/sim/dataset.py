@@ -11,10 +11,12 @@ Layout (format "nvila_nav.sim.dataset", version 1)::
 meta.json holds "episode" (the R2R episode dict), "instruction", "frame_hz", "camera",
 "frames_at" ("clock": frames every 1/frame_hz s; "decisions": one frame per action),
 "frames" [{"file", "t", "pose": [x, y, yaw]}], "actions" [{"t", "text", "kind", "amount",
-"frame_index", "pose"[, "executed"]}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
+"frame_index", "pose"[, "statement"][, "executed"]}], "trajectory" [[t, x, y, yaw], ...] every 50 ms and "result"
 {"success", "stopped", "distance_to_goal", "path_length"}. "text" is always the expert's action,
 the training label; "executed" appears where a perturbed rollout (`run_expert(perturb=...)`)
-drove something else from that state; "context": true (contrast episodes, `contrast.py`) marks
+drove something else from that state; "statement" (where the instruction names its goal) is
+what a `nav_statement` model says before the action at that pose (`captions.stop_statement`:
+"Close ahead: the pink shelf. Is the blue potted plant close ahead? No."); "context": true (contrast episodes, `contrast.py`) marks
 an action that only builds later samples' history and is no training sample itself. A NaVILA training sample is one
 action: its input frames are frames[0 .. frame_index] (NaVILA samples 8 of them), its target is
 `Action.to_answer()`, e.g. "The next action is move forward 75 cm.".
@@ -32,8 +34,10 @@ import numpy as np
 from PIL import Image
 
 from nvila_nav.actions import Action, ActionKind
+from nvila_nav.sim.captions import goal_phrase, stop_statement
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.world import World, world_for_scene
 
 if TYPE_CHECKING:
     from nvila_nav.sim.expert import ExpertRun
@@ -139,6 +143,7 @@ def write_episode(
         options = {"quality": 92} if image_format == "jpg" else {}
         Image.fromarray(rgb).save(folder / rel, **options)
         frames.append({"file": rel, "t": t, "pose": _pose(pose)})
+    world = world_for_scene(run.episode.scene_id)
     meta = {
         "episode": run.episode.to_dict(),
         "instruction": run.episode.instruction_text,
@@ -166,6 +171,7 @@ def write_episode(
             "path_length": round(run.path_length, 4),
         },
     }
+    set_statements(meta, world)
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return {
         "episode_id": run.episode.episode_id,
@@ -175,6 +181,41 @@ def write_episode(
         "num_actions": len(run.actions),
         "success": run.success,
     }
+
+
+def set_statements(meta: dict, world: World) -> None:
+    """Give every action of an episode's meta.json its "statement" (`captions.stop_statement`
+    about the goal landmark as the instruction names it), in place; an episode whose
+    instruction does not name its goal landmark gets none."""
+    goal = meta["episode"].get("info", {}).get("goal_landmark")
+    named = None if goal is None else goal_phrase(meta["instruction"], world.landmark(goal))
+    hfov = float(meta["camera"]["hfov_deg"])
+    for action in meta["actions"]:
+        action.pop("statement", None)
+        if named is not None:
+            pose = Pose(*action["pose"])
+            action["statement"] = stop_statement(
+                world, pose, hfov, world.landmark(goal), named.group(0)
+            )
+
+
+def add_statements(root: str | Path) -> int:
+    """Write the statements (`set_statements`) into a rollout dataset written before rollouts
+    recorded them, in place; returns the number of actions that have one. Running it again
+    rewrites the same values."""
+    root = Path(root)
+    path = root / "index.json"
+    index = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise ValueError(f"{root} is not a {FORMAT} v{VERSION} dataset")
+    count = 0
+    for entry in index["episodes"]:
+        path = root / entry["dir"] / "meta.json"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        set_statements(meta, world_for_scene(meta["episode"]["scene_id"]))
+        count += sum("statement" in a for a in meta["actions"])
+        path.write_text(json.dumps(meta), encoding="utf-8")
+    return count
 
 
 def write_index(

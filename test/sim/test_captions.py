@@ -13,6 +13,7 @@ from nvila_nav.sim.captions import (
     CAMERA_FORWARD,
     CLOSE_AHEAD,
     PROMPT,
+    ask_compare,
     ask_match,
     ask_where,
     close_view_poses,
@@ -110,9 +111,15 @@ def test_cli_captions_defaults_to_320x240_without_frame_rate():
     args = cli.build_parser().parse_args(["captions", "--split", "train", "--n", "3", "--out", "x"])
     assert (args.width, args.height, args.hfov) == (320, 240, HFOV)
     assert not hasattr(args, "frame_hz")
-    assert not (args.where or args.match or args.readout)  # captions
+    assert not (args.where or args.match or args.readout or args.compare or args.copy)  # captions
     base = ["captions", "--split", "train", "--n", "3", "--out", "x"]
-    for flag, dest in (("--questions", "where"), ("--match", "match"), ("--readout", "readout")):
+    for flag, dest in (
+        ("--questions", "where"),
+        ("--match", "match"),
+        ("--readout", "readout"),
+        ("--compare", "compare"),
+        ("--copy", "copy"),
+    ):
         assert getattr(cli.build_parser().parse_args([*base, flag]), dest)
     with pytest.raises(SystemExit):  # one question file at a time
         cli.build_parser().parse_args([*base, "--match", "--readout"])
@@ -195,6 +202,23 @@ def test_match_questions_pair_the_close_landmark_with_another(world):
             pairs += 1
             hard += named[1].kind == named[0].kind or named[1].colour == named[0].colour
     assert pairs >= 40 and 0.25 * pairs <= hard <= 0.9 * pairs
+
+
+def test_compare_questions_state_the_readout_before_the_match_question(world):
+    poses = close_view_poses(world, 30, np.random.default_rng(5))
+    for pose in poses:
+        seed = int(1000 * pose.x) % 97
+        matched = ask_match(world, pose, HFOV, np.random.default_rng(seed))
+        compared = ask_compare(world, pose, HFOV, np.random.default_rng(seed))
+        copied = ask_compare(world, pose, HFOV, np.random.default_rng(seed), copy=True)
+        said = read_out(world, pose, HFOV)  # "The pink shelf." or "Nothing."
+        stated = "Close ahead: " + said[0].lower() + said[1:]
+        for (mq, ma), (cq, ca), (pq, pa) in zip(matched, compared, copied, strict=True):
+            # the same name and truth as the match question, the readout written first
+            assert cq == pq == mq.replace("<image>\n", f"<image>\n{stated} ") and ca == ma
+            name = re.fullmatch(r".*Is the ([\w ]+) close ahead\?", mq, re.S).group(1)
+            assert pa == f"{stated} Asked: the {name}."
+    assert any(read_out(world, p, HFOV) != "Nothing." for p in poses)
 
 
 def test_match_dataset_asks_each_close_frame_twice(tmp_path):

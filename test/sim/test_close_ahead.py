@@ -23,6 +23,8 @@ def test_relation_names_how_the_question_relates_to_the_close_landmark():
     question = f"<image>\nIs the {lm.colour} {lm.kind} close ahead?"
     assert close_ahead.named_landmark(world, question) == lm
     assert close_ahead.relation(world, pose, question, 79.0) == "named"
+    stated = f"<image>\nClose ahead: the {lm.colour} {lm.kind}. Is the {lm.colour} {lm.kind} close ahead?"
+    assert close_ahead.named_landmark(world, stated) == lm  # the compare file's questions
     nearest = world.landmark(close[0])
     for other in world.landmarks:
         if other.name in close:
@@ -58,8 +60,9 @@ def _report(data, out):
     return json.loads(out.read_text())
 
 
-def test_report_on_rendered_questions(tmp_path, capsys):
-    data = _rendered(tmp_path, "match")
+@pytest.mark.parametrize("task", ["match", "compare"])
+def test_report_on_rendered_questions(tmp_path, capsys, task):
+    data = _rendered(tmp_path, task)
     records = json.loads(data.read_text())
     report = _report(data, tmp_path / "report.json")
     assert report["questions"] == len(records)

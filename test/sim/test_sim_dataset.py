@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from nvila_nav.actions import parse_action
-from nvila_nav.sim.dataset import load_dataset, write_episode, write_index
+from nvila_nav.sim import cli
+from nvila_nav.sim.captions import goal_phrase, stop_statement
+from nvila_nav.sim.dataset import add_statements, load_dataset, write_episode, write_index
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import generate_episodes
 from nvila_nav.sim.expert import run_expert
 from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.world import world_for_scene
 
 CAMERA = CameraConfig(width=64, height=48)
 
@@ -61,6 +64,35 @@ def test_only_json_and_images_are_written(tmp_path, runs):
     assert suffixes == {".json", ".jpg"}
     meta = json.loads((tmp_path / entries[0]["dir"] / "meta.json").read_text())
     assert meta["actions"][0]["text"] == runs[0].actions[0].action.to_text()
+
+
+def test_actions_record_the_statement_at_their_pose(tmp_path, runs, capsys):
+    entries = [write_episode(tmp_path, run, CAMERA) for run in runs]
+    write_index(tmp_path, entries, 2.0, CAMERA)
+    paths = [tmp_path / e["dir"] / "meta.json" for e in entries]
+    written = [json.loads(p.read_text()) for p in paths]
+    for run, meta in zip(runs, written, strict=True):
+        world = world_for_scene(run.episode.scene_id)
+        goal = world.landmark(run.episode.info["goal_landmark"])
+        named = goal_phrase(run.episode.instruction_text, goal).group(0)
+        said = [a["statement"] for a in meta["actions"]]
+        assert said == [
+            stop_statement(world, a.pose, CAMERA.hfov_deg, goal, named) for a in run.actions
+        ]
+        # the expert stops at its goal landmark, which is then close ahead
+        assert said[-1].endswith(f"Is {named.lower()} close ahead? Yes.")
+        assert said[0].endswith("No.")
+    # a dataset written before rollouts recorded them gets the same values, in place
+    for path in paths:
+        meta = json.loads(path.read_text())
+        for action in meta["actions"]:
+            del action["statement"]
+        path.write_text(json.dumps(meta))
+    assert cli.main(["statements", "--data", str(tmp_path)]) == 0
+    assert f"of {sum(len(r.actions) for r in runs)} actions" in capsys.readouterr().out
+    assert [json.loads(p.read_text()) for p in paths] == written
+    with pytest.raises(ValueError, match=r"nvila_nav\.sim\.dataset"):
+        add_statements(tmp_path / entries[0]["dir"])
 
 
 def test_loader_rejects_foreign_directories(tmp_path):

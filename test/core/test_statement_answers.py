@@ -1,0 +1,126 @@
+"""nav_statement models: the answer states something before the action (navila-nano: what is
+close ahead, and whether it is the goal), in training data, checkpoints and the engine's choice."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from nvila_core.model.checkpoint import load_checkpoint, save_checkpoint
+from nvila_core.model.configuration import ConfigError, NVILAConfig
+from nvila_core.model.generation import Decoded
+from nvila_core.model.modeling import NVILAModel
+from nvila_core.model.processing import NVILAProcessor
+from nvila_core.model.prompting import statement_answer, statement_of
+from nvila_core.model.tokenizer import build_tokenizer
+from nvila_core.runtime.engine import Engine, TorchBackend
+from nvila_core.train.data import DataError, NavDataset, read_episodes
+from test.helpers.episode_folders import write_episode_dataset
+
+ANSWERS = ["move forward 75 cm", "turn left 30 degrees", "turn right 30 degrees", "stop"]
+SAID = "Close ahead: the red chair. Is the red chair close ahead? Yes."
+
+
+def statement_config(**changes) -> NVILAConfig:
+    fields = {
+        "num_video_frames": 3,
+        "nav_prompt": "compact",
+        "nav_history": "recent",
+        "nav_previous_actions": 2,
+        "nav_statement": True,
+    }
+    return dataclasses.replace(NVILAConfig.preset("tiny"), **{**fields, **changes})
+
+
+def test_statement_is_written_and_read_back():
+    answer = statement_answer(SAID, "stop")
+    assert answer == f"{SAID} stop"
+    assert statement_of(answer) == SAID
+    assert statement_of("Close ahead: nothing. move forward 75 cm") == "Close ahead: nothing."
+    assert statement_of("move forward 75 cm") is None and statement_of(".") == "."
+    for bad in ("", "Close ahead: the red chair", "a.\nb."):
+        with pytest.raises(ValueError, match="statement"):
+            statement_answer(bad, "stop")
+
+
+def test_config_needs_the_compact_prompt_and_checkpoints_keep_it(tmp_path):
+    with pytest.raises(ConfigError, match="nav_statement needs nav_prompt: compact"):
+        dataclasses.replace(NVILAConfig.preset("tiny"), nav_statement=True)
+    config = statement_config()
+    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
+    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    assert load_checkpoint(tmp_path / "ckpt")[0].config.nav_statement
+    model.config = dataclasses.replace(config, nav_statement=False)
+    save_checkpoint(model, tokenizer, tmp_path / "plain")
+    assert not load_checkpoint(tmp_path / "plain")[0].config.nav_statement
+
+
+def test_training_answers_state_first(tmp_path):
+    root = write_episode_dataset(tmp_path / "eps", episodes=1, actions=4, seed=0)
+    meta_path = root / "ep0" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    said = ["Close ahead: nothing. Is the red chair close ahead? No."] * 3 + [SAID]
+    for action, statement in zip(meta["actions"], said, strict=True):
+        action["statement"] = statement
+    meta_path.write_text(json.dumps(meta))
+    (samples,) = read_episodes(root, "eps", num_frames=3, history="recent")
+    assert [s.statement for s in samples] == said
+    config = statement_config()
+    tokenizer = build_tokenizer(512, config.chat_template)
+    example = NavDataset(samples, NVILAProcessor(config, tokenizer))[3]
+    assert example.answer == f"{SAID} stop"
+    assert tokenizer.decode(example.labels[example.labels >= 0]).startswith(example.answer)
+    # a model without the option keeps the bare action, whatever the episode records
+    plain = NVILAProcessor(statement_config(nav_statement=False), tokenizer)
+    assert NavDataset(samples, plain)[3].answer == "stop"
+    # an episode without statements is refused, naming the fix
+    bare = write_episode_dataset(tmp_path / "bare", episodes=1, actions=2, seed=1)
+    (old,) = read_episodes(bare, "bare", num_frames=3, history="recent")
+    with pytest.raises(DataError, match="nvila-sim statements"):
+        NavDataset(old, NVILAProcessor(config, tokenizer))[0]
+
+
+class ScriptedAnswer(TorchBackend):
+    """A torch backend whose generation says `text`, as a trained model would; scoring stays
+    the model's own."""
+
+    def __init__(self, model, tokenizer, text: str):
+        super().__init__(model)
+        self.ids = tokenizer(text, add_special_tokens=False).input_ids
+
+    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
+        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
+
+
+@pytest.fixture
+def parts():
+    config = statement_config()
+    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
+    return NVILAModel.from_config(config, seed=0, tokenizer=tokenizer), config, tokenizer
+
+
+def test_engine_chooses_the_action_after_its_own_statement(parts, make_frames):
+    model, config, tokenizer = parts
+    frames = make_frames(3)
+    # what the model generates before its action is the statement the answers are scored after
+    engine = Engine(
+        ScriptedAnswer(model, tokenizer, f"{SAID} move forward 25 cm"), config, tokenizer
+    )
+    inputs = engine.processor.navigation("stop at the red chair.", frames)
+    result = engine.navigate("stop at the red chair.", frames, answers=ANSWERS)
+    assert result.statement == SAID
+    assert result.timings["statement_missing"] == 0 and result.timings["statement_ms"] == 3.0
+    expected = engine.choose(inputs, [f"{SAID} {a}" for a in ANSWERS])
+    assert result.answer_log_probs == pytest.approx(expected.answer_log_probs)
+    assert result.text == ANSWERS[int(np.argmax(expected.answer_log_probs))]
+    # generated, not chosen: the text is the action, the statement apart
+    generated = engine.navigate("stop at the red chair.", frames)
+    assert (generated.statement, generated.text) == (SAID, "move forward 25 cm")
+    # a generation without a statement: the answers are scored alone, and that is counted
+    engine = Engine(ScriptedAnswer(model, tokenizer, "move forward 25 cm"), config, tokenizer)
+    result = engine.navigate("stop at the red chair.", frames, answers=ANSWERS)
+    assert result.statement is None and result.timings["statement_missing"] == 1
+    expected = engine.choose(inputs, ANSWERS)
+    assert result.answer_log_probs == pytest.approx(expected.answer_log_probs)
