@@ -1,15 +1,10 @@
 """Policies: NVILA on the tiny random model (text, timings, feature cache) and the expert oracle."""
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from nvila_core.model.configuration import NVILAConfig
-from nvila_core.model.generation import Decoded
-from nvila_core.model.modeling import NVILAModel
-from nvila_core.model.tokenizer import build_tokenizer
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
@@ -27,6 +22,7 @@ from nvila_nav.policies import (
 from nvila_nav.sim.episodes import generate_episode
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
+from test.helpers.compact_models import ScriptedAnswer, compact_model
 
 INSTRUCTION = "Walk past the sofa and stop at the red door."
 
@@ -216,29 +212,9 @@ def test_choose_decoding_always_names_one_of_the_ten_actions(engine, make_frames
         NVILAPolicy(engine, decoding="beam")
 
 
-class ScriptedAnswer(TorchBackend):
-    """A torch backend whose generation says `text`, as a trained model would; scoring stays
-    the model's own."""
-
-    def __init__(self, model, tokenizer, text: str):
-        super().__init__(model)
-        self.ids = tokenizer(text, add_special_tokens=False).input_ids
-
-    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
-        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
-
-
 def test_a_statement_model_decides_after_its_statement(make_frames):
     """nav_statement: the decision's text shows the statement, its action is the choice."""
-    config = dataclasses.replace(
-        NVILAConfig.preset("tiny"),
-        num_video_frames=3,
-        nav_prompt="compact",
-        nav_history="recent",
-        nav_statement=True,
-    )
-    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
-    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    model, config, tokenizer = compact_model(nav_statement=True)
     engine = Engine(TorchBackend(model), config, tokenizer)
     policy = NVILAPolicy(engine, decoding="choose_kind")
     frames = make_frames(3, height=48, width=64)

@@ -9,13 +9,13 @@ import pytest
 
 from nvila_core.model.checkpoint import load_checkpoint, save_checkpoint
 from nvila_core.model.configuration import ConfigError, NVILAConfig
-from nvila_core.model.generation import Decoded
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.model.prompting import statement_answer, statement_of
 from nvila_core.model.tokenizer import build_tokenizer
-from nvila_core.runtime.engine import Engine, TorchBackend
+from nvila_core.runtime.engine import Engine
 from nvila_core.train.data import DataError, NavDataset, read_episodes
+from test.helpers.compact_models import ScriptedAnswer, compact_model
 from test.helpers.episode_folders import write_episode_dataset
 
 ANSWERS = ["move forward 75 cm", "turn left 30 degrees", "turn right 30 degrees", "stop"]
@@ -82,27 +82,8 @@ def test_training_answers_state_first(tmp_path):
         NavDataset(old, NVILAProcessor(config, tokenizer))[0]
 
 
-class ScriptedAnswer(TorchBackend):
-    """A torch backend whose generation says `text`, as a trained model would; scoring stays
-    the model's own."""
-
-    def __init__(self, model, tokenizer, text: str):
-        super().__init__(model)
-        self.ids = tokenizer(text, add_special_tokens=False).input_ids
-
-    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
-        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
-
-
-@pytest.fixture
-def parts():
-    config = statement_config()
-    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
-    return NVILAModel.from_config(config, seed=0, tokenizer=tokenizer), config, tokenizer
-
-
-def test_engine_chooses_the_action_after_its_own_statement(parts, make_frames):
-    model, config, tokenizer = parts
+def test_engine_chooses_the_action_after_its_own_statement(make_frames):
+    model, config, tokenizer = compact_model(nav_statement=True)
     frames = make_frames(3)
     # what the model generates before its action is the statement the answers are scored after
     engine = Engine(

@@ -1,21 +1,18 @@
 """nvila-nav-grounding: P(stop) at the expert's stop with the goal named and with another name."""
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from nvila_core.model.checkpoint import save_checkpoint
-from nvila_core.model.configuration import NVILAConfig
-from nvila_core.model.modeling import NVILAModel
-from nvila_core.model.tokenizer import build_tokenizer
 from nvila_nav import grounding
 from nvila_nav.sim.captions import goal_phrase
 from nvila_nav.sim.env import RenderingUnavailable
 from nvila_nav.sim.episodes import generate_episodes, write_episodes
 from nvila_nav.sim.robot import CameraConfig
 from nvila_nav.sim.world import world_for_scene
+from test.helpers.compact_models import compact_model
 
 
 def test_other_instructions_change_only_the_goal_name():
@@ -52,15 +49,7 @@ def test_report_on_a_rendered_rollout(tmp_path, capsys):
 
 
 def test_report_says_what_a_statement_model_said(tmp_path):
-    config = dataclasses.replace(
-        NVILAConfig.preset("tiny"),
-        num_video_frames=3,
-        nav_prompt="compact",
-        nav_history="recent",
-        nav_statement=True,
-    )
-    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
-    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    model, _, tokenizer = compact_model(nav_statement=True)
     save_checkpoint(model, tokenizer, tmp_path / "model")
     path = write_episodes(
         tmp_path / "eps.json.gz", generate_episodes("val_unseen", 1, seed=4, tier="A")
