@@ -104,8 +104,8 @@ class FrameFeatureCache:
 
 
 STATEMENT_MAX_TOKENS = 48
-"""Enough for navila-nano's statement and action ("Close ahead: the purple potted plant. Is the
-orange bookshelf close ahead? No. move forward 75 cm": about 30 tokens)."""
+"""Tokens a `nav_statement` model may spend on its statement, on top of its action's: navila-nano's
+"Close ahead: the purple potted plant. Is the orange bookshelf close ahead? No." takes about 25."""
 
 
 # ---------------------------------------------------------------- backends
@@ -346,10 +346,12 @@ class Engine:
             if self.config.nav_statement:
                 return self.choose_after_statement(inputs, answers)
             return self.choose(inputs, answers)
-        result = self.run(inputs, max_new_tokens, output_logits)
-        if self.config.nav_statement:  # the text is the action; the statement goes apart
-            result.statement = statement_of(result.text)
-            result.text = result.text[len(result.statement or "") :].strip()
+        if not self.config.nav_statement:
+            return self.run(inputs, max_new_tokens, output_logits)
+        # the statement comes first and does not count against the action's tokens
+        result = self.run(inputs, max_new_tokens + STATEMENT_MAX_TOKENS, output_logits)
+        result.statement = statement_of(result.text)
+        result.text = result.text[len(result.statement or "") :].strip()
         return result
 
     def choose_after_statement(
