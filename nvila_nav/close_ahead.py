@@ -32,9 +32,8 @@ from PIL import Image
 
 from nvila_core.progress import track
 from nvila_nav.sim.captions import (
-    CLOSE_AHEAD,
     READOUT_PROMPT,
-    landmarks_in_view,
+    landmarks_close_ahead,
     readout_answer,
 )
 from nvila_nav.sim.furniture import KINDS
@@ -63,7 +62,7 @@ def named_landmark(world: World, question: str):
 def relation(world: World, pose: Pose, question: str, hfov_deg: float) -> str:
     """How the named landmark relates to the nearest landmark close ahead: "named" (it is that
     one), "same kind", "same colour", "other", or "none close" (no landmark close ahead)."""
-    close = [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
+    close = landmarks_close_ahead(world, pose, hfov_deg)
     if not close:
         return "none close"
     named, nearest = named_landmark(world, question), world.landmark(close[0])

@@ -165,7 +165,7 @@ def _match_names(
     """The spoken names `ask_match` asks about, with their answers."""
     if not world.landmarks:
         raise ValueError(f"{world.scene_id} has no landmark to ask about")
-    close = {name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD}
+    close = set(landmarks_close_ahead(world, pose, hfov_deg))
     asked = []
     if close:
         target = world.landmark(sorted(close)[int(rng.integers(len(close)))])
@@ -188,15 +188,27 @@ READOUT_PROMPT = "<image>\nWhat is close ahead?"
 def read_out(world: World, pose: Pose, hfov_deg: float) -> str:
     """The true answer to READOUT_PROMPT: the nearest landmark close ahead, "The pink shelf.",
     or "Nothing."; the kind's first noun, so that each landmark has one answer."""
-    close = [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
+    return _readout(world, landmarks_close_ahead(world, pose, hfov_deg))
+
+
+def landmarks_close_ahead(world: World, pose: Pose, hfov_deg: float) -> list[str]:
+    """Names of the landmarks close ahead (in view, within CLOSE_AHEAD), nearest first."""
+    return [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
+
+
+def _readout(world: World, close: list[str]) -> str:
     return readout_answer(world.landmark(close[0])) if close else "Nothing."
+
+
+def _phrase(said: str) -> str:
+    """A readout as a statement's phrase: "The pink shelf." -> "the pink shelf"."""
+    return said[0].lower() + said[1:-1]
 
 
 def close_ahead_phrase(world: World, pose: Pose, hfov_deg: float) -> str:
     """What is close ahead as a prompt or a navigation answer states it, "the pink shelf" or
     "nothing": `read_out` without its capital and period."""
-    said = read_out(world, pose, hfov_deg)
-    return said[0].lower() + said[1:-1]
+    return _phrase(read_out(world, pose, hfov_deg))
 
 
 def goal_phrase(text: str, goal: Landmark) -> re.Match[str] | None:
@@ -213,8 +225,8 @@ def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark, na
     "the blue potted plant") is: "Close ahead: the pink shelf. Is the blue potted plant close
     ahead? No." The form of the compare questions (`ask_compare`), so that the comparison
     learnt there decides the stop; the answer is "Yes." when `goal` is close ahead."""
-    close = {name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD}
-    said = close_ahead_phrase(world, pose, hfov_deg)
+    close = landmarks_close_ahead(world, pose, hfov_deg)
+    said = _phrase(_readout(world, close))
     answer = "Yes." if goal.name in close else "No."
     return f"Close ahead: {said}. Is {named.lower()} close ahead? {answer}"
 

@@ -187,16 +187,15 @@ def set_statements(meta: dict, world: World) -> None:
     """Give every action of an episode's meta.json its "statement" (`captions.stop_statement`
     about the goal landmark as the instruction names it), in place; an episode whose
     instruction does not name its goal landmark gets none."""
-    goal = meta["episode"].get("info", {}).get("goal_landmark")
-    named = None if goal is None else goal_phrase(meta["instruction"], world.landmark(goal))
+    name = meta["episode"].get("info", {}).get("goal_landmark")
+    goal = None if name is None else world.landmark(name)
+    named = None if goal is None else goal_phrase(meta["instruction"], goal)
     hfov = float(meta["camera"]["hfov_deg"])
     for action in meta["actions"]:
         action.pop("statement", None)
         if named is not None:
             pose = Pose(*action["pose"])
-            action["statement"] = stop_statement(
-                world, pose, hfov, world.landmark(goal), named.group(0)
-            )
+            action["statement"] = stop_statement(world, pose, hfov, goal, named.group(0))
 
 
 def add_statements(root: str | Path) -> int:
