@@ -26,7 +26,7 @@ import numpy as np
 from nvila_core.progress import track
 from nvila_nav.actions import ALL_ACTIONS
 from nvila_nav.policies import choose_by_kind
-from nvila_nav.sim.captions import goal_phrase, stop_statement
+from nvila_nav.sim.captions import stop_statement
 from nvila_nav.sim.contrast import name_other, pick_other
 from nvila_nav.sim.episodes import Episode, read_episodes
 from nvila_nav.sim.robot import CameraConfig
@@ -104,8 +104,7 @@ def measure(
             if engine.config.nav_statement:
                 world = world_for_scene(episode.scene_id)
                 goal = world.landmark(episode.info["goal_landmark"])
-                phrase = goal_phrase(episode.instruction_text, goal).group(0)
-                truth = stop_statement(world, last.pose, sim.camera.hfov_deg, goal, phrase)
+                truth = stop_statement(world, last.pose, sim.camera.hfov_deg, goal)
                 row["statement"] = named[2]
                 row["statement_right"] = named[2] == truth
             rows.append(row)

@@ -125,6 +125,7 @@ def _finish_config(
             "projector_token_order",
             "nav_prompt",
             "nav_history",
+            "nav_verdict",
         )
         overrides = {k: own[k] for k in own_keys if k in own}
         if "nav_previous_actions" in own:

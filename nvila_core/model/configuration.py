@@ -26,6 +26,7 @@ CHAT_TEMPLATES = ("qwen2", "llama_3")
 ARCHITECTURES = ("nvila", "vila1.5")
 NAV_PROMPTS = ("navila", "compact")
 NAV_HISTORIES = ("navila", "recent")
+NAV_VERDICTS = ("model", "names")
 LLM_TYPES = ("qwen2", "llama")
 
 
@@ -84,9 +85,16 @@ class NVILAConfig:
     more sentences, each ending in "."), then the action phrase. navila-nano's statement says
     what is close ahead and whether it is the landmark the instruction stops at ("Close ahead:
     the pink shelf. Is the blue potted plant close ahead? No. move forward 75 cm"): the stop
-    then follows a comparison of two names the model has just written, which a small model
-    learns, instead of a name compared with pixels, which it does not. The engine generates the
+    then follows a comparison of two names written out (see `nav_verdict`) instead of a name
+    compared with pixels, which a small model does not learn. The engine generates the
     statement, then chooses the action after it."""
+    nav_verdict: str = "model"
+    """Who gives the "Yes."/"No." that ends a `nav_statement` model's statement: "model" (what it
+    generated) or "names" (the engine: "Yes." exactly when the landmark the statement says is
+    close ahead and the one it asks about are written the same, `prompting.names_verdict`). A
+    small model trained from scratch learns to name what is in front and to write the goal's
+    name, but not to compare two names; with "names" the comparison is exact and the action is
+    chosen after the corrected statement."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -216,6 +224,11 @@ class NVILAConfig:
         check(
             not self.nav_statement or self.nav_prompt == "compact",
             "nav_statement needs nav_prompt: compact (NaVILA's answer is one sentence)",
+        )
+        check(self.nav_verdict in NAV_VERDICTS, f"nav_verdict must be one of {NAV_VERDICTS}")
+        check(
+            self.nav_verdict == "model" or self.nav_statement,
+            "nav_verdict: names needs nav_statement (the statement whose names it compares)",
         )
         check(
             self.nav_history == "navila" or self.num_video_frames >= 2,
@@ -366,6 +379,7 @@ class NVILAConfig:
                 "nav_previous_actions": self.nav_previous_actions,
                 "nav_merge_actions": self.nav_merge_actions,
                 "nav_statement": self.nav_statement,
+                "nav_verdict": self.nav_verdict,
             },
         }
 

@@ -326,6 +326,23 @@ def statement_answer(statement: str, answer: str) -> str:
     return f"{statement} {answer}"
 
 
+_STATED = re.compile(r"Close ahead: (.+?)\. Is (.+) close ahead\? (?:Yes|No)\.")
+
+
+def names_verdict(statement: str) -> str | None:
+    """`statement` ("Close ahead: the pink shelf. Is the blue shelf close ahead? Yes.") with its
+    verdict given by its two names: "Yes." exactly when the landmark it says is close ahead is
+    the one it asks about, written the same (case aside), else "No."; None for a statement not of
+    that form. The names must be written alike for alike landmarks, as navila-nano's training
+    statements write both (the readout's words)."""
+    stated = _STATED.fullmatch(statement)
+    if stated is None:
+        return None
+    seen, asked = stated[1], stated[2]
+    same = seen.lower() != "nothing" and seen.lower() == asked.lower()
+    return f"Close ahead: {seen}. Is {asked} close ahead? {'Yes.' if same else 'No.'}"
+
+
 def statement_of(text: str) -> str | None:
     """The statement at the front of a `nav_statement` model's answer: the text up to its last
     "." (action phrases have none), or None without one."""

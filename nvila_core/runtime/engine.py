@@ -35,7 +35,7 @@ from nvila_core.model.generation import (
 from nvila_core.model.image_processing import ImageLike
 from nvila_core.model.modeling import EncodedMedia, NVILAModel
 from nvila_core.model.processing import MediaItem, ModelInputs, NVILAProcessor
-from nvila_core.model.prompting import statement_of, stop_token_ids
+from nvila_core.model.prompting import names_verdict, statement_of, stop_token_ids
 from nvila_core.model.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -350,29 +350,64 @@ class Engine:
             return self.run(inputs, max_new_tokens, output_logits)
         # the statement comes first and does not count against the action's tokens
         result = self.run(inputs, max_new_tokens + STATEMENT_MAX_TOKENS, output_logits)
-        result.statement = statement_of(result.text)
-        result.text = result.text[len(result.statement or "") :].strip()
+        said = statement_of(result.text)
+        statement = self._checked(said, result.timings)
+        if statement != said:  # the action is generated again after the corrected verdict
+            first = result.timings
+            result = self.run(self._after(inputs, statement), max_new_tokens, output_logits)
+            result.text = result.text.strip()
+            result.timings["statement_ms"] = first["prefill_ms"] + first["decode_ms"]
+            result.timings["verdict_changed"] = 1
+        else:
+            result.text = result.text[len(said or "") :].strip()
+        result.statement = statement
         return result
 
     def choose_after_statement(
         self, inputs: ModelInputs, answers: Sequence[str]
     ) -> GenerationResult:
         """For a `nav_statement` model: the answer is generated greedily, its statement (the text
-        up to the last ".") kept, and `answers` scored after it (`choose`). The result's text
-        is the chosen answer without the statement, which is in `statement`; `answer_log_probs`
-        are the answers' scores given the statement. A generation without a statement leaves
-        the answers scored alone (counted in timings["statement_missing"])."""
+        up to the last ".") kept, and `answers` scored after it. The tokens every answer shares
+        (the statement) join the prompt, so they are prefilled once instead of being scored once
+        per answer; the ranking is that of `choose` over "statement answer", and
+        `answer_log_probs` are the answers' scores given the statement. The result's text is the
+        chosen answer without the statement, which is in `statement`. A generation without a
+        statement leaves the answers scored alone (counted in timings["statement_missing"])."""
         said = self.run(inputs, STATEMENT_MAX_TOKENS)
-        statement = statement_of(said.text)
-        prefix = "" if statement is None else f"{statement} "
-        result = self.choose(inputs, [prefix + answer for answer in answers])
-        best = max(range(len(answers)), key=result.answer_log_probs.__getitem__)
-        result.text = answers[best].strip()
+        statement = self._checked(statement_of(said.text), said.timings)
+        if statement is None:
+            result = self.choose(inputs, answers)
+        else:
+            # statements differ at every step: their ids are not kept in the answer cache
+            full = [self.processor.answer_ids(f"{statement} {answer}") for answer in answers]
+            shared = _shared_prefix(full)
+            stated = ModelInputs(
+                inputs.input_ids + full[0][:shared],
+                inputs.media,
+                inputs.prompt_text + statement,
+            )
+            result = self._choose_ids(stated, answers, [ids[shared:] for ids in full])
         result.statement = statement
         result.timings["statement_ms"] = said.timings["prefill_ms"] + said.timings["decode_ms"]
         result.timings["statement_tokens"] = said.timings["new_tokens"]
         result.timings["statement_missing"] = int(statement is None)
+        result.timings["verdict_changed"] = said.timings.get("verdict_changed", 0)
         return result
+
+    def _checked(self, statement: str | None, timings: dict) -> str | None:
+        """`statement` with the verdict `config.nav_verdict` gives (unchanged for "model", or
+        when it is not of the form `names_verdict` reads); counts a change in
+        timings["verdict_changed"]."""
+        checked = statement
+        if statement is not None and self.config.nav_verdict == "names":
+            checked = names_verdict(statement) or statement
+        timings["verdict_changed"] = int(checked != statement)
+        return checked
+
+    def _after(self, inputs: ModelInputs, statement: str) -> ModelInputs:
+        """`inputs` with `statement` already said: the answer's tokens up to the action's."""
+        ids = self.processor.answer_ids(statement)[:-1]  # without the end token
+        return ModelInputs(inputs.input_ids + ids, inputs.media, inputs.prompt_text + statement)
 
     def choose(self, inputs: ModelInputs, answers: Sequence[str]) -> GenerationResult:
         """The most probable of a closed set of `answers` for processed `inputs`.
@@ -385,7 +420,12 @@ class Engine:
         """
         if not answers:
             raise ValueError("choose needs at least one answer")
-        continuations = [self._answer_ids(answer) for answer in answers]
+        return self._choose_ids(inputs, answers, [self._answer_ids(a) for a in answers])
+
+    def _choose_ids(
+        self, inputs: ModelInputs, answers: Sequence[str], continuations: list[list[int]]
+    ) -> GenerationResult:
+        """`choose` with each answer's token ids (ending with the end token) given."""
         with torch.inference_mode():
             encoded = self._encode_media(inputs.media)
             scored = self.backend.score(inputs, encoded.embeds, continuations)
@@ -495,3 +535,12 @@ def _frame_keys(item: MediaItem) -> list[Hashable | None]:
     if len(item.keys) != count:
         raise ValueError(f"{item.kind} item has {count} frames but {len(item.keys)} cache keys")
     return list(item.keys)
+
+
+def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading ids all `sequences` share, leaving each at least its last one."""
+    shared = min(len(ids) for ids in sequences) - 1
+    for i in range(shared):
+        if len({ids[i] for ids in sequences}) > 1:
+            return i
+    return shared

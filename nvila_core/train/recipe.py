@@ -57,6 +57,7 @@ MODEL_OVERRIDES = (
     "nav_merge_actions",
     "nav_previous_actions",
     "nav_statement",
+    "nav_verdict",
 )
 _STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
 _RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")

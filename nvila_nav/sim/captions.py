@@ -124,23 +124,30 @@ where the expert's stop in front of it leaves the robot, with a margin."""
 
 
 def ask_match(
-    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator, same_kind: float = 0.0
 ) -> list[tuple[str, str]]:
     """The stop decision as yes/no questions on one view: "Is the pink shelf close ahead?".
 
     When a landmark is close ahead (in view, within CLOSE_AHEAD), two questions: its name,
     answered "Yes.", and another landmark's name that is not close ahead, answered "No.", a
     hard negative (the same kind or colour) half the time; otherwise one question, "No.". The
-    frame alone does not tell the answer, only the name read against the view does.
+    frame alone does not tell the answer, only the name read against the view does. With
+    `same_kind` > 0, the negative is first drawn with that probability among the landmarks of the
+    same kind, where the colour alone tells them apart (`_match_names`).
     """
     return [
         (f"<image>\nIs the {name} close ahead?", answer)
-        for name, answer in _match_names(world, pose, hfov_deg, rng)
+        for name, answer in _match_names(world, pose, hfov_deg, rng, same_kind)
     ]
 
 
 def ask_compare(
-    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator, copy: bool = False
+    world: World,
+    pose: Pose,
+    hfov_deg: float,
+    rng: np.random.Generator,
+    copy: bool = False,
+    same_kind: float = 0.0,
 ) -> list[tuple[str, str]]:
     """`ask_match`'s questions with the landmark close ahead written before them: "Close ahead:
     the orange shelf. Is the pink bookshelf close ahead?" -> "No.", a comparison of two names in
@@ -155,14 +162,16 @@ def ask_compare(
             f"<image>\n{stated} Is the {name} close ahead?",
             f"{stated} Asked: the {name}." if copy else answer,
         )
-        for name, answer in _match_names(world, pose, hfov_deg, rng)
+        for name, answer in _match_names(world, pose, hfov_deg, rng, same_kind)
     ]
 
 
 def _match_names(
-    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
+    world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator, same_kind: float = 0.0
 ) -> list[tuple[str, str]]:
-    """The spoken names `ask_match` asks about, with their answers."""
+    """The spoken names `ask_match` asks about, with their answers. `same_kind` is the chance
+    that the negative has the target's kind when the scene has one: a model that compares kinds
+    and not colours answers those "Yes.". At 0 the draws are those of files written without it."""
     if not world.landmarks:
         raise ValueError(f"{world.scene_id} has no landmark to ask about")
     close = set(landmarks_close_ahead(world, pose, hfov_deg))
@@ -175,8 +184,12 @@ def _match_names(
     others = [lm for lm in world.landmarks if lm.name not in close and lm.name != target.name]
     if target.name not in close:
         others.append(target)
+    same = [lm for lm in others if lm.kind == target.kind]
     hard = [lm for lm in others if lm.kind == target.kind or lm.colour == target.colour]
-    pool = hard if hard and rng.random() < 0.5 else others
+    if same_kind and same and rng.random() < same_kind:
+        pool = same
+    else:
+        pool = hard if hard and rng.random() < 0.5 else others
     if pool:
         asked.append((pool[int(rng.integers(len(pool)))], "No."))
     return [(_spoken(lm, rng), answer) for lm, answer in asked]
@@ -219,16 +232,17 @@ def goal_phrase(text: str, goal: Landmark) -> re.Match[str] | None:
     return matches[-1] if matches else None
 
 
-def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark, named: str) -> str:
+def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark) -> str:
     """What a navigation model that reasons before it acts says at `pose`: what is close ahead,
-    then whether the landmark its instruction stops at (`named` as the instruction writes it,
-    "the blue potted plant") is: "Close ahead: the pink shelf. Is the blue potted plant close
-    ahead? No." The form of the compare questions (`ask_compare`), so that the comparison
-    learnt there decides the stop; the answer is "Yes." when `goal` is close ahead."""
+    then whether the landmark its instruction stops at is: "Close ahead: the pink shelf. Is the
+    blue potted plant close ahead? No.", "Yes." when `goal` is close ahead. Both names in the
+    readout's words (`readout_answer`), whatever synonym the instruction used ("bookshelf",
+    "plant"), so that the same landmark is always written the same and the verdict can be
+    checked by comparing the two names (the model option nav_verdict: names)."""
     close = landmarks_close_ahead(world, pose, hfov_deg)
     said = _phrase(_readout(world, close))
     answer = "Yes." if goal.name in close else "No."
-    return f"Close ahead: {said}. Is {named.lower()} close ahead? {answer}"
+    return f"Close ahead: {said}. Is {_phrase(readout_answer(goal))} close ahead? {answer}"
 
 
 def readout_answer(landmark: Landmark) -> str:
@@ -323,6 +337,7 @@ def write_caption_dataset(
     seed: int = 0,
     camera: CameraConfig | None = None,
     task: str = "captions",
+    same_kind: float = 0.0,
 ) -> Path:
     """Render n frames from the split's scenes; returns the LLaVA-format JSON's path.
 
@@ -332,7 +347,8 @@ def write_caption_dataset(
     questions per frame (`ask_match`), three quarters of the frames close to a landmark;
     "readout", "What is close ahead?" (`read_out`) on the same frames as "match"; "compare" and
     "copy", the match questions with the landmark close ahead written in the prompt
-    (`ask_compare`), the same frames and names as "match" for the same seed.
+    (`ask_compare`), the same frames and names as "match" for the same seed. `same_kind` weights
+    the negatives of "match", "compare" and "copy" towards the target's kind (`ask_match`).
 
     Frame k is drawn in scene k mod (number of scenes), so every scene gets its share, and each
     scene's poses come from its own generator seeded by (seed, split, scene): val_seen reuses the
@@ -365,9 +381,11 @@ def write_caption_dataset(
                 rel = f"frames/{scene.rsplit('/', 1)[-1]}_{k:06d}.jpg"
                 Image.fromarray(sim.reset_to(scene, pose).rgb).save(out / rel, quality=92)
                 if task == "match":
-                    asked = ask_match(world, pose, camera.hfov_deg, rng)
+                    asked = ask_match(world, pose, camera.hfov_deg, rng, same_kind)
                 elif task in ("compare", "copy"):
-                    asked = ask_compare(world, pose, camera.hfov_deg, rng, copy=task == "copy")
+                    asked = ask_compare(
+                        world, pose, camera.hfov_deg, rng, task == "copy", same_kind
+                    )
                 elif task == "readout":
                     asked = [(READOUT_PROMPT, read_out(world, pose, camera.hfov_deg))]
                 elif task == "where":

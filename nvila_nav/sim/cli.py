@@ -101,7 +101,13 @@ def _cmd_captions(args: argparse.Namespace) -> int:
         "captions",
     )
     path = write_caption_dataset(
-        args.out, args.split, args.n, seed=args.seed, camera=_camera(args), task=task
+        args.out,
+        args.split,
+        args.n,
+        seed=args.seed,
+        camera=_camera(args),
+        task=task,
+        same_kind=args.same_kind,
     )
     print(f"wrote {args.n} {args.split} frames ({task}) to {path}")
     return 0
@@ -232,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--compare's questions answered by repeating both names, \"Close ahead: the "
         'orange shelf. Asked: the pink bookshelf." (copy.json)',
+    )
+    p.add_argument(
+        "--same-kind",
+        type=float,
+        default=0.0,
+        help="--match/--compare/--copy: chance that the negative is a landmark of the same kind "
+        "(only its colour differs), when the scene has one; 0 keeps the default mix",
     )
     _add_camera_args(p, 320, 240, frame_hz=False)
     p.set_defaults(func=_cmd_captions)

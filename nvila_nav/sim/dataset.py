@@ -185,17 +185,16 @@ def write_episode(
 
 def set_statements(meta: dict, world: World) -> None:
     """Give every action of an episode's meta.json its "statement" (`captions.stop_statement`
-    about the goal landmark as the instruction names it), in place; an episode whose
-    instruction does not name its goal landmark gets none."""
+    about the goal landmark), in place; an episode whose instruction does not name its goal
+    landmark gets none (the model could not tell which landmark to ask about)."""
     name = meta["episode"].get("info", {}).get("goal_landmark")
     goal = None if name is None else world.landmark(name)
-    named = None if goal is None else goal_phrase(meta["instruction"], goal)
+    named = goal is not None and goal_phrase(meta["instruction"], goal) is not None
     hfov = float(meta["camera"]["hfov_deg"])
     for action in meta["actions"]:
         action.pop("statement", None)
-        if named is not None:
-            pose = Pose(*action["pose"])
-            action["statement"] = stop_statement(world, pose, hfov, goal, named.group(0))
+        if named:
+            action["statement"] = stop_statement(world, Pose(*action["pose"]), hfov, goal)
 
 
 def add_statements(root: str | Path) -> int:

@@ -9,11 +9,12 @@ import pytest
 
 from nvila_core.model.checkpoint import load_checkpoint, save_checkpoint
 from nvila_core.model.configuration import ConfigError, NVILAConfig
+from nvila_core.model.generation import Decoded
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
-from nvila_core.model.prompting import statement_answer, statement_of
+from nvila_core.model.prompting import names_verdict, statement_answer, statement_of
 from nvila_core.model.tokenizer import build_tokenizer
-from nvila_core.runtime.engine import Engine
+from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_core.train.data import DataError, NavDataset, read_episodes
 from test.helpers.compact_models import ScriptedAnswer, compact_model
 from test.helpers.episode_folders import write_episode_dataset
@@ -93,9 +94,14 @@ def test_engine_chooses_the_action_after_its_own_statement(make_frames):
     result = engine.navigate("stop at the red chair.", frames, answers=ANSWERS)
     assert result.statement == SAID
     assert result.timings["statement_missing"] == 0 and result.timings["statement_ms"] == 3.0
-    expected = engine.choose(inputs, [f"{SAID} {a}" for a in ANSWERS])
-    assert result.answer_log_probs == pytest.approx(expected.answer_log_probs)
-    assert result.text == ANSWERS[int(np.argmax(expected.answer_log_probs))]
+    # the statement is prefilled once with the prompt: the same ranking as scoring every
+    # "statement answer" whole, each score lower by the statement's own log-probability
+    whole = engine.choose(inputs, [f"{SAID} {a}" for a in ANSWERS]).answer_log_probs
+    statement_logp = np.subtract(whole, result.answer_log_probs)
+    assert statement_logp == pytest.approx([statement_logp[0]] * len(ANSWERS), abs=1e-4)
+    assert statement_logp[0] < -1.0
+    assert result.text == ANSWERS[int(np.argmax(whole))]
+    assert result.timings["prompt_tokens"] > engine.choose(inputs, ANSWERS).timings["prompt_tokens"]
     # generated, not chosen: the text is the action, the statement apart
     generated = engine.navigate("stop at the red chair.", frames)
     assert (generated.statement, generated.text) == (SAID, "move forward 25 cm")
@@ -105,3 +111,73 @@ def test_engine_chooses_the_action_after_its_own_statement(make_frames):
     assert result.statement is None and result.timings["statement_missing"] == 1
     expected = engine.choose(inputs, ANSWERS)
     assert result.answer_log_probs == pytest.approx(expected.answer_log_probs)
+
+
+def test_names_verdict_says_yes_exactly_for_the_same_name():
+    same = "Close ahead: the red chair. Is the Red Chair close ahead? No."
+    assert names_verdict(same) == "Close ahead: the red chair. Is the Red Chair close ahead? Yes."
+    other = "Close ahead: the blue chair. Is the red chair close ahead? Yes."
+    assert names_verdict(other) == other.replace("Yes.", "No.")
+    nothing = "Close ahead: nothing. Is nothing close ahead? Yes."
+    assert names_verdict(nothing).endswith("No.")
+    assert names_verdict(SAID) == SAID
+    for unreadable in ("Close ahead: the red chair.", "Is the red chair close ahead? Yes.", ""):
+        assert names_verdict(unreadable) is None
+
+
+def test_config_needs_a_statement_for_the_names_verdict(tmp_path):
+    with pytest.raises(ConfigError, match="nav_verdict: names needs nav_statement"):
+        statement_config(nav_statement=False, nav_verdict="names")
+    with pytest.raises(ConfigError, match="nav_verdict must be one of"):
+        statement_config(nav_verdict="vote")
+    config = statement_config(nav_verdict="names")
+    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
+    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    assert load_checkpoint(tmp_path / "ckpt")[0].config.nav_verdict == "names"
+
+
+class _SaysThenActs(ScriptedAnswer):
+    """Says `text` after the prompt, and `then` when the prompt already ends with a statement."""
+
+    def __init__(self, model, tokenizer, text, then, prompt_tokens):
+        super().__init__(model, tokenizer, text)
+        self.then = tokenizer(then, add_special_tokens=False).input_ids
+        self.prompt_tokens, self.prompts = prompt_tokens, []
+
+    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
+        self.prompts.append(len(inputs.input_ids))
+        if len(inputs.input_ids) == self.prompt_tokens:
+            return super().decode(inputs, media_embeds, stop_token_ids, max_new_tokens, False)
+        return Decoded(self.then, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
+
+
+def test_the_names_verdict_replaces_the_models_and_the_action_follows_it(make_frames):
+    model, config, tokenizer = compact_model(nav_statement=True, nav_verdict="names")
+    frames, instruction = make_frames(3), "stop at the red chair."
+    wrong = "Close ahead: the red chair. Is the red chair close ahead? No."
+    right = wrong.replace("No.", "Yes.")
+    prompt = Engine(TorchBackend(model), config, tokenizer).processor.navigation(
+        instruction, frames
+    )
+    backend = _SaysThenActs(model, tokenizer, f"{wrong} move forward 25 cm", " stop", 0)
+    backend.prompt_tokens = len(prompt.input_ids)
+    engine = Engine(backend, config, tokenizer)
+    # chosen: the answers are scored after the corrected statement
+    chosen = engine.navigate(instruction, frames, answers=ANSWERS)
+    assert chosen.statement == right and chosen.timings["verdict_changed"] == 1
+    whole = engine.choose(prompt, [f"{right} {a}" for a in ANSWERS]).answer_log_probs
+    assert chosen.text == ANSWERS[int(np.argmax(whole))]
+    # generated: the action is generated again, after the corrected statement
+    backend.prompts.clear()
+    generated = engine.navigate(instruction, frames)
+    assert (generated.statement, generated.text) == (right, "stop")
+    assert backend.prompts[0] == len(prompt.input_ids) < backend.prompts[1]
+    assert generated.timings["verdict_changed"] == 1
+    # a right verdict is kept, and the model's own verdict is kept under nav_verdict: model
+    backend = _SaysThenActs(model, tokenizer, f"{right} stop", " stop", len(prompt.input_ids))
+    kept = Engine(backend, config, tokenizer).navigate(instruction, frames)
+    assert (kept.statement, kept.text, kept.timings["verdict_changed"]) == (right, "stop", 0)
+    plain = dataclasses.replace(config, nav_verdict="model")
+    backend = _SaysThenActs(model, tokenizer, f"{wrong} stop", " stop", len(prompt.input_ids))
+    assert Engine(backend, plain, tokenizer).navigate(instruction, frames).statement == wrong

@@ -1,8 +1,11 @@
 """`Engine(backend="onnxruntime")` over an export folder answers like the torch backend."""
 
+import dataclasses
+
 import pytest
 import torch
 
+from nvila_core.model.generation import Decoded
 from nvila_core.quant import simulated
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_core.runtime.onnx_backend import OnnxRuntimeBackend
@@ -140,3 +143,55 @@ def test_choosing_runs_one_llm_call_per_answer_token_on_onnxruntime(ort_engine, 
         backend.max_batch = type(backend).max_batch
     assert single.text == batched.text
     assert single.answer_log_probs == pytest.approx(batched.answer_log_probs, abs=1e-5)
+
+
+class _Saying:
+    """An export backend whose generation says `ids`, as a trained statement model would; its
+    scoring is the backend's own."""
+
+    def __init__(self, backend, ids):
+        self.backend, self.ids = backend, ids
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
+        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
+
+
+def test_a_statement_is_prefilled_once_and_chosen_after_like_torch(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames
+):
+    """A nav_statement model's answers share its ~25-token statement: on onnxruntime it joins the
+    prefill instead of being walked token by token down the answers' tree."""
+    config = dataclasses.replace(
+        tiny_model.config, nav_prompt="compact", nav_history="recent", nav_statement=True
+    )
+    said = "Close ahead: the red chair. Is the red chair close ahead? Yes."
+    ids = tiny_tokenizer(f"{said} stop", add_special_tokens=False).input_ids
+    answers = ["move forward 75 cm", "turn left 30 degrees", "turn right 15 degrees", "stop"]
+    ours_engine = Engine(_Saying(ort_engine.backend, ids), config, tiny_tokenizer)
+    ref_engine = Engine(_Saying(TorchBackend(tiny_model), ids), config, tiny_tokenizer)
+    session = ort_engine.backend.sessions["llm"]
+    calls = []
+
+    class Counting:
+        def run(self, names, feed):
+            calls.append(feed["inputs_embeds"].shape[1])
+            return session.run(names, feed)
+
+    frames = make_frames(3)
+    ort_engine.backend.sessions["llm"] = Counting()
+    try:
+        ours = ours_engine.navigate("Stop at the red chair.", frames, answers=answers)
+    finally:
+        ort_engine.backend.sessions["llm"] = session
+    ref = ref_engine.navigate("Stop at the red chair.", frames, answers=answers)
+    assert ours.statement == ref.statement == said and ours.text == ref.text
+    torch.testing.assert_close(
+        torch.tensor(ours.answer_log_probs), torch.tensor(ref.answer_log_probs), rtol=0, atol=1e-4
+    )
+    # one prefill that holds the statement, then one call per further answer token
+    longest = max(len(ours_engine.processor.answer_ids(a)) for a in answers)
+    assert calls[0] == ours.timings["prompt_tokens"] and len(calls) <= longest
+    assert ours.timings["prompt_tokens"] > len(ids) - 1

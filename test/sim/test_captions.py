@@ -204,6 +204,31 @@ def test_match_questions_pair_the_close_landmark_with_another(world):
     assert pairs >= 40 and 0.25 * pairs <= hard <= 0.9 * pairs
 
 
+def test_same_kind_negatives_differ_from_the_landmark_in_front_by_colour_alone(world):
+    poses = close_view_poses(world, 60, np.random.default_rng(3))
+    same = 0
+    for k, pose in enumerate(poses):
+        default = ask_match(world, pose, HFOV, np.random.default_rng(k))
+        assert ask_match(world, pose, HFOV, np.random.default_rng(k), same_kind=0.0) == default
+        asked = ask_match(world, pose, HFOV, np.random.default_rng(k), same_kind=1.0)
+        if len(asked) < 2:
+            continue
+        (target,), (other,) = (
+            [
+                lm
+                for lm in world.landmarks
+                if re.search(rf"Is the {lm.colour} ({'|'.join(KINDS[lm.kind].nouns)}) close", q)
+            ]
+            for q, _ in asked
+        )
+        close = {n for d, n, _ in landmarks_in_view(world, pose, HFOV) if d <= CLOSE_AHEAD}
+        if any(lm.kind == target.kind and lm.name not in close for lm in world.landmarks):
+            assert other.kind == target.kind and other.colour != target.colour
+            assert asked[1][1] == "No."
+            same += 1
+    assert same >= 20
+
+
 def test_compare_questions_state_the_readout_before_the_match_question(world):
     poses = close_view_poses(world, 30, np.random.default_rng(5))
     for pose in poses:

@@ -10,7 +10,7 @@ import pytest
 from nvila_core.train.data import DataError, read_episodes
 from nvila_nav.actions import parse_action
 from nvila_nav.sim import cli as sim_cli
-from nvila_nav.sim.captions import CLOSE_AHEAD, goal_phrase, landmarks_in_view
+from nvila_nav.sim.captions import CLOSE_AHEAD, goal_phrase, landmarks_in_view, readout_answer
 from nvila_nav.sim.contrast import contrast_meta, pick_other
 from nvila_nav.sim.dataset import load_dataset
 from nvila_nav.sim.episodes import Episode
@@ -95,7 +95,8 @@ def test_states_near_the_goal_are_relabelled_for_the_other_landmark(rollout):
         assert meta["actions"][-1]["text"] == "stop"
         assert contrast["result"]["success"] is False
         # the statements ask about the landmark now named: at the original stop, "No."
-        asked = goal_phrase(contrast["instruction"], other).group(0).lower()
+        assert goal_phrase(contrast["instruction"], other) is not None
+        asked = "the " + readout_answer(other).removeprefix("The ").removesuffix(".")
         assert all(f"Is {asked} close ahead?" in a["statement"] for a in contrast["actions"])
         assert meta["actions"][-1]["statement"].endswith("Yes.")
         end = Pose(*contrast["actions"][-1]["pose"])

@@ -7,7 +7,7 @@ import pytest
 
 from nvila_nav.actions import parse_action
 from nvila_nav.sim import cli
-from nvila_nav.sim.captions import goal_phrase, stop_statement
+from nvila_nav.sim.captions import goal_phrase, readout_answer, stop_statement
 from nvila_nav.sim.dataset import add_statements, load_dataset, write_episode, write_index
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import generate_episodes
@@ -74,13 +74,13 @@ def test_actions_record_the_statement_at_their_pose(tmp_path, runs, capsys):
     for run, meta in zip(runs, written, strict=True):
         world = world_for_scene(run.episode.scene_id)
         goal = world.landmark(run.episode.info["goal_landmark"])
-        named = goal_phrase(run.episode.instruction_text, goal).group(0)
+        assert goal_phrase(run.episode.instruction_text, goal) is not None
         said = [a["statement"] for a in meta["actions"]]
-        assert said == [
-            stop_statement(world, a.pose, CAMERA.hfov_deg, goal, named) for a in run.actions
-        ]
-        # the expert stops at its goal landmark, which is then close ahead
-        assert said[-1].endswith(f"Is {named.lower()} close ahead? Yes.")
+        assert said == [stop_statement(world, a.pose, CAMERA.hfov_deg, goal) for a in run.actions]
+        # the expert stops at its goal landmark, which is then close ahead; the question names it
+        # in the readout's words ("the blue potted plant"), whichever noun the instruction used
+        asked = "the " + readout_answer(goal).removeprefix("The ").removesuffix(".")
+        assert said[-1].endswith(f"Is {asked} close ahead? Yes.")
         assert said[0].endswith("No.")
     # a dataset written before rollouts recorded them gets the same values, in place
     for path in paths:

@@ -332,24 +332,18 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     for stage in (*match.stages, *readout.stages):
         assert stage.data.num_frames == 1 and stage.train.max_steps == 500
     ahead = load_recipe(RECIPES / "navila-nano-statement.yaml")
-    assert [s.name for s in ahead.stages] == [
-        "readout",
-        "copy",
-        "compare",
-        "navigation-statement",
-    ]
+    assert [s.name for s in ahead.stages] == ["readout", "navigation-statement"]
     assert ahead.stages[0].data == dataclasses.replace(
         readout.stages[0].data, source=ahead.stages[0].data.source
     )  # the readout stage of navila-nano-readout.yaml
-    # the comparison is grown in the LLM alone, so the vision path keeps what the readout taught
-    assert [s.train.trainable for s in ahead.stages[1:3]] == [["llm"], ["llm"]]
-    navigation = ahead.stages[3]
-    assert navigation.model_overrides == {"nav_statement": True}
+    navigation = ahead.stages[1]
+    # the model states both names and the engine compares them (nav_verdict: names)
+    assert navigation.model_overrides == {"nav_statement": True, "nav_verdict": "names"}
     assert navigation.data.num_frames == nano.stages[1].data.num_frames == 5
     assert navigation.data.history == "recent"
     paths = {str(d.path) for d in navigation.data.datasets}
     assert {str(d.path) for d in nano.stages[1].data.datasets} <= paths
-    assert {"data/nano/contrast_A", "data/nano/compare/compare.json"} <= paths
+    assert {"data/nano/contrast_A", "data/nano/readout/readout.json"} <= paths
 
 
 def _tiny_recipe(rollout, **stage_extra):
