@@ -1,5 +1,6 @@
 """`Engine(backend="onnxruntime")` over an export folder answers like the torch backend."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -116,30 +117,40 @@ def test_choosing_among_answers_matches_torch(ort_engine, tiny_model, tiny_token
     assert ours.timings["answers"] == len(ANSWERS) and ours.timings["prompt_tokens"] > 0
 
 
+@contextlib.contextmanager
+def _llm_calls(backend):
+    """The (rows, tokens) of every call to `backend`'s LLM session while the block runs."""
+    session, shapes = backend.sessions["llm"], []
+
+    class Counting:
+        def run(self, names, feed):
+            shapes.append(tuple(feed["inputs_embeds"].shape[:2]))
+            return session.run(names, feed)
+
+    backend.sessions["llm"] = Counting()
+    try:
+        yield shapes
+    finally:
+        backend.sessions["llm"] = session
+
+
 def test_choosing_runs_one_llm_call_per_answer_token_on_onnxruntime(ort_engine, make_frames):
     """The branches of one tree depth share a batched call; one row per call gives the same
     scores (what TensorRT's batch-1 engines do)."""
     backend = ort_engine.backend
-    session = backend.sessions["llm"]
-    calls = []
-
-    class Counting:
-        def run(self, names, feed):
-            calls.append(feed["inputs_embeds"].shape[0])
-            return session.run(names, feed)
-
     history = make_frames(3)
-    backend.sessions["llm"] = Counting()
     try:
-        batched = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        with _llm_calls(backend) as shapes:
+            batched = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        calls = [rows for rows, _ in shapes]
         longest = max(len(ort_engine.processor.answer_ids(a)) for a in ANSWERS)
         assert len(calls) == longest and max(calls) > 1
-        calls.clear()
         backend.max_batch = 1
-        single = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        with _llm_calls(backend) as shapes:
+            single = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+        calls = [rows for rows, _ in shapes]
         assert len(calls) > longest and max(calls) == 1
     finally:
-        backend.sessions["llm"] = session
         backend.max_batch = type(backend).max_batch
     assert single.text == batched.text
     assert single.answer_log_probs == pytest.approx(batched.answer_log_probs, abs=1e-5)
@@ -172,20 +183,10 @@ def test_a_statement_is_prefilled_once_and_chosen_after_like_torch(
     answers = ["move forward 75 cm", "turn left 30 degrees", "turn right 15 degrees", "stop"]
     ours_engine = Engine(_Saying(ort_engine.backend, ids), config, tiny_tokenizer)
     ref_engine = Engine(_Saying(TorchBackend(tiny_model), ids), config, tiny_tokenizer)
-    session = ort_engine.backend.sessions["llm"]
-    calls = []
-
-    class Counting:
-        def run(self, names, feed):
-            calls.append(feed["inputs_embeds"].shape[1])
-            return session.run(names, feed)
-
     frames = make_frames(3)
-    ort_engine.backend.sessions["llm"] = Counting()
-    try:
+    with _llm_calls(ort_engine.backend) as shapes:
         ours = ours_engine.navigate("Stop at the red chair.", frames, answers=answers)
-    finally:
-        ort_engine.backend.sessions["llm"] = session
+    calls = [length for _, length in shapes]
     ref = ref_engine.navigate("Stop at the red chair.", frames, answers=answers)
     assert ours.statement == ref.statement == said and ours.text == ref.text
     torch.testing.assert_close(
