@@ -354,7 +354,8 @@ class Engine:
         statement = self._checked(said, result.timings)
         if statement != said:  # the action is generated again after the corrected verdict
             first = result.timings
-            result = self.run(self._after(inputs, statement), max_new_tokens, output_logits)
+            ids = self.processor.answer_ids(statement)[:-1]  # without the end token
+            result = self.run(_said(inputs, ids, statement), max_new_tokens, output_logits)
             result.text = result.text.strip()
             result.timings["statement_ms"] = first["prefill_ms"] + first["decode_ms"]
             result.timings["verdict_changed"] = 1
@@ -381,11 +382,7 @@ class Engine:
             # statements differ at every step: their ids are not kept in the answer cache
             full = [self.processor.answer_ids(f"{statement} {answer}") for answer in answers]
             shared = _shared_prefix(full)
-            stated = ModelInputs(
-                inputs.input_ids + full[0][:shared],
-                inputs.media,
-                inputs.prompt_text + statement,
-            )
+            stated = _said(inputs, full[0][:shared], statement)
             result = self._choose_ids(stated, answers, [ids[shared:] for ids in full])
         result.statement = statement
         result.timings["statement_ms"] = said.timings["prefill_ms"] + said.timings["decode_ms"]
@@ -403,11 +400,6 @@ class Engine:
             checked = names_verdict(statement) or statement
         timings["verdict_changed"] = int(checked != statement)
         return checked
-
-    def _after(self, inputs: ModelInputs, statement: str) -> ModelInputs:
-        """`inputs` with `statement` already said: the answer's tokens up to the action's."""
-        ids = self.processor.answer_ids(statement)[:-1]  # without the end token
-        return ModelInputs(inputs.input_ids + ids, inputs.media, inputs.prompt_text + statement)
 
     def choose(self, inputs: ModelInputs, answers: Sequence[str]) -> GenerationResult:
         """The most probable of a closed set of `answers` for processed `inputs`.
@@ -544,3 +536,8 @@ def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
         if len({ids[i] for ids in sequences}) > 1:
             return i
     return shared
+
+
+def _said(inputs: ModelInputs, ids: list[int], statement: str) -> ModelInputs:
+    """`inputs` with the answer begun: `ids` (the tokens of `statement`) follow the prompt."""
+    return ModelInputs(inputs.input_ids + ids, inputs.media, inputs.prompt_text + statement)

@@ -254,6 +254,8 @@ def test_match_dataset_asks_each_close_frame_twice(tmp_path):
     except RenderingUnavailable as exc:
         pytest.skip(str(exc))
     assert path.name == "match.json"
+    with pytest.raises(ValueError, match="same_kind is a probability"):
+        write_caption_dataset(tmp_path / "bad", "val_unseen", 2, task="match", same_kind=1.5)
     records = json.loads(path.read_text())
     by_frame: dict[str, list[str]] = {}
     for r in records:
