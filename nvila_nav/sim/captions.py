@@ -237,14 +237,13 @@ def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark) ->
     then whether the landmark its instruction stops at is: "Close ahead: the pink shelf. Is the
     blue potted plant close ahead? No.", "Yes." when `goal` is close ahead. Both names in the
     readout's words (`readout_answer`), whatever synonym the instruction used ("bookshelf",
-    "plant"), so that the same landmark is always written the same and the verdict can be
-    checked by comparing the two names (the model option nav_verdict: names). One case does not
-    agree with that check: the goal close ahead but another landmark nearer, "Close ahead: the
-    pink box. Is the purple shelf close ahead? Yes." (about 4 % of the "Yes." statements of the
-    training rollouts)."""
+    "plant"), so that the same landmark is always written the same and the verdict is exactly
+    whether the two names are equal (the model option nav_verdict: names). So when the goal is
+    close ahead it is the landmark stated, even with another one nearer; otherwise the nearest."""
     close = landmarks_close_ahead(world, pose, hfov_deg)
-    said = _phrase(_readout(world, close))
-    answer = "Yes." if goal.name in close else "No."
+    goal_close = goal.name in close
+    said = _phrase(readout_answer(goal) if goal_close else _readout(world, close))
+    answer = "Yes." if goal_close else "No."
     return f"Close ahead: {said}. Is {_phrase(readout_answer(goal))} close ahead? {answer}"
 
 

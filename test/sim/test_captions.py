@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nvila_core.model.prompting import names_verdict
 from nvila_nav.sim import cli
 from nvila_nav.sim.captions import (
     CAMERA_FORWARD,
@@ -21,6 +22,8 @@ from nvila_nav.sim.captions import (
     landmarks_in_view,
     random_view_poses,
     read_out,
+    readout_answer,
+    stop_statement,
     write_caption_dataset,
 )
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
@@ -289,3 +292,28 @@ def test_readout_names_the_nearest_close_landmark(world):
             o for o in world.landmarks if answer == f"The {o.colour} {KINDS[o.kind].nouns[0]}."
         ]
         assert len(named) == 1 and named[0].footprint.distance_to(ax, ay) <= CLOSE_AHEAD + 0.3
+
+
+def test_statement_names_the_goal_when_it_is_close_ahead_behind_a_nearer_landmark(world):
+    """The names verdict ("Yes." iff the two names are equal) must agree with every statement:
+    with two landmarks close ahead, the goal is the one stated, even when it is the farther."""
+    rng = np.random.default_rng(5)
+    poses = close_view_poses(world, 300, rng) + random_view_poses(world, 100, rng)
+    two_close = 0
+    for pose in poses:
+        close = [n for d, n, _ in landmarks_in_view(world, pose, HFOV) if d <= CLOSE_AHEAD]
+        for goal in world.landmarks:
+            said = stop_statement(world, pose, HFOV, goal)
+            assert names_verdict(said) == said
+            assert said.endswith("Yes.") == (goal.name in close)
+        if len(close) >= 2:
+            two_close += 1
+            farther = world.landmark(close[1])
+            said = stop_statement(world, pose, HFOV, farther)
+            named = readout_answer(farther).removesuffix(".").lower()
+            assert said.startswith(f"Close ahead: {named}.") and said.endswith("Yes.")
+            other = next(lm for lm in world.landmarks if lm.name not in close)
+            assert stop_statement(world, pose, HFOV, other).startswith(
+                f"Close ahead: {readout_answer(world.landmark(close[0])).removesuffix('.').lower()}."
+            )
+    assert two_close >= 3

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from nvila_core.model.prompting import names_verdict
 from nvila_nav.actions import parse_action
 from nvila_nav.sim import cli
 from nvila_nav.sim.captions import goal_phrase, readout_answer, stop_statement
@@ -82,6 +83,7 @@ def test_actions_record_the_statement_at_their_pose(tmp_path, runs, capsys):
         asked = "the " + readout_answer(goal).removeprefix("The ").removesuffix(".")
         assert said[-1].endswith(f"Is {asked} close ahead? Yes.")
         assert said[0].endswith("No.")
+        assert all(names_verdict(s) == s for s in said)  # the verdict the engine gives agrees
     # a dataset written before rollouts recorded them gets the same values, in place
     for path in paths:
         meta = json.loads(path.read_text())
