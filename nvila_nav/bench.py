@@ -32,17 +32,30 @@ def decision_variants(out: Path, navila_shaped: bool = True) -> list[str]:
     """--variant arguments for the graph benchmark; writes the fp32 ONNX set and the
     NaVILA-shaped checkpoint if missing."""
     fp32 = out / "exports" / "navila-nano-fp32"
-    if not (fp32 / "export.json").is_file():
+    if not export_is_current(fp32, NANO):
         command = [sys.executable, "-m", "nvila_core", "export", "--model", NANO]
         subprocess.run([*command, "--quant", "none", "--out", str(fp32)], check=True)
     variants = [f"torch fp32={NANO}:torch", f"ORT fp32={fp32}:onnxruntime"]
-    if (DEPLOYED / "export.json").is_file():
+    if export_is_current(DEPLOYED, NANO):
         variants.append(f"ORT W8A8+W4A16={DEPLOYED}:onnxruntime")
+    elif (DEPLOYED / "export.json").is_file():
+        print(
+            f"[bench] {DEPLOYED} is older than {NANO}'s weights: the deployed form is not in the "
+            "graph benchmark until it is built again (docs/deployment.md)"
+        )
     else:
         print(f"[bench] {DEPLOYED} not found: the deployed form is not in the graph benchmark")
     if navila_shaped:
         variants.append(f"152 M NaVILA-shaped, torch fp32={navila_shaped_checkpoint(out)}:torch")
     return variants
+
+
+def export_is_current(export: str | Path, model: str | Path) -> bool:
+    """Whether `export` (an `nvila-core export` folder) was written after every weight file of
+    the checkpoint `model`: a pulled or retrained model makes an older export stale."""
+    written = Path(export) / "export.json"
+    weights = list(Path(model).glob("*/model.safetensors"))
+    return written.is_file() and all(written.stat().st_mtime >= w.stat().st_mtime for w in weights)
 
 
 def navila_shaped_checkpoint(out: Path) -> Path:

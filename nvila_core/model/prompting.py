@@ -326,15 +326,19 @@ def statement_answer(statement: str, answer: str) -> str:
     return f"{statement} {answer}"
 
 
-_STATED = re.compile(r"Close ahead: (.+?)\. Is (.+) close ahead\? (?:Yes|No)\.")
+STATEMENT_OPENING = "Close ahead:"
+"""How every statement that `names_verdict` reads begins."""
+
+_STATED = re.compile(r"Close ahead: (.+?)\. Is (.+) close ahead\?(?: (?:Yes|No)\.)?")
 
 
 def names_verdict(statement: str) -> str | None:
     """`statement` ("Close ahead: the pink shelf. Is the blue shelf close ahead? Yes.") with its
     verdict given by its two names: "Yes." exactly when the landmark it says is close ahead is
     the one it asks about, written the same (case aside), else "No."; None for a statement not of
-    that form. The names must be written alike for alike landmarks, as navila-nano's training
-    statements write both (the readout's words)."""
+    that form. A question without its verdict ("... close ahead?") gets one. The names must be
+    written alike for alike landmarks, as navila-nano's training statements write both (the
+    readout's words)."""
     stated = _STATED.fullmatch(statement)
     if stated is None:
         return None

@@ -35,7 +35,12 @@ from nvila_core.model.generation import (
 from nvila_core.model.image_processing import ImageLike
 from nvila_core.model.modeling import EncodedMedia, NVILAModel
 from nvila_core.model.processing import MediaItem, ModelInputs, NVILAProcessor
-from nvila_core.model.prompting import names_verdict, statement_of, stop_token_ids
+from nvila_core.model.prompting import (
+    STATEMENT_OPENING,
+    names_verdict,
+    statement_of,
+    stop_token_ids,
+)
 from nvila_core.model.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -243,6 +248,7 @@ class Engine:
         self.stop_token_ids = stop_token_ids(tokenizer, config.chat_template)
         self.frame_cache = FrameFeatureCache(cache_frames)
         self._answer_cache: dict[str, list[int]] = {}
+        self._statement_form = self._names_statement_form()
 
     @classmethod
     def from_pretrained(
@@ -367,15 +373,14 @@ class Engine:
     def choose_after_statement(
         self, inputs: ModelInputs, answers: Sequence[str]
     ) -> GenerationResult:
-        """For a `nav_statement` model: the answer is generated greedily, its statement (the text
-        up to the last ".") kept, and `answers` scored after it. The tokens every answer shares
-        (the statement) join the prompt, so they are prefilled once instead of being scored once
-        per answer; the ranking is that of `choose` over "statement answer", and
-        `answer_log_probs` are the answers' scores given the statement. The result's text is the
-        chosen answer without the statement, which is in `statement`. A generation without a
-        statement leaves the answers scored alone (counted in timings["statement_missing"])."""
-        said = self.run(inputs, STATEMENT_MAX_TOKENS)
-        statement = self._checked(statement_of(said.text), said.timings)
+        """For a `nav_statement` model: the statement is generated greedily (`_state`) and
+        `answers` scored after it. The tokens every answer shares (the statement) join the
+        prompt, so they are prefilled once instead of being scored once per answer; the ranking
+        is that of `choose` over "statement answer", and `answer_log_probs` are the answers'
+        scores given the statement. The result's text is the chosen answer without the
+        statement, which is in `statement`. A generation without a statement leaves the answers
+        scored alone (counted in timings["statement_missing"])."""
+        statement, said = self._state(inputs)
         if statement is None:
             result = self.choose(inputs, answers)
         else:
@@ -388,8 +393,42 @@ class Engine:
         result.timings["statement_ms"] = said.timings["prefill_ms"] + said.timings["decode_ms"]
         result.timings["statement_tokens"] = said.timings["new_tokens"]
         result.timings["statement_missing"] = int(statement is None)
-        result.timings["verdict_changed"] = said.timings.get("verdict_changed", 0)
+        if "verdict_changed" in said.timings:
+            result.timings["verdict_changed"] = said.timings["verdict_changed"]
         return result
+
+    def _state(self, inputs: ModelInputs) -> tuple[str | None, GenerationResult]:
+        """The statement a `nav_statement` model makes before its action, checked (`_checked`),
+        and the generation that made it. Under nav_verdict: names the engine knows the form,
+        "Close ahead: X. Is Y close ahead?" and the verdict it gives itself, so the opening joins
+        the prompt and generation stops at the question mark: only the two names and the words
+        between them are generated (navila-nano: 15 tokens instead of 30 with the verdict and the
+        action after it), and the greedy names are the ones a full generation writes. There
+        `said.timings` has no "verdict_changed": the model wrote no verdict."""
+        if self._statement_form is None:
+            said = self.run(inputs, STATEMENT_MAX_TOKENS)
+            return self._checked(statement_of(said.text), said.timings), said
+        opening_ids, question_mark = self._statement_form
+        begun = _said(inputs, opening_ids, STATEMENT_OPENING)
+        said = self.run(begun, STATEMENT_MAX_TOKENS, stop_ids=[question_mark])
+        question = f"{STATEMENT_OPENING}{said.text}?"
+        return names_verdict(question) or statement_of(question), said
+
+    def _names_statement_form(self) -> tuple[list[int], int] | None:
+        """For nav_verdict: names, the token ids of the statement's opening and of the "?" that
+        ends its question, where this tokenizer writes both inside a statement as on their own
+        (so forcing the one and stopping at the other changes nothing a greedy generation says);
+        else None."""
+        if not self.config.nav_statement or self.config.nav_verdict != "names":
+            return None
+        example = self.processor.answer_ids(
+            f"{STATEMENT_OPENING} the red chair. Is the red chair close ahead? No."
+        )
+        opening = self.processor.answer_ids(STATEMENT_OPENING)[:-1]  # without the end token
+        mark = self.tokenizer("?", add_special_tokens=False).input_ids
+        if example[: len(opening)] != opening or len(mark) != 1 or mark[0] not in example:
+            return None
+        return opening, mark[0]
 
     def _checked(self, statement: str | None, timings: dict) -> str | None:
         """`statement` with the verdict `config.nav_verdict` gives (unchanged for "model", or
@@ -441,13 +480,22 @@ class Engine:
         )
 
     def run(
-        self, inputs: ModelInputs, max_new_tokens: int = 32, output_logits: bool = False
+        self,
+        inputs: ModelInputs,
+        max_new_tokens: int = 32,
+        output_logits: bool = False,
+        stop_ids: Sequence[int] = (),
     ) -> GenerationResult:
-        """Generate for already processed inputs."""
+        """Generate for already processed inputs, until an end token, one of `stop_ids` (not
+        part of the result either) or `max_new_tokens`."""
         with torch.inference_mode():
             encoded = self._encode_media(inputs.media)
             decoded = self.backend.decode(
-                inputs, encoded.embeds, self.stop_token_ids, max_new_tokens, output_logits
+                inputs,
+                encoded.embeds,
+                [*self.stop_token_ids, *stop_ids],
+                max_new_tokens,
+                output_logits,
             )
         return make_result(self.tokenizer, decoded, encoded)
 

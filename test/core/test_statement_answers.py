@@ -3,6 +3,7 @@ close ahead, and whether it is the goal), in training data, checkpoints and the 
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +15,14 @@ from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.model.prompting import names_verdict, statement_answer, statement_of
 from nvila_core.model.tokenizer import build_tokenizer
-from nvila_core.runtime.engine import Engine, TorchBackend
+from nvila_core.runtime.engine import STATEMENT_MAX_TOKENS, Engine, TorchBackend
 from nvila_core.train.data import DataError, NavDataset, read_episodes
 from test.helpers.compact_models import ScriptedAnswer, compact_model
 from test.helpers.episode_folders import write_episode_dataset
 
 ANSWERS = ["move forward 75 cm", "turn left 30 degrees", "turn right 30 degrees", "stop"]
 SAID = "Close ahead: the red chair. Is the red chair close ahead? Yes."
+NANO = Path(__file__).resolve().parents[2] / "models" / "navila-nano"
 
 
 def statement_config(**changes) -> NVILAConfig:
@@ -121,6 +123,8 @@ def test_names_verdict_says_yes_exactly_for_the_same_name():
     nothing = "Close ahead: nothing. Is nothing close ahead? Yes."
     assert names_verdict(nothing).endswith("No.")
     assert names_verdict(SAID) == SAID
+    # a question without its verdict gets one
+    assert names_verdict("Close ahead: the red chair. Is the red chair close ahead?") == SAID
     for unreadable in ("Close ahead: the red chair.", "Is the red chair close ahead? Yes.", ""):
         assert names_verdict(unreadable) is None
 
@@ -138,17 +142,17 @@ def test_config_needs_a_statement_for_the_names_verdict(tmp_path):
 
 
 class _SaysThenActs(ScriptedAnswer):
-    """Says `text` after the prompt, and `then` when the prompt already ends with a statement."""
+    """Says `text`, and `then` when the prompt already ends with a whole statement."""
 
-    def __init__(self, model, tokenizer, text, then, prompt_tokens):
+    def __init__(self, model, tokenizer, text, then):
         super().__init__(model, tokenizer, text)
+        self.tokenizer = tokenizer
         self.then = tokenizer(then, add_special_tokens=False).input_ids
-        self.prompt_tokens, self.prompts = prompt_tokens, []
 
     def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
-        self.prompts.append(len(inputs.input_ids))
-        if len(inputs.input_ids) == self.prompt_tokens:
+        if not self.tokenizer.decode(inputs.input_ids[-4:]).endswith(("Yes.", "No.")):
             return super().decode(inputs, media_embeds, stop_token_ids, max_new_tokens, False)
+        self.calls.append((list(inputs.input_ids), list(stop_token_ids)))
         return Decoded(self.then, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
 
 
@@ -160,24 +164,63 @@ def test_the_names_verdict_replaces_the_models_and_the_action_follows_it(make_fr
     prompt = Engine(TorchBackend(model), config, tokenizer).processor.navigation(
         instruction, frames
     )
-    backend = _SaysThenActs(model, tokenizer, f"{wrong} move forward 25 cm", " stop", 0)
-    backend.prompt_tokens = len(prompt.input_ids)
+    backend = _SaysThenActs(model, tokenizer, f"{wrong} move forward 25 cm", " stop")
     engine = Engine(backend, config, tokenizer)
-    # chosen: the answers are scored after the corrected statement
+    # chosen: the engine writes the statement's opening and its verdict, the model the names
+    # between them; the answers are scored after the statement with the names' verdict
     chosen = engine.navigate(instruction, frames, answers=ANSWERS)
-    assert chosen.statement == right and chosen.timings["verdict_changed"] == 1
+    assert chosen.statement == right and "verdict_changed" not in chosen.timings
+    ((said_after, stops),) = backend.calls
+    opening = tokenizer("Close ahead:", add_special_tokens=False).input_ids
+    question_mark = tokenizer("?", add_special_tokens=False).input_ids
+    assert said_after == prompt.input_ids + opening and question_mark[0] in stops
+    generated = tokenizer(" the red chair. Is the red chair close ahead", add_special_tokens=False)
+    assert chosen.timings["statement_tokens"] == len(generated.input_ids)
     whole = engine.choose(prompt, [f"{right} {a}" for a in ANSWERS]).answer_log_probs
     assert chosen.text == ANSWERS[int(np.argmax(whole))]
     # generated: the action is generated again, after the corrected statement
-    backend.prompts.clear()
+    backend.calls.clear()
     generated = engine.navigate(instruction, frames)
     assert (generated.statement, generated.text) == (right, "stop")
-    assert backend.prompts[0] == len(prompt.input_ids) < backend.prompts[1]
+    assert len(backend.calls[0][0]) == len(prompt.input_ids) < len(backend.calls[1][0])
     assert generated.timings["verdict_changed"] == 1
     # a right verdict is kept, and the model's own verdict is kept under nav_verdict: model
-    backend = _SaysThenActs(model, tokenizer, f"{right} stop", " stop", len(prompt.input_ids))
+    backend = _SaysThenActs(model, tokenizer, f"{right} stop", " stop")
     kept = Engine(backend, config, tokenizer).navigate(instruction, frames)
     assert (kept.statement, kept.text, kept.timings["verdict_changed"]) == (right, "stop", 0)
     plain = dataclasses.replace(config, nav_verdict="model")
-    backend = _SaysThenActs(model, tokenizer, f"{wrong} stop", " stop", len(prompt.input_ids))
+    backend = _SaysThenActs(model, tokenizer, f"{wrong} stop", " stop")
     assert Engine(backend, plain, tokenizer).navigate(instruction, frames).statement == wrong
+    backend.calls.clear()
+    chosen = Engine(backend, plain, tokenizer).navigate(instruction, frames, answers=ANSWERS)
+    assert chosen.statement == wrong and backend.calls[0][0] == prompt.input_ids
+    # a model that leaves the form: what it said up to its last "." is the statement
+    backend = _SaysThenActs(model, tokenizer, "Close ahead: the red chair. stop", " stop")
+    odd = Engine(backend, config, tokenizer).navigate(instruction, frames, answers=ANSWERS)
+    assert odd.statement == "Close ahead: the red chair."
+
+
+@pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
+def test_navila_nano_states_the_same_when_the_engine_writes_the_form():
+    """The shipped model's statement, begun by the engine and cut at its "?", is the one its own
+    full greedy generation writes, with the names' verdict, in fewer generated tokens."""
+    engine = Engine.from_pretrained(NANO)
+    assert engine.config.nav_statement and engine.config.nav_verdict == "names"
+    rng = np.random.default_rng(0)
+    instructions = [
+        "Walk out of the bedroom and stop at the blue potted plant.",
+        "Turn left, go past the sofa and stop next to the red chair.",
+        "Go straight into the kitchen. Stop in front of the yellow shelf.",
+    ]
+    for k, instruction in enumerate(instructions * 2):
+        frames = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(3 + k)]
+        if k % 2:
+            frames[-1] = np.full((96, 128, 3), (200, 40, 40), np.uint8)
+        previous = ["move forward 75 cm", "turn left 30 degrees"][: k % 3]
+        inputs = engine.processor.navigation(instruction, frames, previous_actions=previous)
+        full = engine.run(inputs, STATEMENT_MAX_TOKENS)
+        expected = names_verdict(statement_of(full.text))
+        assert expected is not None, full.text
+        chosen = engine.navigate(instruction, frames, answers=ANSWERS, previous_actions=previous)
+        assert chosen.statement == expected
+        assert chosen.timings["statement_tokens"] < full.timings["new_tokens"]

@@ -196,3 +196,34 @@ def test_a_statement_is_prefilled_once_and_chosen_after_like_torch(
     longest = max(len(ours_engine.processor.answer_ids(a)) for a in answers)
     assert calls[0] == ours.timings["prompt_tokens"] and len(calls) <= longest
     assert ours.timings["prompt_tokens"] > len(ids) - 1
+
+
+def test_names_statement_is_begun_and_cut_at_its_question_like_torch(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames
+):
+    """Under nav_verdict: names the statement's opening joins the prompt and generation stops
+    at the question mark, on onnxruntime as on torch: the same tokens, statement and choice."""
+    config = dataclasses.replace(
+        tiny_model.config,
+        nav_prompt="compact",
+        nav_history="recent",
+        nav_statement=True,
+        nav_verdict="names",
+    )
+    ours_engine = Engine(ort_engine.backend, config, tiny_tokenizer)
+    ref_engine = Engine(TorchBackend(tiny_model), config, tiny_tokenizer)
+    answers = ["move forward 75 cm", "turn left 30 degrees", "stop"]
+    frames = make_frames(3)
+    with _llm_calls(ort_engine.backend) as shapes:
+        ours = ours_engine.navigate("Stop at the red chair.", frames, answers=answers)
+    ref = ref_engine.navigate("Stop at the red chair.", frames, answers=answers)
+    assert (ours.statement, ours.text) == (ref.statement, ref.text)
+    assert ours.timings["statement_tokens"] == ref.timings["statement_tokens"] >= 1
+    torch.testing.assert_close(
+        torch.tensor(ours.answer_log_probs), torch.tensor(ref.answer_log_probs), rtol=0, atol=1e-4
+    )
+    inputs = ours_engine.processor.navigation("Stop at the red chair.", frames)
+    with _llm_calls(ort_engine.backend) as plain:
+        ours_engine.run(inputs, max_new_tokens=1)
+    opening = ours_engine.processor.answer_ids("Close ahead:")[:-1]
+    assert shapes[0][1] == plain[0][1] + len(opening)  # the statement's prefill holds the opening

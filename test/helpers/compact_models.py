@@ -20,12 +20,20 @@ def compact_model(**changes):
 
 
 class ScriptedAnswer(TorchBackend):
-    """A torch backend whose generation says `text`, as a trained model would; scoring stays
-    the model's own."""
+    """A torch backend whose generation says `text`, as a trained model would: from where the
+    prompt leaves it (an answer the engine began in the prompt is continued) up to the first
+    stop token; scoring stays the model's own. `calls` records each generation's prompt ids and
+    stop ids."""
 
     def __init__(self, model, tokenizer, text: str):
         super().__init__(model)
         self.ids = tokenizer(text, add_special_tokens=False).input_ids
+        self.calls: list[tuple[list[int], list[int]]] = []
 
     def decode(self, inputs, media_embeds, stop_token_ids, max_new_tokens, output_logits):
-        return Decoded(self.ids, "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)
+        self.calls.append((list(inputs.input_ids), list(stop_token_ids)))
+        prompt = inputs.input_ids
+        begun = next((k for k in range(len(self.ids), 0, -1) if prompt[-k:] == self.ids[:k]), 0)
+        said = self.ids[begun:]
+        stop = next((i for i, t in enumerate(said) if t in stop_token_ids), len(said))
+        return Decoded(said[:stop], "stop_token", prefill_ms=1.0, decode_ms=2.0, prompt_tokens=9)

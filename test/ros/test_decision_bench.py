@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 
@@ -54,3 +55,19 @@ def test_make_bench_variants_export_onnx_once_and_run_it_through_the_graph(
     summary = json.loads((out / "decision_bench.json").read_text())
     assert summary["ORT fp32"]["decisions"] == 2 and summary["ORT fp32"]["model_ms"] > 0
     assert summary["ORT fp32"]["policy_alone_ms"] > 0
+
+
+def test_an_export_older_than_the_models_weights_is_not_current(tmp_path):
+    model, export = tmp_path / "model", tmp_path / "export"
+    for part in ("llm", "vision_tower"):
+        (model / part).mkdir(parents=True)
+        (model / part / "model.safetensors").write_bytes(b"")
+    assert not bench.export_is_current(export, model)  # none written yet
+    export.mkdir()
+    (export / "export.json").write_text("{}")
+    os.utime(model / "llm" / "model.safetensors", (1000, 1000))
+    os.utime(model / "vision_tower" / "model.safetensors", (1000, 1000))
+    os.utime(export / "export.json", (2000, 2000))
+    assert bench.export_is_current(export, model)
+    os.utime(model / "llm" / "model.safetensors", (3000, 3000))  # the model was retrained
+    assert not bench.export_is_current(export, model)
