@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# navila-nano from nothing, on a CPU: data, the three-stage recipe, optional DAgger, then
+# navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
+# then the two stages that teach it to state what is close ahead before it acts, then
 # models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
@@ -7,7 +8,9 @@
 # Every step is resumable: finished datasets are not written again, training resumes from its
 # newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
 # interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation ~55 min,
-# navigation with merged action runs ~45 min, one DAgger iteration ~25 min. Variables:
+# navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout and
+# contrast data ~10 min, readout ~8 min, navigation with statements ~30 min. The model before
+# the statement stages stays at $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
 set -euo pipefail
@@ -44,12 +47,22 @@ rollouts() { # split tier n seed out perturb
     --workers 2 --width 128 --height 96
 }
 
-captions() { # split n out
-  if [ -f "$3/captions.json" ]; then
-    say "$3: done"
+captions() { # split n out [--readout]
+  local split=$1 n=$2 out=$3; shift 3
+  if [ -f "$out/captions.json" ] || [ -f "$out/readout.json" ]; then
+    say "$out: done"
     return
   fi
-  sim captions --split "$1" --n "$2" --seed 0 --out "$3" --width 128 --height 96
+  sim captions --split "$split" --n "$n" --seed 0 --out "$out" --width 128 --height 96 "$@"
+}
+
+contrast() { # tier: the rollouts of train_<tier> with another landmark named
+  if [ -f "$DATA/contrast_$1/index.json" ]; then
+    say "$DATA/contrast_$1: done"
+    return
+  fi
+  rm -rf "$DATA/contrast_$1"
+  sim contrast --data "$DATA/train_$1" --out "$DATA/contrast_$1" --radius 1.0
 }
 
 say "data: perturbed expert rollouts on 1000 train scenes, tiers A/B/C; captions"
@@ -70,6 +83,18 @@ if [ "$ITERATIONS" -gt 0 ]; then
   final=$("$VENV_BIN/nvila-nav-dagger" --recipe config/train/navila-nano.yaml --from "$final" \
     --out "$OUT/navila-nano-dagger" --iterations "$ITERATIONS" | tail -n 1 | sed 's/^final model: //')
 fi
+
+say "data: readout questions and contrast episodes"
+captions train 10000 "$DATA/readout" --readout
+captions val_unseen 300 "$DATA/val_readout" --readout
+contrast A
+contrast B
+contrast C
+
+say "training: the statement before the action (config/train/navila-nano-statement.yaml)"
+"$VENV_BIN/nvila-core" train --recipe config/train/navila-nano-statement.yaml --from "$final" \
+  --out "$OUT/navila-nano-statement"
+final="$OUT/navila-nano-statement/02-navigation-statement/final"
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"
