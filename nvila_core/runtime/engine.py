@@ -402,9 +402,9 @@ class Engine:
         and the generation that made it. Under nav_verdict: names the engine knows the form,
         "Close ahead: X. Is Y close ahead?" and the verdict it gives itself, so the opening joins
         the prompt and generation stops at the question mark: only the two names and the words
-        between them are generated (navila-nano: 15 tokens instead of 30 with the verdict and the
-        action after it), and the greedy names are the ones a full generation writes. There
-        `said.timings` has no "verdict_changed": the model wrote no verdict."""
+        between them are generated (navila-nano: a median 13 tokens instead of 28 with the
+        verdict and the action after it), and the greedy names are the ones a full generation
+        writes. There `said.timings` has no "verdict_changed": the model wrote no verdict."""
         if self._statement_form is None:
             said = self.run(inputs, STATEMENT_MAX_TOKENS)
             return self._checked(statement_of(said.text), said.timings), said
