@@ -31,14 +31,11 @@ import numpy as np
 from PIL import Image
 
 from nvila_core.progress import track
-from nvila_nav.sim.captions import (
-    READOUT_PROMPT,
-    landmarks_close_ahead,
-    readout_answer,
-)
+from nvila_nav.sim.captions import READOUT_PROMPT, readout_answer
 from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import landmarks_close_ahead
 from nvila_nav.sim.world import World, world_for_scene
 
 ANSWERS = ("Yes.", "No.")

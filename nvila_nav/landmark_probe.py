@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 
 from nvila_core.progress import track
-from nvila_nav.sim.captions import PROMPT, landmarks_in_view
+from nvila_nav.sim.captions import PROMPT
 from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.sight import landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
 
 THUMBNAIL = (16, 12)

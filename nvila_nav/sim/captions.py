@@ -27,12 +27,10 @@ from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import landmarks_close_ahead, landmarks_in_view
 from nvila_nav.sim.world import Landmark, World, scene_id, world_for_scene
 
 MAX_LANDMARKS = 4
-CAMERA_FORWARD = ROBOT_RADIUS - 0.05
-"""Where `robot.robot_body` mounts the head camera, ahead of the base centre (m). Bearings are
-taken from there: near the edge of the image, the base centre would see a wider angle."""
 PROMPT = "<image>\nDescribe what you see."
 _STEP = 0.05
 """March step (m) for the clear-ahead distance: half a nav-grid cell."""
@@ -67,25 +65,6 @@ def describe_view(world: World, pose: Pose, hfov_deg: float, max_range: float = 
     return " ".join(parts)
 
 
-def landmarks_in_view(
-    world: World, pose: Pose, hfov_deg: float, max_range: float = 8.0
-) -> list[tuple[float, str, float]]:
-    """(distance, name, bearing) of every landmark the camera sees, nearest first: the centre's
-    bearing within hfov/2, the footprint within `max_range`, no wall on the line to the centre."""
-    cam = (
-        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
-        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
-    )
-    half = math.radians(hfov_deg) / 2
-    seen = []
-    for lm in world.landmarks:
-        bearing = wrap_angle(math.atan2(lm.y - cam[1], lm.x - cam[0]) - pose.yaw)
-        distance = lm.footprint.distance_to(*cam)
-        if abs(bearing) <= half and distance <= max_range and world.nav.visible(cam, (lm.x, lm.y)):
-            seen.append((distance, lm.name, bearing))
-    return sorted(seen)
-
-
 def ask_where(
     world: World, pose: Pose, hfov_deg: float, rng: np.random.Generator
 ) -> tuple[str, str]:
@@ -116,11 +95,6 @@ def ask_where(
         name = pool[int(rng.integers(len(pool)))].name
         answer = "Not in view."
     return f"<image>\nWhere is the {_spoken(by_name[name], rng)}?", answer
-
-
-CLOSE_AHEAD = 2.0
-"""A landmark is "close ahead" when it is in view and its footprint within this many metres:
-where the expert's stop in front of it leaves the robot, with a margin."""
 
 
 def ask_match(
@@ -202,11 +176,6 @@ def read_out(world: World, pose: Pose, hfov_deg: float) -> str:
     """The true answer to READOUT_PROMPT: the nearest landmark close ahead, "The pink shelf.",
     or "Nothing."; the kind's first noun, so that each landmark has one answer."""
     return _readout(world, landmarks_close_ahead(world, pose, hfov_deg))
-
-
-def landmarks_close_ahead(world: World, pose: Pose, hfov_deg: float) -> list[str]:
-    """Names of the landmarks close ahead (in view, within CLOSE_AHEAD), nearest first."""
-    return [name for d, name, _ in landmarks_in_view(world, pose, hfov_deg) if d <= CLOSE_AHEAD]
 
 
 def _readout(world: World, close: list[str]) -> str:

@@ -4,6 +4,7 @@ nvila-sim episodes --split train --n 500 --seed 0 --out data/sim/train.json.gz
 nvila-sim rollout --episodes data/sim/train.json.gz --out data/sim/train_rollouts --perturb 0.15
 nvila-sim view --episodes data/sim/train.json.gz --index 0 --out outputs/view.png
 nvila-sim captions --split train --n 20000 --seed 0 --out data/sim/train_captions
+nvila-sim stop-band --data data/sim/train_rollouts --out data/sim/train_band --band 1.2
 nvila-sim contrast --data data/sim/train_rollouts --out data/sim/train_contrast
 """
 
@@ -57,6 +58,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         image_format=args.image_format,
         decision_frames=args.decision_frames,
         approach=args.approach,
+        stop_band=args.stop_band,
     )
     with Progress(len(episodes), "rollout", "ep") as bar:
         entries = write_rollouts(episodes, out, settings, args.workers, progress=bar.update)
@@ -137,6 +139,17 @@ def _cmd_statements(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stop_band(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.stop_band import write_stop_band_dataset
+
+    data = Path(args.data)
+    total = len(json.loads((data / "index.json").read_text(encoding="utf-8"))["episodes"])
+    with Progress(total, "stop band", "ep") as bar:
+        cut, removed = write_stop_band_dataset(data, args.out, args.band, progress=bar.update)
+    print(f"wrote {total} episodes to {args.out}: {cut} stop earlier, {removed} actions fewer")
+    return 0
+
+
 def _add_camera_args(
     p: argparse.ArgumentParser, width: int, height: int, frame_hz: bool = True
 ) -> None:
@@ -190,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--approach",
         action="store_true",
         help="the expert comes in towards the named landmark for the last 1.5 m (docs/simulator.md)",
+    )
+    p.add_argument(
+        "--stop-band",
+        type=float,
+        default=None,
+        metavar="M",
+        help="the expert also stops where the named landmark is close ahead and the goal point "
+        "within M metres (docs/simulator.md)",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel simulator processes")
     _add_camera_args(p, 640, 480)
@@ -272,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, nargs="+", help="rollout dataset directories")
     p.set_defaults(func=_cmd_statements)
+
+    p = sub.add_parser(
+        "stop-band",
+        help="a rollout dataset ended where an expert with --stop-band stops (the data "
+        "rollout --stop-band writes, without rendering again)",
+    )
+    p.add_argument("--data", required=True, help="rollout dataset directory (nvila-sim rollout)")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--band", type=float, required=True, metavar="M", help="as rollout --stop-band")
+    p.set_defaults(func=_cmd_stop_band)
     return parser
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 
 from nvila_nav.actions import Action, parse_action
 from nvila_nav.sim.captions import goal_phrase
-from nvila_nav.sim.dataset import FORMAT, VERSION, set_statements
+from nvila_nav.sim.dataset import FORMAT, VERSION, link_frames, set_statements
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.furniture import KINDS
@@ -56,13 +54,20 @@ def pick_other(world: World, goal: Landmark, rng: np.random.Generator) -> Landma
     return pool[int(rng.integers(len(pool)))] if pool else None
 
 
-def contrast_meta(meta: dict, world: World, rng: np.random.Generator, radius: float) -> dict | None:
+def contrast_meta(
+    meta: dict,
+    world: World,
+    rng: np.random.Generator,
+    radius: float,
+    stop_band: float | None = None,
+) -> dict | None:
     """A contrast episode's meta.json for one rollout's meta, or None when the rollout did not
     reach its goal, its instruction does not name the goal, or the scene has no other landmark.
 
     Actions whose pose is within `radius` of the original goal point are relabelled with the
     expert's action for the other landmark (their `executed` keeps what was driven); every
-    other action becomes context."""
+    other action becomes context. `stop_band`: the rollouts' expert's (`Expert`), so that
+    the relabelling expert stops where theirs would, at the other landmark."""
     if not meta["result"]["success"]:
         return None
     episode = Episode.from_dict(meta["episode"])
@@ -80,7 +85,12 @@ def contrast_meta(meta: dict, world: World, rng: np.random.Generator, radius: fl
         "info": episode.info
         | {"goal_landmark": other.name, "initial_turn_deg": 0.0, "contrast_of": episode.episode_id},
     }
-    expert = Expert(world, Episode.from_dict(swapped))
+    expert = Expert(
+        world,
+        Episode.from_dict(swapped),
+        stop_band=stop_band,
+        hfov_deg=float(meta["camera"]["hfov_deg"]),
+    )
     gx, gy = episode.goal.position[0], episode.goal.position[1]
     actions = []
     for a in meta["actions"]:
@@ -118,19 +128,6 @@ def _relabelled(action: dict, label: Action, driven: str) -> dict:
     return out
 
 
-def _link_frames(src: Path, dst: Path) -> None:
-    """Hard links where the file system allows (no second copy of the pixels), copies otherwise."""
-    (dst / "frames").mkdir(parents=True, exist_ok=True)
-    for frame in sorted((src / "frames").iterdir()):
-        target = dst / "frames" / frame.name
-        if target.exists():
-            target.unlink()
-        try:
-            os.link(frame, target)
-        except OSError:
-            shutil.copy2(frame, target)
-
-
 def write_contrast_dataset(
     data: str | Path,
     out: str | Path,
@@ -153,14 +150,18 @@ def write_contrast_dataset(
         meta = json.loads((data / entry["dir"] / "meta.json").read_text(encoding="utf-8"))
         scene = meta["episode"]["scene_id"]
         contrast = contrast_meta(
-            meta, world_for_scene(scene), np.random.default_rng([seed, k]), radius
+            meta,
+            world_for_scene(scene),
+            np.random.default_rng([seed, k]),
+            radius,
+            index.get("stop_band"),
         )
         if progress is not None:
             progress(1)
         if contrast is None:
             continue
         name = f"{entry['dir']}-contrast"
-        _link_frames(data / entry["dir"], out / name)
+        link_frames(data / entry["dir"], out / name)
         (out / name / "meta.json").write_text(json.dumps(contrast), encoding="utf-8")
         entries.append(
             {

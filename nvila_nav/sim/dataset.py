@@ -2,9 +2,9 @@
 
 Layout (format "nvila_nav.sim.dataset", version 1)::
 
-    DIR/index.json                  {"format", "version", "frame_hz", "camera", "episodes": [
-                                      {"episode_id", "dir", "scene_id", "num_frames",
-                                       "num_actions", "success"}]}
+    DIR/index.json                  {"format", "version", "frame_hz", "camera", ["stop_band",]
+                                     "episodes": [{"episode_id", "dir", "scene_id",
+                                       "num_frames", "num_actions", "success"}]}
     DIR/<dir>/meta.json             one episode, see below
     DIR/<dir>/frames/000000.jpg     frames in time order (JPEG or PNG)
 
@@ -25,7 +25,9 @@ action: its input frames are frames[0 .. frame_index] (NaVILA samples 8 of them)
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -216,15 +218,36 @@ def add_statements(root: str | Path) -> int:
     return count
 
 
+def link_frames(src: Path, dst: Path, files: list[str] | None = None) -> None:
+    """Put an episode's frame files (all, or the `files` named relative to it) under `dst`:
+    hard links where the file system allows (no second copy of the pixels), copies otherwise."""
+    names = files if files is not None else [f"frames/{p.name}" for p in (src / "frames").iterdir()]
+    (dst / "frames").mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+        target = dst / name
+        if target.exists():
+            target.unlink()
+        try:
+            os.link(src / name, target)
+        except OSError:
+            shutil.copy2(src / name, target)
+
+
 def write_index(
-    root: str | Path, entries: list[dict], frame_hz: float, camera: CameraConfig
+    root: str | Path,
+    entries: list[dict],
+    frame_hz: float,
+    camera: CameraConfig,
+    stop_band: float | None = None,
 ) -> Path:
+    """`stop_band`: the rollouts' expert stopped there (`Expert`); later steps read it."""
     path = Path(root) / "index.json"
     index = {
         "format": FORMAT,
         "version": VERSION,
         "frame_hz": frame_hz,
         "camera": asdict(camera),
+        **({"stop_band": stop_band} if stop_band is not None else {}),
         "episodes": entries,
     }
     path.write_text(json.dumps(index, indent=1), encoding="utf-8")

@@ -21,6 +21,8 @@ from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, quantize
 from nvila_nav.sim.episodes import SUCCESS_RADIUS, Episode
 from nvila_nav.sim.geometry import Pose, polyline_length, wrap_angle
 from nvila_nav.sim.navgrid import ROBOT_RADIUS, Approach
+from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import landmarks_close_ahead
 from nvila_nav.sim.world import World
 
 if TYPE_CHECKING:
@@ -115,25 +117,36 @@ class Expert:
         episode: Episode,
         approach: bool = False,
         stop_distance: float = STOP_DISTANCE,
+        stop_band: float | None = None,
+        hfov_deg: float = CameraConfig.hfov_deg,
     ) -> None:
         """`sim` is the simulator (it loads the episode's scene) or just the scene's `World`:
         planning needs the navigation grid and landmarks, not a MuJoCo model or a renderer.
         `approach`: come in towards the named landmark (`_approach`; docs/simulator.md).
         `stop_distance`: face the landmark and stop within this distance (m) of the goal point;
         DAgger labels with a wider band than the rollouts' so that a learner's stop anywhere
-        well inside the success radius is labelled "stop", not "walk on"."""
+        well inside the success radius is labelled "stop", not "walk on".
+        `stop_band`: also stop, as it stands, where the named landmark is close ahead (in view
+        of a camera with `hfov_deg`, within `sight.CLOSE_AHEAD`: what a statement's "Yes." says)
+        and the goal point within this distance (m). Then "stop" follows from what the frame
+        shows, instead of from one spot 0.3 m from the goal that no frame tells apart from the
+        approach to it."""
         radius = episode.goal.radius or SUCCESS_RADIUS
-        if not 0.0 < stop_distance < radius:
-            raise ValueError(
-                f"stop_distance must be in (0, {radius}) m (the goal radius), got {stop_distance}"
-            )
+        for name, value in (("stop_distance", stop_distance), ("stop_band", stop_band)):
+            if value is not None and not 0.0 < value < radius:
+                raise ValueError(
+                    f"{name} must be in (0, {radius}) m (the goal radius), got {value}"
+                )
         self.stop_distance = stop_distance
+        self.stop_band = stop_band
+        self.hfov_deg = hfov_deg
         if isinstance(sim, World):
             world = sim
             if world.scene_id != episode.scene_id:
                 raise ValueError(f"world {world.scene_id} is not the episode's {episode.scene_id}")
         else:
             world = sim.load_scene(episode.scene_id)
+        self.world = world
         self.nav = world.nav
         g = episode.goal.position
         self.goal = (g[0], g[1])
@@ -141,6 +154,7 @@ class Expert:
         self._plan: tuple[float, float, float, int] | None = None
         name = episode.info.get("goal_landmark")
         names = {lm.name for lm in world.landmarks}
+        self.goal_name = name if name in names else None
         self.look_at = (world.landmark(name).x, world.landmark(name).y) if name in names else None
         cone = self._approach() if approach else None
         self.field = self.nav.distance_field(self.goal, corridor, cone)
@@ -161,6 +175,8 @@ class Expert:
     def next_action(self, pose: Pose) -> Action:
         first = self._decisions == 0
         self._decisions += 1
+        if self.in_stop_band(pose):
+            return Action.stop()
         if math.dist((pose.x, pose.y), self.goal) <= self.stop_distance:
             # Face the named landmark before stopping, so the last frame shows what "stop next to
             # the red sofa" refers to.
@@ -191,6 +207,15 @@ class Expert:
             return quantize_turn(error)[0]
         self._plan = None
         return Action.forward(plan[3])
+
+    def in_stop_band(self, pose: Pose) -> bool:
+        """Whether `stop_band` makes the expert stop at `pose`."""
+        return (
+            self.stop_band is not None
+            and self.goal_name is not None
+            and math.dist((pose.x, pose.y), self.goal) <= self.stop_band
+            and self.goal_name in landmarks_close_ahead(self.world, pose, self.hfov_deg)
+        )
 
     def _choose(self, pose: Pose, side: int = 0) -> tuple[float, float, float, int] | None:
         """Commit to (x, y, heading, cm): kept while turning in place, so the robot never dithers
@@ -322,6 +347,7 @@ def run_expert(
     seed: int = 0,
     decision_frames: bool = False,
     approach: bool = False,
+    stop_band: float | None = None,
 ) -> ExpertRun:
     """Drive `episode` with the expert; render=False runs physics only (no OpenGL needed).
 
@@ -332,6 +358,8 @@ def run_expert(
     (the step budget is raised) but every label is still the expert's best action in that state.
     decision_frames: one frame per decision instead of frames at `frame_hz`.
     approach: the expert comes in towards the named landmark (`Expert`).
+    stop_band: the expert also stops where the named landmark is close ahead within this
+    distance (m) of the goal point (`Expert`).
     """
     if not 0.0 <= perturb < 1.0:
         raise ValueError(f"perturb must be in [0, 1), got {perturb}")
@@ -339,7 +367,7 @@ def run_expert(
     run = ExpertRun(episode=episode, frame_hz=frame_hz, decision_frames=decision_frames)
     recorder = FrameRecorder(sim, run, render, decision_frames)
     recorder.record(sim.reset(episode, render=render and not decision_frames))
-    expert = Expert(sim, episode, approach)
+    expert = Expert(sim, episode, approach, stop_band=stop_band, hfov_deg=sim.camera.hfov_deg)
     for _ in range(max_actions):
         pose = sim.pose
         action = expert.next_action(pose)

@@ -27,6 +27,7 @@ class RolloutSettings:
     image_format: str = "jpg"
     decision_frames: bool = False
     approach: bool = False
+    stop_band: float | None = None
 
 
 def _episode_seed(settings: RolloutSettings, index: int) -> int:
@@ -50,6 +51,7 @@ def _run_chunk(args: tuple[Path, RolloutSettings, list[tuple[int, Episode]]]) ->
                 seed=_episode_seed(settings, index),
                 decision_frames=settings.decision_frames,
                 approach=settings.approach,
+                stop_band=settings.stop_band,
             )
             entry = write_episode(out, run, settings.camera, image_format=settings.image_format)
             entries.append({"index": index, **entry})
@@ -91,5 +93,5 @@ def write_rollouts(
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for done in pool.imap_unordered(_run_chunk, chunks):
                 collect(done)
-    write_index(out, entries, settings.frame_hz, settings.camera)
+    write_index(out, entries, settings.frame_hz, settings.camera, settings.stop_band)
     return entries

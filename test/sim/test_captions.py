@@ -11,15 +11,12 @@ from PIL import Image
 from nvila_core.model.prompting import names_verdict
 from nvila_nav.sim import cli
 from nvila_nav.sim.captions import (
-    CAMERA_FORWARD,
-    CLOSE_AHEAD,
     PROMPT,
     ask_compare,
     ask_match,
     ask_where,
     close_view_poses,
     describe_view,
-    landmarks_in_view,
     random_view_poses,
     read_out,
     readout_answer,
@@ -31,6 +28,7 @@ from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import CAMERA_FORWARD, CLOSE_AHEAD, landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
 
 HFOV = 79.0

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from nvila_nav import landmark_probe
-from nvila_nav.sim.captions import landmarks_in_view, write_caption_dataset
+from nvila_nav.sim.captions import write_caption_dataset
 from nvila_nav.sim.env import RenderingUnavailable
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
 
 

@@ -10,13 +10,14 @@ import pytest
 from nvila_core.train.data import DataError, read_episodes
 from nvila_nav.actions import parse_action
 from nvila_nav.sim import cli as sim_cli
-from nvila_nav.sim.captions import CLOSE_AHEAD, goal_phrase, landmarks_in_view, readout_answer
+from nvila_nav.sim.captions import goal_phrase, readout_answer
 from nvila_nav.sim.contrast import contrast_meta, pick_other
 from nvila_nav.sim.dataset import load_dataset
 from nvila_nav.sim.episodes import Episode
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.sight import CLOSE_AHEAD, landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
 
 
