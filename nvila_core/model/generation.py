@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
@@ -32,6 +32,11 @@ class Decoded:
     decode_ms: float
     prompt_tokens: int  # sequence length of the prefill (text + media embeddings)
     logits: torch.Tensor | None = None  # [steps, vocab] float32 when asked for
+    cache: Any = None
+    """The backend's KV cache after the prompt and the generated tokens it fed (`cached`
+    positions; the stop token is never fed), for `Backend.score_after`; None where the backend
+    keeps none."""
+    cached: int = 0
 
 
 @dataclass
@@ -109,6 +114,8 @@ def greedy_decode(
         decode_ms=decode_ms,
         prompt_tokens=inputs_embeds.shape[1],
         logits=torch.stack(step_logits) if output_logits else None,
+        cache=cache,
+        cached=cache.get_seq_length() if cache is not None else 0,
     )
 
 
@@ -127,19 +134,37 @@ def check_continuations(continuations: Sequence[Sequence[int]]) -> None:
         raise ValueError("need at least one continuation, each with at least one token")
 
 
+def check_continuable(decoded: Decoded, keep: int, ids: Sequence[int]) -> None:
+    if decoded.cache is None:
+        raise ValueError("the decode kept no KV cache to continue")
+    if not 0 <= keep <= decoded.cached - decoded.prompt_tokens:
+        raise ValueError(
+            f"keep must be in [0, {decoded.cached - decoded.prompt_tokens}] (the generated tokens "
+            f"the decode fed), got {keep}"
+        )
+    if not ids:
+        raise ValueError("score_after needs at least one token id to prefill")
+
+
 @torch.inference_mode()
 def score_continuations(
-    model: NVILAModel, inputs_embeds: torch.Tensor, continuations: Sequence[Sequence[int]]
+    model: NVILAModel,
+    inputs_embeds: torch.Tensor,
+    continuations: Sequence[Sequence[int]],
+    cache: DynamicCache | None = None,
 ) -> Scored:
     """log p(continuation | prompt) for each token-id list, summed over its tokens.
 
     One prefill over `inputs_embeds` [1, L, D]; its cache is then repeated once per continuation
     and every continuation runs in one batched forward. Right padding needs no attention mask:
     attention is causal, so padding after a continuation cannot change its own positions.
+    `cache`: the KV cache of what comes before `inputs_embeds` (a decode's, `Decoded.cache`),
+    so only they are prefilled; it is consumed.
     """
     check_continuations(continuations)
     device = model.device
-    cache = DynamicCache(config=model.llm.config)
+    before = 0 if cache is None else cache.get_seq_length()
+    cache = DynamicCache(config=model.llm.config) if cache is None else cache
     synchronize(device)
     start = time.perf_counter()
     out = model(inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -161,7 +186,7 @@ def score_continuations(
         log_probs=scores.tolist(),
         prefill_ms=prefill_ms,
         score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
-        prompt_tokens=inputs_embeds.shape[1],
+        prompt_tokens=before + inputs_embeds.shape[1],
     )
 
 

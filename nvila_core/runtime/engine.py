@@ -27,6 +27,7 @@ from nvila_core.model.generation import (
     Decoded,
     GenerationResult,
     Scored,
+    check_continuable,
     greedy_decode,
     make_result,
     score_continuations,
@@ -150,6 +151,18 @@ class Backend(Protocol):
         """Summed log-probability of each token-id continuation after the prompt."""
         ...
 
+    def score_after(
+        self,
+        decoded: Decoded,
+        keep: int,
+        ids: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        """`score` with the prompt of a `decode` (its `Decoded.cache`, consumed), its first `keep`
+        generated tokens and `ids` (at least one) before the continuations: only `ids` are
+        prefilled."""
+        ...
+
 
 class TorchBackend:
     """Eager PyTorch execution of an `NVILAModel` (KV-cached greedy decoding)."""
@@ -192,6 +205,22 @@ class TorchBackend:
     ) -> Scored:
         embeds = self.model.embed_inputs(inputs.input_ids, inputs.media, media_embeds)
         return score_continuations(self.model, embeds, continuations)
+
+    def score_after(
+        self,
+        decoded: Decoded,
+        keep: int,
+        ids: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        check_continuable(decoded, keep, ids)
+        surplus = decoded.cached - decoded.prompt_tokens - keep
+        if surplus:
+            decoded.cache.crop(-surplus)  # a negative count removes positions at the end
+        embeds = self.model.llm.get_input_embeddings()(
+            torch.tensor([list(ids)], device=self.device)
+        )
+        return score_continuations(self.model, embeds, continuations, cache=decoded.cache)
 
 
 BACKENDS: dict[str, Callable[[NVILAModel], Backend]] = {"torch": TorchBackend}
@@ -379,17 +408,29 @@ class Engine:
         is that of `choose` over "statement answer", and `answer_log_probs` are the answers'
         scores given the statement. The result's text is the chosen answer without the
         statement, which is in `statement`. A generation without a statement leaves the answers
-        scored alone (counted in timings["statement_missing"])."""
-        statement, said = self._state(inputs)
+        scored alone (counted in timings["statement_missing"]).
+
+        The statement's generation leaves its KV cache behind: where the tokens it wrote are
+        the statement's own (the usual case), the scoring continues that cache, so only the
+        tokens after them ("? No." and what the answers share) are prefilled, not the whole
+        prompt again (timings["statement_cache"]: 1; 0 where the prompt is prefilled again)."""
+        statement, said, decoded = self._state(inputs)
         if statement is None:
             result = self.choose(inputs, answers)
         else:
             # statements differ at every step: their ids are not kept in the answer cache
             full = [self.processor.answer_ids(f"{statement} {answer}") for answer in answers]
             shared = _shared_prefix(full)
-            stated = _said(inputs, full[0][:shared], statement)
-            result = self._choose_ids(stated, answers, [ids[shared:] for ids in full])
+            continuations = [ids[shared:] for ids in full]
+            result = self._choose_continuing(decoded, full[0][:shared], answers, continuations)
+            if result is None:
+                stated = _said(inputs, full[0][:shared], statement)
+                result = self._choose_ids(stated, answers, continuations)
+                result.timings["statement_cache"] = 0
         result.statement = statement
+        # the media went through the vision path (or the frame cache) for the statement
+        for key in ("vision_ms", "visual_tokens", "vit_passes", "cached_frames"):
+            result.timings[key] = said.timings[key]
         result.timings["statement_ms"] = said.timings["prefill_ms"] + said.timings["decode_ms"]
         result.timings["statement_tokens"] = said.timings["new_tokens"]
         result.timings["statement_missing"] = int(statement is None)
@@ -397,22 +438,60 @@ class Engine:
             result.timings["verdict_changed"] = said.timings["verdict_changed"]
         return result
 
-    def _state(self, inputs: ModelInputs) -> tuple[str | None, GenerationResult]:
+    def _choose_continuing(
+        self,
+        decoded: Decoded,
+        stated: list[int],
+        answers: Sequence[str],
+        continuations: list[list[int]],
+    ) -> GenerationResult | None:
+        """`_choose_ids` after the answer's first tokens `stated`, continuing the statement's
+        decode: its cache is cut back to where what it fed stops agreeing with `stated`; None
+        when that is inside the prompt or the backend keeps no cache."""
+        if decoded.cache is None:
+            return None
+        forced = self._statement_form[0] if self._statement_form is not None else []
+        fed = [*forced, *decoded.token_ids[: decoded.cached - decoded.prompt_tokens]]
+        common = _shared_prefix([[*fed, -1], [*stated, -2]])
+        common = min(common, len(stated) - 1)  # at least one token is prefilled
+        if common < len(forced):
+            return None
+        with torch.inference_mode():
+            scored = self.backend.score_after(
+                decoded, common - len(forced), stated[common:], continuations
+            )
+        best = max(range(len(answers)), key=scored.log_probs.__getitem__)
+        return GenerationResult(
+            text=answers[best].strip(),
+            token_ids=continuations[best][:-1],
+            stopped_by="choice",
+            timings={
+                "prefill_ms": scored.prefill_ms,
+                "score_ms": scored.score_ms,
+                "prompt_tokens": scored.prompt_tokens,
+                "answers": len(answers),
+                "statement_cache": 1,
+            },
+            answer_log_probs=scored.log_probs,
+        )
+
+    def _state(self, inputs: ModelInputs) -> tuple[str | None, GenerationResult, Decoded]:
         """The statement a `nav_statement` model makes before its action, checked (`_checked`),
         and the generation that made it. Under nav_verdict: names the engine knows the form,
         "Close ahead: X. Is Y close ahead?" and the verdict it gives itself, so the opening joins
         the prompt and generation stops at the question mark: only the two names and the words
         between them are generated (navila-nano: a median 13 tokens instead of 28 with the
         verdict and the action after it), and the greedy names are the ones a full generation
-        writes. There `said.timings` has no "verdict_changed": the model wrote no verdict."""
+        writes. There `said.timings` has no "verdict_changed": the model wrote no verdict. The
+        decode comes back too, for its KV cache."""
         if self._statement_form is None:
-            said = self.run(inputs, STATEMENT_MAX_TOKENS)
-            return self._checked(statement_of(said.text), said.timings), said
+            said, decoded = self._run(inputs, STATEMENT_MAX_TOKENS)
+            return self._checked(statement_of(said.text), said.timings), said, decoded
         opening_ids, question_mark = self._statement_form
         begun = _said(inputs, opening_ids, STATEMENT_OPENING)
-        said = self.run(begun, STATEMENT_MAX_TOKENS, stop_ids=[question_mark])
+        said, decoded = self._run(begun, STATEMENT_MAX_TOKENS, stop_ids=[question_mark])
         question = f"{STATEMENT_OPENING}{said.text}?"
-        return names_verdict(question) or statement_of(question), said
+        return names_verdict(question) or statement_of(question), said, decoded
 
     def _names_statement_form(self) -> tuple[list[int], int] | None:
         """For nav_verdict: names, the token ids of the statement's opening and of the "?" that
@@ -488,6 +567,16 @@ class Engine:
     ) -> GenerationResult:
         """Generate for already processed inputs, until an end token, one of `stop_ids` (not
         part of the result either) or `max_new_tokens`."""
+        return self._run(inputs, max_new_tokens, output_logits, stop_ids)[0]
+
+    def _run(
+        self,
+        inputs: ModelInputs,
+        max_new_tokens: int,
+        output_logits: bool = False,
+        stop_ids: Sequence[int] = (),
+    ) -> tuple[GenerationResult, Decoded]:
+        """`run`, and the backend's decode behind its result (its KV cache)."""
         with torch.inference_mode():
             encoded = self._encode_media(inputs.media)
             decoded = self.backend.decode(
@@ -497,7 +586,7 @@ class Engine:
                 max_new_tokens,
                 output_logits,
             )
-        return make_result(self.tokenizer, decoded, encoded)
+        return make_result(self.tokenizer, decoded, encoded), decoded
 
     def _answer_ids(self, answer: str) -> list[int]:
         ids = self._answer_cache.get(answer)

@@ -24,7 +24,12 @@ from safetensors.torch import load_file
 from nvila_core.export.exporter import load_metadata
 from nvila_core.export.graphs import kv_names
 from nvila_core.model.configuration import NVILAConfig
-from nvila_core.model.generation import Decoded, Scored, check_continuations
+from nvila_core.model.generation import (
+    Decoded,
+    Scored,
+    check_continuable,
+    check_continuations,
+)
 from nvila_core.model.modeling import MEDIA_KINDS, EncodedMedia, newline_token_id
 from nvila_core.model.processing import MediaItem, ModelInputs
 from nvila_core.model.prompting import IMAGE_TOKEN_INDEX
@@ -214,6 +219,8 @@ class ExportBackend(ABC):
             decode_ms=decode_ms,
             prompt_tokens=prompt_tokens,
             logits=torch.stack(step_logits) if output_logits else None,
+            cache=past,
+            cached=length,
         )
 
     def score(
@@ -229,13 +236,36 @@ class ExportBackend(ABC):
         check_continuations(continuations)
         self._check_media(inputs, media_embeds)
         prompt = self._embed(inputs.input_ids, media_embeds)
+        return self._score_tree(prompt, self._empty_past(prompt.dtype), 0, continuations)
+
+    def score_after(
+        self,
+        decoded: Decoded,
+        keep: int,
+        ids: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        check_continuations(continuations)
+        check_continuable(decoded, keep, ids)
+        length = decoded.prompt_tokens + keep
+        past = {name: np.ascontiguousarray(a[:, :, :length]) for name, a in decoded.cache.items()}
+        return self._score_tree(self._embed(ids, []), past, length, continuations)
+
+    def _score_tree(
+        self,
+        prompt: np.ndarray,
+        past: dict[str, np.ndarray],
+        length: int,
+        continuations: Sequence[Sequence[int]],
+    ) -> Scored:
+        """`score` after `prompt` [1, L, D] continues `past` (`length` positions)."""
         start = time.perf_counter()
-        logits, past = self._step(prompt, self._empty_past(prompt.dtype), 0)
+        logits, past = self._step(prompt, past, length)
         prefill_ms = (time.perf_counter() - start) * 1e3
         scores = [0.0] * len(continuations)
         # a tree node: (answers through it, log-probs of its next token, its past, its row)
         level = [(list(range(len(continuations))), logits[0].log_softmax(-1), past, 0)]
-        length, depth = prompt.shape[1], 0
+        length, depth = length + prompt.shape[1], 0
         while level:
             children = []
             for members, logp, node_past, row in level:
@@ -262,5 +292,5 @@ class ExportBackend(ABC):
             log_probs=scores,
             prefill_ms=prefill_ms,
             score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
-            prompt_tokens=prompt.shape[1],
+            prompt_tokens=length,
         )

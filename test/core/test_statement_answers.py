@@ -224,3 +224,32 @@ def test_navila_nano_states_the_same_when_the_engine_writes_the_form():
         chosen = engine.navigate(instruction, frames, answers=ANSWERS, previous_actions=previous)
         assert chosen.statement == expected
         assert chosen.timings["statement_tokens"] < full.timings["new_tokens"]
+
+
+class _NoCache(TorchBackend):
+    """Torch decoding that keeps no KV cache: the engine prefills the statement again."""
+
+    def decode(self, *args):
+        decoded = super().decode(*args)
+        decoded.cache = None
+        return decoded
+
+
+@pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
+def test_navila_nano_chooses_from_its_statements_cache_as_from_a_new_prefill():
+    """The shipped model's choice continues the KV cache its statement left, and ranks the
+    answers as a fresh prefill of prompt and statement does."""
+    engine = Engine.from_pretrained(NANO)
+    fresh = Engine(_NoCache(engine.backend.model), engine.config, engine.tokenizer)
+    rng = np.random.default_rng(1)
+    for k in range(4):
+        frames = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2 + k)]
+        if k % 2:
+            frames[-1] = np.full((96, 128, 3), (40, 40, 200), np.uint8)
+        instruction = "Leave the hallway and stop next to the blue potted plant."
+        cached = engine.navigate(instruction, frames, answers=ANSWERS)
+        again = fresh.navigate(instruction, frames, answers=ANSWERS)
+        assert (cached.timings["statement_cache"], again.timings["statement_cache"]) == (1, 0)
+        assert (cached.statement, cached.text) == (again.statement, again.text)
+        assert cached.timings["prompt_tokens"] == again.timings["prompt_tokens"]
+        np.testing.assert_allclose(cached.answer_log_probs, again.answer_log_probs, atol=1e-4)

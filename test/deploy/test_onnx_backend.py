@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nvila_core.model.generation import Decoded
+from nvila_core.model.processing import ModelInputs
 from nvila_core.quant import simulated
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_core.runtime.onnx_backend import OnnxRuntimeBackend
@@ -154,6 +155,49 @@ def test_choosing_runs_one_llm_call_per_answer_token_on_onnxruntime(ort_engine, 
         backend.max_batch = type(backend).max_batch
     assert single.text == batched.text
     assert single.answer_log_probs == pytest.approx(batched.answer_log_probs, abs=1e-5)
+
+
+@pytest.mark.parametrize("keep", ["all fed", "one"])
+def test_scoring_after_a_decode_continues_its_cache_like_a_fresh_prefill(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames, keep
+):
+    """`score_after` on a decode's KV cache (whole, or cut back to its first generated token)
+    scores as a fresh prefill of the same tokens, on onnxruntime and on torch."""
+    extra = tiny_tokenizer(" Yes. The next action is", add_special_tokens=False).input_ids
+    continuations = [ort_engine.processor.answer_ids(a) for a in ANSWERS]
+    frames = make_frames(3)
+    torch_engine = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    for engine in (ort_engine, torch_engine):
+        inputs = engine.processor.navigation(INSTRUCTION, frames)
+        with torch.inference_mode():
+            embeds = engine._encode_media(inputs.media).embeds
+            decoded = engine.backend.decode(inputs, embeds, [], 4, False)
+            # four tokens generated without a stop token: the last was never fed
+            assert len(decoded.token_ids) == 4 and decoded.cached == decoded.prompt_tokens + 3
+            k = 3 if keep == "all fed" else 1
+            said = ModelInputs(
+                [*inputs.input_ids, *decoded.token_ids[:k], *extra], inputs.media, ""
+            )
+            fresh = engine.backend.score(said, embeds, continuations)
+            after = engine.backend.score_after(decoded, k, extra, continuations)
+        assert after.prompt_tokens == fresh.prompt_tokens
+        torch.testing.assert_close(
+            torch.tensor(after.log_probs), torch.tensor(fresh.log_probs), rtol=0, atol=1e-4
+        )
+
+
+def test_scoring_after_a_decode_needs_its_cache_and_fed_tokens(ort_engine, make_frames):
+    inputs = ort_engine.processor.navigation(INSTRUCTION, make_frames(2))
+    embeds = ort_engine._encode_media(inputs.media).embeds
+    decoded = ort_engine.backend.decode(inputs, embeds, [], 2, False)
+    continuations = [[5, 6]]
+    with pytest.raises(ValueError, match="keep must be in"):
+        ort_engine.backend.score_after(decoded, 2, [7], continuations)
+    with pytest.raises(ValueError, match="at least one token"):
+        ort_engine.backend.score_after(decoded, 1, [], continuations)
+    decoded.cache = None
+    with pytest.raises(ValueError, match="no KV cache"):
+        ort_engine.backend.score_after(decoded, 1, [7], continuations)
 
 
 class _Saying:
