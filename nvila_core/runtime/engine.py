@@ -460,20 +460,7 @@ class Engine:
             scored = self.backend.score_after(
                 decoded, common - len(forced), stated[common:], continuations
             )
-        best = max(range(len(answers)), key=scored.log_probs.__getitem__)
-        return GenerationResult(
-            text=answers[best].strip(),
-            token_ids=continuations[best][:-1],
-            stopped_by="choice",
-            timings={
-                "prefill_ms": scored.prefill_ms,
-                "score_ms": scored.score_ms,
-                "prompt_tokens": scored.prompt_tokens,
-                "answers": len(answers),
-                "statement_cache": 1,
-            },
-            answer_log_probs=scored.log_probs,
-        )
+        return _chosen(answers, continuations, scored, {"statement_cache": 1})
 
     def _state(self, inputs: ModelInputs) -> tuple[str | None, GenerationResult, Decoded]:
         """The statement a `nav_statement` model makes before its action, checked (`_checked`),
@@ -539,24 +526,13 @@ class Engine:
         with torch.inference_mode():
             encoded = self._encode_media(inputs.media)
             scored = self.backend.score(inputs, encoded.embeds, continuations)
-        best = max(range(len(answers)), key=scored.log_probs.__getitem__)
-        timings: dict[str, float | int] = {
+        vision = {
             "vision_ms": encoded.vision_ms,
-            "prefill_ms": scored.prefill_ms,
-            "score_ms": scored.score_ms,
-            "prompt_tokens": scored.prompt_tokens,
             "visual_tokens": encoded.visual_tokens,
-            "answers": len(answers),
             "vit_passes": encoded.vit_passes,
             "cached_frames": encoded.cached_frames,
         }
-        return GenerationResult(
-            text=answers[best].strip(),
-            token_ids=continuations[best][:-1],
-            stopped_by="choice",
-            timings=timings,
-            answer_log_probs=scored.log_probs,
-        )
+        return _chosen(answers, continuations, scored, vision)
 
     def run(
         self,
@@ -664,6 +640,29 @@ def _frame_keys(item: MediaItem) -> list[Hashable | None]:
     if len(item.keys) != count:
         raise ValueError(f"{item.kind} item has {count} frames but {len(item.keys)} cache keys")
     return list(item.keys)
+
+
+def _chosen(
+    answers: Sequence[str],
+    continuations: list[list[int]],
+    scored: Scored,
+    timings: dict[str, float | int],
+) -> GenerationResult:
+    """The best-scored answer as a result, with the scoring's timings added to `timings`."""
+    best = max(range(len(answers)), key=scored.log_probs.__getitem__)
+    return GenerationResult(
+        text=answers[best].strip(),
+        token_ids=continuations[best][:-1],
+        stopped_by="choice",
+        timings={
+            **timings,
+            "prefill_ms": scored.prefill_ms,
+            "score_ms": scored.score_ms,
+            "prompt_tokens": scored.prompt_tokens,
+            "answers": len(answers),
+        },
+        answer_log_probs=scored.log_probs,
+    )
 
 
 def _shared_prefix(sequences: Sequence[Sequence[int]]) -> int:

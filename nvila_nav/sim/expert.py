@@ -93,6 +93,17 @@ class ExpertRun:
         return polyline_length([(x, y) for _, x, y, _ in self.trajectory])
 
 
+def in_stop_band(world: World, episode: Episode, pose: Pose, band: float, hfov_deg: float) -> bool:
+    """Whether the landmark `episode` names is close ahead at `pose` (in view of a camera with
+    `hfov_deg`, within `sight.CLOSE_AHEAD`) and its goal point within `band` m: where an expert
+    with that stop band stops (`Expert`)."""
+    g = episode.goal.position
+    name = episode.info.get("goal_landmark")
+    return math.dist((pose.x, pose.y), (g[0], g[1])) <= band and name in landmarks_close_ahead(
+        world, pose, hfov_deg
+    )
+
+
 class Expert:
     """Decides the next mid-level action for one episode from the current pose.
 
@@ -147,6 +158,7 @@ class Expert:
         else:
             world = sim.load_scene(episode.scene_id)
         self.world = world
+        self.episode = episode
         self.nav = world.nav
         g = episode.goal.position
         self.goal = (g[0], g[1])
@@ -154,7 +166,6 @@ class Expert:
         self._plan: tuple[float, float, float, int] | None = None
         name = episode.info.get("goal_landmark")
         names = {lm.name for lm in world.landmarks}
-        self.goal_name = name if name in names else None
         self.look_at = (world.landmark(name).x, world.landmark(name).y) if name in names else None
         cone = self._approach() if approach else None
         self.field = self.nav.distance_field(self.goal, corridor, cone)
@@ -210,11 +221,8 @@ class Expert:
 
     def in_stop_band(self, pose: Pose) -> bool:
         """Whether `stop_band` makes the expert stop at `pose`."""
-        return (
-            self.stop_band is not None
-            and self.goal_name is not None
-            and math.dist((pose.x, pose.y), self.goal) <= self.stop_band
-            and self.goal_name in landmarks_close_ahead(self.world, pose, self.hfov_deg)
+        return self.stop_band is not None and in_stop_band(
+            self.world, self.episode, pose, self.stop_band, self.hfov_deg
         )
 
     def _choose(self, pose: Pose, side: int = 0) -> tuple[float, float, float, int] | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from nvila_nav.actions import Action
 from nvila_nav.sim.dataset import FORMAT, VERSION, link_frames
 from nvila_nav.sim.episodes import SUCCESS_RADIUS, Episode
-from nvila_nav.sim.expert import Expert
+from nvila_nav.sim.expert import in_stop_band
 from nvila_nav.sim.geometry import Pose, polyline_length
 from nvila_nav.sim.world import world_for_scene
 
@@ -26,14 +26,17 @@ def band_stop_index(meta: dict, band: float) -> int | None:
     """The first action of an episode's meta.json where an expert with `stop_band=band` stops,
     or None when it reaches no such state."""
     episode = Episode.from_dict(meta["episode"])
-    expert = Expert(
-        world_for_scene(episode.scene_id),
-        episode,
-        stop_band=band,
-        hfov_deg=float(meta["camera"]["hfov_deg"]),
-    )
+    radius = episode.goal.radius or SUCCESS_RADIUS
+    if not 0.0 < band < radius:
+        raise ValueError(f"the stop band must be in (0, {radius}) m (the goal radius), got {band}")
+    world = world_for_scene(episode.scene_id)
+    hfov = float(meta["camera"]["hfov_deg"])
     return next(
-        (i for i, a in enumerate(meta["actions"]) if expert.in_stop_band(Pose(*a["pose"]))),
+        (
+            i
+            for i, a in enumerate(meta["actions"])
+            if in_stop_band(world, episode, Pose(*a["pose"]), band, hfov)
+        ),
         None,
     )
 

@@ -95,6 +95,8 @@ def test_rollouts_ended_at_the_band_are_the_banded_rollouts(rollouts, tmp_path):
 
 
 def test_a_band_cannot_be_narrowed_nor_contrast_episodes_cut(rollouts, tmp_path):
+    with pytest.raises(ValueError, match="goal radius"):
+        write_stop_band_dataset(rollouts["plain"], tmp_path / "wide", 1.5)
     with pytest.raises(ValueError, match="narrower"):
         write_stop_band_dataset(rollouts["banded"], tmp_path / "narrow", BAND - 0.2)
     cut, removed = write_stop_band_dataset(rollouts["banded"], tmp_path / "same", BAND)
