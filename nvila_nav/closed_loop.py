@@ -86,6 +86,7 @@ def run_policy(
     frame_hz: float = 2.0,
     expert_finishes: bool = False,
     stop_distance: float = STOP_DISTANCE,
+    stop_band: float | None = None,
 ) -> PolicyRun:
     """Drive `episode` with `policy`; with probability `beta` per step the expert's action is
     driven instead (DAgger's mixture). Frames are rendered one per decision for "recent"
@@ -93,8 +94,8 @@ def run_policy(
 
     `expert_finishes` (DAgger only): a policy "stop" the expert does not make is not executed;
     from there the expert drives to its own approach and stop, so a run that the policy ended
-    too early still brings the stop labels of the states around the goal. `stop_distance`: the
-    labelling expert's stop band around the goal point (`Expert`)."""
+    too early still brings the stop labels of the states around the goal. `stop_distance` and
+    `stop_band`: where the labelling expert stops around the goal point (`Expert`)."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     rng = np.random.default_rng(seed)
@@ -102,7 +103,9 @@ def run_policy(
     run = ExpertRun(episode=episode, frame_hz=frame_hz, decision_frames=decision_frames)
     recorder = FrameRecorder(sim, run, render, decision_frames)
     recorder.record(sim.reset(episode, render=render and not decision_frames))
-    expert = Expert(sim, episode, stop_distance=stop_distance)
+    expert = Expert(
+        sim, episode, stop_distance=stop_distance, stop_band=stop_band, hfov_deg=sim.camera.hfov_deg
+    )
     policy.reset()
     executed: list[str] = []
     latencies: list[float] = []

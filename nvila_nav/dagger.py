@@ -7,8 +7,10 @@ visits; once it errs it is somewhere it never trained. Each iteration:
    probability beta the expert's action is driven instead (beta decays per iteration);
 2. label every visited state with the expert's action: blocked moves, detours and early stops
    included (off the route the expert's cost field leads back, it never says "stop" away from
-   the goal);
-3. aggregate: the iteration's episodes join the base data and every earlier iteration's;
+   the goal); where the base rollouts' expert stopped in a band (`Expert` `stop_band`), the
+   labelling expert does too, so the new labels agree with the data they join;
+3. aggregate: the iteration's episodes join the base data and every earlier iteration's (the
+   data of the recipe's last stage, the one the model came from);
 4. fine-tune the current model on the aggregate (an `nvila-core` recipe stage).
 
 Everything is resumable: an iteration whose dataset index exists is not collected again, and
@@ -21,6 +23,7 @@ its training stage resumes or is skipped like any recipe stage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import sys
@@ -81,8 +84,10 @@ def collect(
     beta: float,
     settings: DaggerSettings,
     iteration: int,
+    stop_band: float | None = None,
 ) -> dict[str, float]:
-    """Roll `model` out on `episodes` and write them as an expert-labelled training dataset.
+    """Roll `model` out on `episodes` and write them as an expert-labelled training dataset;
+    `stop_band`: the labelling expert's (`Expert`), recorded in the index like a rollout's.
 
     `settings.workers` processes (one torch thread each) take the episodes in small chunks; the
     index keeps the episodes' order, so the dataset does not depend on the number of workers."""
@@ -102,6 +107,7 @@ def collect(
             beta,
             settings,
             iteration,
+            stop_band,
             [(i, episodes[i]) for i in range(k, min(k + size, len(episodes)))],
         )
         for k in range(0, len(episodes), size)
@@ -124,7 +130,7 @@ def collect(
                 for done in pool.imap_unordered(_collect_chunk, chunks):
                     gather(done)
     collected = [results[i] for i in sorted(results)]
-    write_index(partial, [r.entry for r in collected], 2.0, camera)
+    write_index(partial, [r.entry for r in collected], 2.0, camera, stop_band)
     partial.rename(out)
     steps = sum(r.steps for r in collected)
     stats = {
@@ -139,6 +145,7 @@ def collect(
         "decoding": settings.decoding,
         "expert_finishes": settings.expert_finishes,
         "stop_distance": settings.stop_distance,
+        "stop_band": stop_band,
         **stats,
     }
     (out / "dagger.json").write_text(yaml.safe_dump(summary), encoding="utf-8")
@@ -167,7 +174,7 @@ def _collect_chunk(chunk: tuple) -> dict[int, _Collected]:
     from nvila_nav.sim.env import Simulator
     from nvila_nav.sim.robot import CameraConfig
 
-    model, partial, beta, settings, iteration, items = chunk
+    model, partial, beta, settings, iteration, stop_band, items = chunk
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)
     camera = CameraConfig(width=settings.width, height=settings.height)
@@ -184,6 +191,7 @@ def _collect_chunk(chunk: tuple) -> dict[int, _Collected]:
                 seed=(settings.seed + iteration) * 1_000_003 + i,
                 expert_finishes=settings.expert_finishes,
                 stop_distance=settings.stop_distance,
+                stop_band=stop_band,
             )
             run = result.run
             results[i] = _Collected(
@@ -196,11 +204,32 @@ def _collect_chunk(chunk: tuple) -> dict[int, _Collected]:
     return results
 
 
+def navigation_data(base: dict[str, Any]) -> dict[str, Any]:
+    """The data `base`'s last stage trained on (its own `data`, else the recipe's): the data of
+    the model DAgger starts from."""
+    stages = base.get("stages") or []
+    return dict((stages[-1].get("data") if stages else None) or base["data"])
+
+
+def base_stop_band(data: dict[str, Any]) -> float | None:
+    """The stop band that the rollout datasets of `data` were labelled with (their index's
+    `stop_band`; None: the plain expert). Datasets that disagree are refused: on-policy labels
+    can agree with only one of them."""
+    bands = set()
+    for spec in data["datasets"]:
+        index = Path(spec["path"]) / "index.json"
+        if spec.get("split") != "val" and index.is_file():
+            bands.add(json.loads(index.read_text(encoding="utf-8")).get("stop_band"))
+    if len(bands) > 1:
+        raise ValueError(f"the base rollouts were labelled with different stop bands: {bands}")
+    return bands.pop() if bands else None
+
+
 def stage_recipe(
     base: dict[str, Any], model: Path, datasets: list[Path], settings: DaggerSettings, name: str
 ) -> dict[str, Any]:
     """A one-stage recipe: fine-tune `model` on the base navigation data and the DAgger data."""
-    data = dict(base["data"])
+    data = navigation_data(base)
     base_sets = [
         {**d, "weight": settings.base_weight} if d.get("split") != "val" else d
         for d in data["datasets"]
@@ -236,6 +265,7 @@ def run_dagger(
     base = read_recipe_data(Path(recipe_path))
     out = Path(out)
     current = Path(start)
+    stop_band = base_stop_band(navigation_data(base))
     datasets: list[Path] = []
     for k in range(1, settings.iterations + 1):
         folder = out / f"iter-{k}"
@@ -243,7 +273,8 @@ def run_dagger(
         beta = settings.beta * settings.beta_decay ** (k - 1)
         if not (data_dir / "index.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            stats = collect(current, iteration_episodes(settings, k), data_dir, beta, settings, k)
+            episodes = iteration_episodes(settings, k)
+            stats = collect(current, episodes, data_dir, beta, settings, k, stop_band)
             log.info("dagger iteration %d: collected %s", k, stats)
         datasets.append(data_dir)
         spec = stage_recipe(base, current, datasets, settings, f"{base['name']}-dagger-{k}")

@@ -14,12 +14,20 @@ from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.tokenizer import build_tokenizer
 from nvila_nav.actions import Action, parse_action
 from nvila_nav.closed_loop import END_POLICY_FAILED, evaluate, run_policy, score
-from nvila_nav.dagger import DaggerSettings, collect, run_dagger, stage_recipe
+from nvila_nav.dagger import (
+    DaggerSettings,
+    base_stop_band,
+    collect,
+    navigation_data,
+    run_dagger,
+    stage_recipe,
+)
 from nvila_nav.evaluation import END_ACTION_LIMIT, END_STOP
 from nvila_nav.policies import ExpertPolicy, ForwardPolicy, PolicyDecision
 from nvila_nav.sim.dataset import load_dataset
 from nvila_nav.sim.env import RenderingUnavailable, Simulator
 from nvila_nav.sim.episodes import generate_episodes
+from nvila_nav.sim.expert import in_stop_band
 from nvila_nav.sim.robot import CameraConfig
 
 
@@ -126,6 +134,57 @@ def test_a_wider_stop_band_labels_the_stop_earlier_inside_the_success_radius(sim
     assert len(wide.actions) < len(narrow.actions)
 
 
+def test_with_a_stop_band_the_labelling_expert_stops_where_the_goal_is_close_ahead(sim, episodes):
+    plain = run_policy(sim, episodes[2], ForwardPolicy(), beta=1.0, render=False).run
+    banded = run_policy(
+        sim, episodes[2], ForwardPolicy(), beta=1.0, render=False, stop_band=1.2
+    ).run
+    world = sim.load_scene(episodes[2].scene_id)
+    hfov = sim.camera.hfov_deg
+    stop = banded.actions[-1]
+    assert banded.success and stop.action.is_stop and len(banded.actions) < len(plain.actions)
+    assert in_stop_band(world, episodes[2], stop.pose, 1.2, hfov)
+    # the first such state: the expert drove as without the band up to there
+    assert [s.action for s in banded.actions[:-1]] == [
+        s.action for s in plain.actions[: len(banded.actions) - 1]
+    ]
+    assert not any(in_stop_band(world, episodes[2], s.pose, 1.2, hfov) for s in banded.actions[:-1])
+
+
+def _rollout_index(folder, **fields):
+    folder.mkdir()
+    (folder / "index.json").write_text(json.dumps({"episodes": [], **fields}))
+    return str(folder)
+
+
+def test_dagger_labels_with_the_stop_band_of_the_data_the_model_came_from(tmp_path):
+    banded = _rollout_index(tmp_path / "banded", stop_band=0.8)
+    contrast = _rollout_index(tmp_path / "contrast", stop_band=0.8, contrast={"radius": 1.5})
+    plain = _rollout_index(tmp_path / "plain")
+    val = _rollout_index(tmp_path / "val")
+    captions = {"name": "readout", "path": str(tmp_path / "readout.json"), "split": "train"}
+    stage_data = {
+        "datasets": [
+            {"name": "a", "path": banded, "split": "train"},
+            {"name": "c", "path": contrast, "split": "train"},
+            captions,
+            {"name": "v", "path": val, "split": "val"},
+        ]
+    }
+    recipe = {
+        "data": {"datasets": [captions]},
+        "stages": [{"name": "readout"}, {"name": "navigation", "data": stage_data}],
+    }
+    # the last stage's own data (a statement recipe); a recipe's data where it has none
+    assert navigation_data(recipe) == stage_data
+    assert navigation_data({**recipe, "stages": [{"name": "nav"}]}) == recipe["data"]
+    assert base_stop_band(stage_data) == 0.8
+    assert base_stop_band({"datasets": [{"name": "p", "path": plain, "split": "train"}]}) is None
+    mixed = {"datasets": [*stage_data["datasets"], {"name": "p", "path": plain}]}
+    with pytest.raises(ValueError, match="different stop bands"):
+        base_stop_band(mixed)
+
+
 @pytest.fixture(scope="module")
 def compact_model(tmp_path_factory):
     config = dataclasses.replace(
@@ -158,6 +217,11 @@ def test_dagger_collects_expert_labels_and_fine_tunes(compact_model, tmp_path):
     )
     index = json.loads((data / "index.json").read_text())["episodes"]
     assert json.loads((one / "index.json").read_text())["episodes"] == index
+    # a labelling band is recorded like a rollout's, for the steps that read the data later
+    banded = tmp_path / "banded"
+    collect(compact_model, generate_episodes("train", 1, tier="A"), banded, 0.5, single, 1, 1.2)
+    assert json.loads((banded / "index.json").read_text())["stop_band"] == 1.2
+    assert yaml.safe_load((banded / "dagger.json").read_text())["stop_band"] == 1.2
     dataset = load_dataset(data)
     for episode in dataset.episodes:
         assert [a.frame_index for a in episode.actions] == list(range(len(episode.actions)))
