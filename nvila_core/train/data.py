@@ -240,6 +240,10 @@ class Mixture:
     """Which frames a navigation sample shows; must match the model's `nav_history`."""
     pruned: Path | None = None
     """A `nvila-core prune` file: only its kept samples of the datasets it lists are trained on."""
+    previous_actions_dropout: float = 0.0
+    """Probability that a training sample's previous actions are withheld ("Done: nothing"):
+    a model that always sees them learns to repeat its last turn's side (in the closed loop its
+    own turns then feed it, and it circles) instead of reading the side from the frames."""
     source: str = "<inline>"
 
     def __post_init__(self) -> None:
@@ -261,6 +265,8 @@ class Mixture:
             raise DataError(f"{self.source}: num_frames must be >= 1")
         if self.history not in HISTORIES:
             raise DataError(f"{self.source}: history must be one of {HISTORIES}")
+        if not 0.0 <= self.previous_actions_dropout <= 1.0:
+            raise DataError(f"{self.source}: previous_actions_dropout must be in [0, 1]")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<inline>") -> Mixture:
@@ -276,6 +282,7 @@ class Mixture:
             "blank_frames",
             "history",
             "pruned",
+            "previous_actions_dropout",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -304,6 +311,7 @@ class Mixture:
             blank_frames=bool(data.get("blank_frames", False)),
             history=str(data.get("history", "navila")),
             pruned=Path(data["pruned"]) if data.get("pruned") else None,
+            previous_actions_dropout=float(data.get("previous_actions_dropout", 0.0)),
             source=source,
         )
 
@@ -340,6 +348,15 @@ class Mixture:
             val = val[: int(self.max_val_samples)]
         if self.blank_frames:
             train, val = ([with_blank_frames(s) for s in part] for part in (train, val))
+        if self.previous_actions_dropout > 0.0:
+            # its own generator: the order and the split stay those of the same seed without it
+            drop = np.random.default_rng([self.seed, 1]).random(len(train))
+            train = [
+                dataclasses.replace(s, previous_actions=())
+                if d < self.previous_actions_dropout
+                else s
+                for s, d in zip(train, drop, strict=True)
+            ]
         return train, val
 
     def train_samples(self) -> list[NavSample]:

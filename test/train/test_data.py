@@ -1,5 +1,6 @@
 """Training data: real simulator rollouts -> NaVILA samples -> mixtures -> model inputs."""
 
+import dataclasses
 import json
 
 import pytest
@@ -165,6 +166,37 @@ def test_blank_frames_mixture_keeps_answers_and_blacks_every_frame(
     example = NavDataset(blank[:1], NVILAProcessor(tiny_config, tiny_tokenizer))[0]
     assert len(example.media) == 8
     assert all(torch.all(m.pixel_values == -1.0) for m in example.media)
+
+
+def test_previous_actions_dropout_withholds_them_in_a_seeded_share_of_training_samples(
+    rollout, tiny_config, tiny_tokenizer
+):
+    spec = {"datasets": [{"name": "sim", "path": str(rollout)}], "seed": 3}
+    kept = Mixture.from_dict(spec).train_samples()
+    dropped = Mixture.from_dict({**spec, "previous_actions_dropout": 0.5}).train_samples()
+    # the same samples in the same order, only the previous actions differ
+    assert [(s.sample_id, s.answer) for s in dropped] == [(s.sample_id, s.answer) for s in kept]
+    had = [k.previous_actions != () for k in kept]
+    withheld = [h and d.previous_actions == () for h, d in zip(had, dropped, strict=True)]
+    assert 0 < sum(withheld) < sum(had)
+    assert all(
+        d.previous_actions in ((), k.previous_actions) for k, d in zip(kept, dropped, strict=True)
+    )
+    again = Mixture.from_dict({**spec, "previous_actions_dropout": 0.5}).train_samples()
+    assert [s.previous_actions for s in again] == [s.previous_actions for s in dropped]
+    assert all(
+        s.previous_actions == ()
+        for s in Mixture.from_dict({**spec, "previous_actions_dropout": 1.0}).train_samples()
+    )
+    # what the model reads: "Done: nothing" in place of the executed actions
+    config = dataclasses.replace(tiny_config, nav_prompt="compact", nav_previous_actions=2)
+    processor = NVILAProcessor(config, tiny_tokenizer)
+    sample = next(d for d, w in zip(dropped, withheld, strict=True) if w)
+    assert "Done: nothing" in processor.navigation_text(
+        sample.instruction, 8, sample.previous_actions
+    )
+    with pytest.raises(DataError, match="previous_actions_dropout"):
+        Mixture.from_dict({**spec, "previous_actions_dropout": 1.5})
 
 
 def test_llama3_template_labels_end_with_end_of_text(rollout, tiny_vila15_config):
