@@ -188,13 +188,18 @@ def test_previous_actions_dropout_withholds_them_in_a_seeded_share_of_training_s
         s.previous_actions == ()
         for s in Mixture.from_dict({**spec, "previous_actions_dropout": 1.0}).train_samples()
     )
-    # what the model reads: "Done: nothing" in place of the executed actions
+    # what the model trains on: the prompt inference builds at an episode's first step ("Done:
+    # nothing"), where the same sample without dropout has the executed actions
     config = dataclasses.replace(tiny_config, nav_prompt="compact", nav_previous_actions=2)
     processor = NVILAProcessor(config, tiny_tokenizer)
-    sample = next(d for d, w in zip(dropped, withheld, strict=True) if w)
-    assert "Done: nothing" in processor.navigation_text(
-        sample.instruction, 8, sample.previous_actions
-    )
+    k = withheld.index(True)
+    example = NavDataset([dropped[k]], processor)[0]
+    original = NavDataset([kept[k]], processor)[0]
+    frames = [Image.open(p).convert("RGB") for p in dropped[k].frame_paths if p is not None]
+    for previous, trained in (([], example), (list(kept[k].previous_actions), original)):
+        inputs = processor.navigation(dropped[k].instruction, frames, previous_actions=previous)
+        assert trained.input_ids[: trained.prompt_length].tolist() == inputs.input_ids
+    assert example.input_ids.tolist() != original.input_ids.tolist()
     with pytest.raises(DataError, match="previous_actions_dropout"):
         Mixture.from_dict({**spec, "previous_actions_dropout": 1.5})
 
