@@ -26,6 +26,7 @@ from nvila_core.roofline import DEVICES
 from nvila_core.serve.cli import add_serve_cli
 from nvila_core.train.deltaloss import add_prune_cli
 from nvila_core.train.finetune_options import FinetuneConfig, add_finetune_cli
+from nvila_core.train.frame_heads import add_train_head_cli
 from nvila_core.train.mcap_import import add_import_cli
 
 if TYPE_CHECKING:
@@ -475,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
 
     add_prune_cli(commands)
+    add_train_head_cli(commands)
     add_import_cli(commands)
     add_quantize_cli(commands)
     add_export_cli(commands)

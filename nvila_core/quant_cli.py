@@ -118,6 +118,7 @@ def _print(report: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from nvila_core.model.frame_head import copy_heads
     from nvila_core.quant import save_quantized
 
     report = stage_reporter("nvila-core quantize")
@@ -128,7 +129,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out = Path(args.out or f"outputs/quantized/{model.config.name}-{args.recipe}")
     report(f"writing {out}")
     save_quantized(model, tokenizer, state, out)
-    report("done")
+    heads = copy_heads(args.model, out)
+    report(f"done (frame heads copied: {', '.join(heads) or 'none'})")
     schemes: dict[str, int] = {}
     for q in state.linears.values():
         schemes[q.scheme] = schemes.get(q.scheme, 0) + 1
@@ -161,6 +163,7 @@ def add_quantize_cli(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from nvila_core.export import export_model
+    from nvila_core.model.frame_head import copy_heads
 
     report = stage_reporter("nvila-core export")
     model, tokenizer, state = _load_reported(args, report)
@@ -175,7 +178,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     precision = state.recipe.get("recipe") if state is not None else "float"
     report(f"exporting ONNX graphs ({precision}) to {args.out}")
     metadata = export_model(model, tokenizer, args.out, state, report=report)
-    report("done")
+    heads = copy_heads(args.model, args.out)
+    report(f"done (frame heads copied: {', '.join(heads) or 'none'})")
     _print(
         {
             "out": args.out,

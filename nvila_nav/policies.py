@@ -23,6 +23,14 @@ from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.world import world_for_scene
+from nvila_nav.turn_side import (
+    TURN_SIDE_ANSWERS,
+    TURN_SIDE_HEAD,
+    TURNS,
+    follows_move,
+    side_of_answer,
+    with_side,
+)
 
 if TYPE_CHECKING:
     from nvila_core.model.generation import GenerationResult
@@ -127,6 +135,15 @@ class NVILAPolicy:
         if decoding in ("choose", "choose_kind"):
             answer = engine.processor.navigation_answer
             self.answers = [answer(action.to_text()) for action in ALL_ACTIONS]
+        head = engine.heads.get(TURN_SIDE_HEAD)
+        if head is not None and sorted(head.answers) != sorted(TURN_SIDE_ANSWERS.values()):
+            raise ValueError(
+                f"the model's {TURN_SIDE_HEAD} head answers {head.answers}, not "
+                f"{sorted(TURN_SIDE_ANSWERS.values())}"
+            )
+        self.turn_side = head is not None
+        """A model folder with a turn-side head takes the side of every turn after a move from
+        it (`nvila_nav.turn_side`)."""
 
     @property
     def history(self) -> str:
@@ -160,15 +177,35 @@ class NVILAPolicy:
             previous_actions=request.previous_actions,
         )
         text = decided_text(result, self.answers, self.by_kind)
+        action = parse_action(text)
+        timings = dict(result.timings)
+        if (
+            self.turn_side
+            and action is not None
+            and action.kind in TURNS
+            and follows_move(request.previous_actions)
+        ):
+            asked = time.perf_counter()
+            side = self._turn_side(frames[-1], None if keys is None else keys[-1])
+            timings["turn_side_ms"] = (time.perf_counter() - asked) * 1e3
+            timings["turn_side_changed"] = int(side is not action.kind)
+            if side is not action.kind:
+                action = with_side(action, side)
+                text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
         # never parsed: its words are not the action's
         said = result.statement
         return PolicyDecision(
             text=f"{said} {text}" if said else text,
-            action=parse_action(text),
+            action=action,
             latency_s=time.perf_counter() - start,
-            timings=dict(result.timings),
+            timings=timings,
         )
+
+    def _turn_side(self, frame: np.ndarray, key: int | None) -> ActionKind:
+        """The side the turn-side head reads from the current frame's visual tokens."""
+        answer, _ = self.engine.ask_head(TURN_SIDE_HEAD, frame, key)
+        return side_of_answer(answer)
 
     def close(self) -> None:
         """Drop the model; accelerator memory goes back once nothing else references it."""

@@ -4,9 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from nvila_core.model.frame_head import FrameHead
 from nvila_core.runtime.engine import Engine, TorchBackend
-from nvila_nav.actions import ALL_ACTIONS, ActionKind, parse_action
+from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
 from nvila_nav.policies import (
     ExpertPolicy,
@@ -22,6 +24,7 @@ from nvila_nav.policies import (
 from nvila_nav.sim.episodes import generate_episode
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
+from nvila_nav.turn_side import TURN_SIDE_HEAD, TURN_SIDE_PROMPT
 from test.helpers.compact_models import ScriptedAnswer, compact_model
 
 INSTRUCTION = "Walk past the sofa and stop at the red door."
@@ -265,3 +268,64 @@ def test_choose_kind_decides_the_kind_before_the_amount(engine, make_frames):
     assert decided_text(generated, None, by_kind=False) == generated.text
     with pytest.raises(ValueError, match="needs the scores"):
         decided_text(generated, policy.answers, by_kind=True)
+
+
+def constant_head(features: int, answer: str) -> FrameHead:
+    """A turn-side head that answers `answer` whatever the frame shows."""
+    net = torch.nn.Sequential(torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net[2].bias[["Left.", "Right."].index(answer)] = 1.0
+    return FrameHead(
+        TURN_SIDE_HEAD,
+        TURN_SIDE_PROMPT,
+        ["Left.", "Right."],
+        torch.zeros(features),
+        torch.ones(features),
+        net,
+    )
+
+
+def test_a_turn_side_head_gives_the_side_of_a_turn_after_a_move(make_frames):
+    """With a turn-side head, where the executed actions end in a move, a turn the navigation
+    query decided keeps its angle and takes the side the head reads from the current frame; any
+    other decision, or a model without the head, is left as the query made it."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2)
+    frames = make_frames(3, height=48, width=64)
+    features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
+    after_move = ("turn left 15 degrees", "move forward 75 cm")
+
+    def policy(said, head_answer=None):
+        engine = Engine(ScriptedAnswer(model, tokenizer, said), config, tokenizer)
+        if head_answer is not None:
+            engine.heads[TURN_SIDE_HEAD] = constant_head(features, head_answer)
+        return NVILAPolicy(engine, decoding="generate")
+
+    for said in ("turn left 30 degrees", "turn right 30 degrees"):
+        for head_answer, side in (("Left.", Action.left), ("Right.", Action.right)):
+            turner = policy(said, head_answer)
+            decision = turner.decide(
+                PolicyRequest(INSTRUCTION, frames, previous_actions=after_move)
+            )
+            assert decision.action == side(30) and decision.text == decision.action.to_text()
+            assert decision.timings["turn_side_ms"] > 0
+            assert decision.timings["turn_side_changed"] == int(parse_action(said) != side(30))
+            for previous in ((), ("move forward 75 cm", "turn right 45 degrees")):
+                kept = turner.decide(PolicyRequest(INSTRUCTION, frames, previous_actions=previous))
+                assert kept.action == parse_action(said) and "turn_side_ms" not in kept.timings
+        untaught = policy(said).decide(
+            PolicyRequest(INSTRUCTION, frames, previous_actions=after_move)
+        )
+        assert untaught.action == parse_action(said) and "turn_side_ms" not in untaught.timings
+    moved = policy("move forward 50 cm", "Left.").decide(
+        PolicyRequest(INSTRUCTION, frames, previous_actions=after_move)
+    )
+    assert moved.action == Action.forward(50) and "turn_side_ms" not in moved.timings
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    wrong = constant_head(features, "Left.")
+    wrong.answers = ["Yes.", "No."]
+    engine.heads[TURN_SIDE_HEAD] = wrong
+    with pytest.raises(ValueError, match="turn_side head answers"):
+        NVILAPolicy(engine)

@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from nvila_core.model.checkpoint import load_checkpoint
 from nvila_core.model.configuration import ConfigError, NVILAConfig, list_presets
+from nvila_core.model.frame_head import FrameHead, load_heads
 from nvila_core.model.generation import (
     Decoded,
     GenerationResult,
@@ -42,7 +43,7 @@ from nvila_core.model.prompting import (
     statement_of,
     stop_token_ids,
 )
-from nvila_core.model.tokenizer import build_tokenizer
+from nvila_core.model.tokenizer import IMAGE_TOKEN, build_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,8 @@ class Engine:
         self.frame_cache = FrameFeatureCache(cache_frames)
         self._answer_cache: dict[str, list[int]] = {}
         self._statement_form = self._names_statement_form()
+        self.heads: dict[str, FrameHead] = {}
+        """The model folder's frame heads by name (`nvila_core.model.frame_head`)."""
 
     @classmethod
     def from_pretrained(
@@ -303,7 +306,9 @@ class Engine:
         path = Path(model)
         if backend in EXPORT_BACKENDS:
             runtime = export_backend(backend, path, device, threads)
-            return cls(runtime, runtime.config, runtime.tokenizer, cache_frames, backend)
+            engine = cls(runtime, runtime.config, runtime.tokenizer, cache_frames, backend)
+            engine.heads = load_heads(path)
+            return engine
         factory = backend_factory(backend)  # fail before loading gigabytes of weights
         if threads:
             torch.set_num_threads(threads)
@@ -329,7 +334,10 @@ class Engine:
                 f"{model!r} is neither a checkpoint folder nor a model preset (presets: "
                 f"{', '.join(list_presets())})"
             )
-        return cls(factory(nvila), nvila.config, tokenizer, cache_frames, backend, random_weights)
+        engine = cls(factory(nvila), nvila.config, tokenizer, cache_frames, backend, random_weights)
+        if path.is_dir():
+            engine.heads = load_heads(path)
+        return engine
 
     # ------------------------------------------------------------ public API
     def generate(
@@ -569,6 +577,25 @@ class Engine:
         if ids is None:
             ids = self._answer_cache[answer] = self.processor.answer_ids(answer)
         return ids
+
+    def frame_tokens(self, frame: ImageLike, frame_key: Hashable | None = None) -> torch.Tensor:
+        """One frame's projected visual tokens [tokens, D], what the LLM reads of it as a
+        navigation frame; cached per `frame_key` (or content) like a query's frames."""
+        keys = None if frame_key is None else [frame_key]
+        media = self.processor(IMAGE_TOKEN, frames=[frame], frame_keys=keys).media
+        with torch.inference_mode():
+            tokens, _, _ = self._cached_frame_tokens(media)
+        return tokens[0][0]
+
+    def ask_head(
+        self, name: str, frame: ImageLike, frame_key: Hashable | None = None
+    ) -> tuple[str, list[float]]:
+        """Frame head `name`'s answer for one frame and its probability per answer."""
+        head = self.heads.get(name)
+        if head is None:
+            raise KeyError(f"the model has no frame head {name!r} (has: {sorted(self.heads)})")
+        probs = head.probabilities(self.frame_tokens(frame, frame_key))
+        return head.answers[max(range(len(probs)), key=probs.__getitem__)], probs
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()

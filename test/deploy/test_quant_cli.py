@@ -111,3 +111,33 @@ def test_float_export_of_a_preset(tmp_path, capsys):
     assert {g["precision"][0] for g in report["graphs"].values()} == {"float32"}
     assert all(g["torch_relative_error"] < 1e-4 for g in report["graphs"].values())
     assert np.isfinite(report["graphs"]["llm"]["torch_relative_error"])
+
+
+def test_an_export_carries_the_frame_heads_and_onnxruntime_answers_them(tmp_path, capsys):
+    """A frame head written into a checkpoint goes with its export; on onnxruntime it reads the
+    exported ViT's tokens and gives the torch model's probabilities."""
+    import torch
+
+    from nvila_core.model.checkpoint import save_checkpoint
+    from nvila_core.model.frame_head import fit_frame_head, load_heads
+    from nvila_core.runtime.engine import Engine
+    from test.helpers.compact_models import compact_model
+
+    model, _, tokenizer = compact_model()
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    torch_engine = Engine.from_pretrained(tmp_path / "ckpt")
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    tokens = torch_engine.frame_tokens(frame).reshape(-1)
+    head = fit_frame_head(
+        "turn_side", "q", ["Left.", "Right."], torch.stack([tokens, -tokens]), [0, 1], epochs=50
+    )
+    head.save(tmp_path / "ckpt")
+    deploy = tmp_path / "deploy"
+    args = ["export", "--model", str(tmp_path / "ckpt"), "--quant", "none", "--out", str(deploy)]
+    assert run_cli(*args) == 0
+    assert "frame heads copied: turn_side" in capsys.readouterr().err
+    assert sorted(load_heads(deploy)) == ["turn_side"]
+    onnx_engine = Engine.from_pretrained(deploy, backend="onnxruntime")
+    answer, probs = onnx_engine.ask_head("turn_side", frame)
+    expected = Engine.from_pretrained(tmp_path / "ckpt").ask_head("turn_side", frame)
+    assert answer == expected[0] and probs == pytest.approx(expected[1], abs=1e-3)

@@ -1,0 +1,187 @@
+"""Frame heads: a closed-set question about one frame, answered from the model's visual tokens.
+
+Some questions a navigation model needs answered are in its visual tokens, yet its LLM does not
+learn to read them within the steps a CPU affords: which way a route turns at the current frame
+is readable from the projected tokens of that frame by a small net (about 70 % on unseen scenes),
+while the LLM, trained on the same states, stays at chance. A frame head is that small net,
+kept with the model (`heads/<name>.safetensors` and `heads/<name>.json` in its folder): the
+flattened visual tokens of one frame, standardised with its training set's statistics, through
+one hidden layer to a score per answer. It reads the tokens the engine already computed for the
+frame, so an answer costs a few hundred thousand multiply-adds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+HEADS_DIR = "heads"
+
+
+class FrameHeadError(ValueError):
+    """A frame head that cannot be trained or read; the message says why."""
+
+
+@dataclass
+class FrameHead:
+    """One question (`prompt`, for the record), its `answers`, and the net that picks one."""
+
+    name: str
+    prompt: str
+    answers: list[str]
+    mean: torch.Tensor  # [F] per-feature mean of the training tokens
+    scale: torch.Tensor  # [F] per-feature standard deviation (floored)
+    net: torch.nn.Sequential
+    info: dict[str, Any] = field(default_factory=dict)
+    """What it was trained on and how well it did (written to its JSON, never read back as code)."""
+
+    @property
+    def num_features(self) -> int:
+        return int(self.mean.numel())
+
+    def probabilities(self, tokens: torch.Tensor) -> list[float]:
+        """P(answer) for one frame's visual tokens [tokens, D] (or already flat [F])."""
+        flat = tokens.detach().reshape(-1).float().cpu()
+        if flat.numel() != self.num_features:
+            raise FrameHeadError(
+                f"head {self.name!r} reads {self.num_features} features, the frame has "
+                f"{flat.numel()} (tokens of another model?)"
+            )
+        with torch.inference_mode():
+            logits = self.net(((flat - self.mean) / self.scale)[None])[0]
+        return torch.softmax(logits, dim=0).tolist()
+
+    def answer(self, tokens: torch.Tensor) -> str:
+        probs = self.probabilities(tokens)
+        return self.answers[max(range(len(probs)), key=probs.__getitem__)]
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write `heads/<name>.safetensors` and `heads/<name>.json` under `model_dir`."""
+        folder = Path(model_dir) / HEADS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        first, _, second = self.net
+        tensors = {
+            "mean": self.mean,
+            "scale": self.scale,
+            "hidden.weight": first.weight,
+            "hidden.bias": first.bias,
+            "out.weight": second.weight,
+            "out.bias": second.bias,
+        }
+        save_file(
+            {k: v.detach().contiguous().float() for k, v in tensors.items()},
+            str(folder / f"{self.name}.safetensors"),
+        )
+        meta = {"name": self.name, "prompt": self.prompt, "answers": self.answers, **self.info}
+        (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return folder / f"{self.name}.safetensors"
+
+    @classmethod
+    def load(cls, model_dir: str | Path, name: str) -> FrameHead:
+        folder = Path(model_dir) / HEADS_DIR
+        try:
+            meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+            tensors = load_file(str(folder / f"{name}.safetensors"))
+            answers = [str(a) for a in meta["answers"]]
+            prompt = str(meta["prompt"])
+            hidden_w, out_w = tensors["hidden.weight"], tensors["out.weight"]
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+            raise FrameHeadError(f"{folder / name}: not a readable frame head ({err!r})") from err
+        if out_w.shape[0] != len(answers) or hidden_w.shape[1] != tensors["mean"].numel():
+            raise FrameHeadError(f"{folder / name}: its tensors do not match its answers")
+        net = _net(hidden_w.shape[1], hidden_w.shape[0], len(answers))
+        with torch.no_grad():
+            net[0].weight.copy_(hidden_w)
+            net[0].bias.copy_(tensors["hidden.bias"])
+            net[2].weight.copy_(out_w)
+            net[2].bias.copy_(tensors["out.bias"])
+        net.eval()
+        info = {k: v for k, v in meta.items() if k not in ("name", "prompt", "answers")}
+        return cls(name, prompt, answers, tensors["mean"], tensors["scale"], net, info)
+
+
+def load_heads(model_dir: str | Path) -> dict[str, FrameHead]:
+    """Every frame head kept in a model folder, by name (none: an empty dict)."""
+    folder = Path(model_dir) / HEADS_DIR
+    if not folder.is_dir():
+        return {}
+    return {p.stem: FrameHead.load(model_dir, p.stem) for p in sorted(folder.glob("*.json"))}
+
+
+def copy_heads(model_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """Copy a model folder's frame heads into the folder made from it (a quantized checkpoint, an
+    export); returns their names. A head reads the float model's tokens: on a quantized vision
+    tower they differ by the quantization error."""
+    heads = load_heads(model_dir) if Path(model_dir).is_dir() else {}
+    for head in heads.values():
+        head.save(out_dir)
+    return sorted(heads)
+
+
+def _net(features: int, hidden: int, answers: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, answers)
+    )
+
+
+def fit_frame_head(
+    name: str,
+    prompt: str,
+    answers: Sequence[str],
+    features: torch.Tensor,
+    labels: Sequence[int],
+    hidden: int = 128,
+    epochs: int = 30,
+    seed: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> FrameHead:
+    """A head trained on `features` [N, F] (flattened visual tokens) with `labels` (indices into
+    `answers`): AdamW (lr 1e-3, weight decay 1e-2), batches of 128, dropout 0.3 on the hidden
+    layer while training, `epochs` passes in a seeded order; `progress` gets 1 per epoch."""
+    answers = list(answers)
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    if features.ndim != 2 or features.shape[0] != y.numel() or y.numel() == 0:
+        raise FrameHeadError(f"need [N, F] features and N labels, got {tuple(features.shape)}")
+    if len(answers) < 2 or y.min() < 0 or y.max() >= len(answers):
+        raise FrameHeadError(f"labels must index the {len(answers)} answers (at least two)")
+    x = features.float()
+    mean, scale = x.mean(0), x.std(0).clamp_min(1e-3)
+    x = (x - mean) / scale
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = _net(x.shape[1], hidden, len(answers))
+    dropout = torch.nn.Dropout(0.3)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), 128):
+            idx = order[start : start + 128]
+            logits = net[2](dropout(net[1](net[0](x[idx]))))
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if progress is not None:
+            progress(1)
+    net.eval()
+    info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
+    return FrameHead(name, prompt, answers, mean, scale, net, info)
+
+
+def accuracy(head: FrameHead, features: torch.Tensor, labels: Sequence[int]) -> float:
+    """The share of rows of `features` [N, F] whose most probable answer is the label."""
+    if len(labels) == 0:
+        return math.nan
+    x = (features.float() - head.mean) / head.scale
+    with torch.inference_mode():
+        picked = head.net(x).argmax(dim=1)
+    return float((picked == torch.as_tensor(list(labels))).float().mean())

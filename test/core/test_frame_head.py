@@ -1,0 +1,152 @@
+"""Frame heads: fitted on visual tokens, kept in the model folder (safetensors + JSON), loaded by
+the engine, reading the same tokens a navigation query reads; `nvila-core train-head` end to end
+on a real (random-weights) checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nvila_core.cli import main as core_main
+from nvila_core.model.checkpoint import save_checkpoint
+from nvila_core.model.frame_head import (
+    HEADS_DIR,
+    FrameHead,
+    FrameHeadError,
+    accuracy,
+    copy_heads,
+    fit_frame_head,
+    load_heads,
+)
+from nvila_core.runtime.engine import Engine, TorchBackend
+from test.helpers.compact_models import compact_model
+
+ANSWERS = ["Left.", "Right."]
+
+
+def _clusters(n, seed):
+    """Two separable clouds of 24 features: label 0 around -1, label 1 around +1."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    features = rng.normal(0, 0.7, (n, 24)) + np.where(labels[:, None] == 1, 1.0, -1.0)
+    return torch.tensor(features, dtype=torch.float32), labels.tolist()
+
+
+def test_a_fitted_head_generalises_and_survives_its_files(tmp_path):
+    features, labels = _clusters(400, 0)
+    held, held_labels = _clusters(200, 1)
+    head = fit_frame_head("side", "<image>\nWhich way?", ANSWERS, features, labels, epochs=5)
+    assert accuracy(head, held, held_labels) > 0.95
+    assert head.info["train_samples"] == 400 and head.num_features == 24
+    path = head.save(tmp_path / "model")
+    assert path == tmp_path / "model" / HEADS_DIR / "side.safetensors"
+    loaded = load_heads(tmp_path / "model")["side"]
+    assert (loaded.prompt, loaded.answers, loaded.info) == (head.prompt, ANSWERS, head.info)
+    for row in held[:5]:
+        assert loaded.probabilities(row) == pytest.approx(head.probabilities(row), abs=1e-6)
+        assert loaded.answer(row) == head.answer(row)
+    assert copy_heads(tmp_path / "model", tmp_path / "export") == ["side"]
+    assert load_heads(tmp_path / "export")["side"].answers == ANSWERS
+    assert load_heads(tmp_path / "nothing") == {}
+    with pytest.raises(FrameHeadError, match="reads 24 features"):
+        head.probabilities(torch.zeros(23))
+
+
+def test_bad_heads_and_bad_training_data_are_refused(tmp_path):
+    features, labels = _clusters(20, 2)
+    with pytest.raises(FrameHeadError, match="at least two"):
+        fit_frame_head("x", "q", ["Left."], features, [0] * 20)
+    with pytest.raises(FrameHeadError, match="index the 2 answers"):
+        fit_frame_head("x", "q", ANSWERS, features, [2] * 20)
+    with pytest.raises(FrameHeadError, match="N labels"):
+        fit_frame_head("x", "q", ANSWERS, features, labels[:-1])
+    head = fit_frame_head("side", "q", ANSWERS, features, labels, epochs=1)
+    head.save(tmp_path)
+    meta = tmp_path / HEADS_DIR / "side.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "answers": ["A", "B", "C"]}))
+    with pytest.raises(FrameHeadError, match="do not match its answers"):
+        FrameHead.load(tmp_path, "side")
+    (tmp_path / HEADS_DIR / "side.safetensors").write_bytes(b"not tensors")
+    with pytest.raises(FrameHeadError, match="not a readable frame head"):
+        FrameHead.load(tmp_path, "side")
+
+
+def test_the_engine_reads_a_head_on_the_tokens_a_navigation_query_reads(tmp_path, make_frames):
+    model, config, tokenizer = compact_model()
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    frames = make_frames(3, height=48, width=64)
+    engine.navigate("Go to the door.", frames, frame_keys=[1, 2, 3])
+    encoded = engine.cache_info()
+    tokens = engine.frame_tokens(frames[-1], frame_key=3)
+    assert engine.cache_info()["hits"] == encoded["hits"] + 1  # the query's own features
+    assert engine.cache_info()["misses"] == encoded["misses"]
+    assert torch.equal(tokens, engine.frame_tokens(frames[-1]))  # by content, the same tokens
+    features = torch.stack([tokens.reshape(-1), -tokens.reshape(-1)])
+    head = fit_frame_head("side", "q", ANSWERS, features, [0, 1], epochs=50)
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    head.save(tmp_path / "ckpt")
+    loaded = Engine.from_pretrained(tmp_path / "ckpt")
+    assert sorted(loaded.heads) == ["side"]
+    answer, probs = loaded.ask_head("side", frames[-1], frame_key=7)
+    assert answer == head.answer(tokens) and sum(probs) == pytest.approx(1.0)
+    with pytest.raises(KeyError, match="no frame head 'other'"):
+        loaded.ask_head("other", frames[-1])
+    assert Engine.from_pretrained("tiny").heads == {}
+
+
+def _questions(folder, n, seed, prompt="<image>\nWhich way does the route turn?"):
+    """n 64x48 frames bright on the left ("Left.") or the right ("Right."), LLaVA JSON."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        left = bool(rng.integers(0, 2))
+        pixels = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+        pixels[:, :32] += 150 if left else 0
+        pixels[:, 32:] += 0 if left else 150
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        records.append(
+            {
+                "id": str(i),
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": prompt},
+                    {"from": "gpt", "value": "Left." if left else "Right."},
+                ],
+            }
+        )
+    (folder / "q.json").write_text(json.dumps(records))
+    return folder / "q.json"
+
+
+def test_nvila_core_train_head_writes_a_head_the_model_folder_then_carries(tmp_path, capsys):
+    model, _, tokenizer = compact_model()
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    train, val = _questions(tmp_path / "train", 80, 0), _questions(tmp_path / "val", 30, 1)
+    args = ["train-head", "--model", str(tmp_path / "ckpt"), "--data", str(train)]
+    args += ["--val", str(val), "--name", "turn_side", "--epochs", "20"]
+    assert core_main(args) == 0
+    info = json.loads((tmp_path / "ckpt" / HEADS_DIR / "turn_side.json").read_text())
+    assert info["answers"] == ANSWERS and info["train_samples"] == 80
+    assert info["val_samples"] == 30 and info["val_accuracy"] >= 0.9
+    assert '"val_accuracy"' in capsys.readouterr().out
+    engine = Engine.from_pretrained(tmp_path / "ckpt")
+    bright_left = np.zeros((48, 64, 3), dtype=np.uint8)
+    bright_left[:, :32] = 200
+    assert engine.ask_head("turn_side", bright_left)[0] == "Left."
+    mixed = _questions(tmp_path / "mixed", 4, 2, prompt="<image>\nWhat is close ahead?")
+    records = json.loads(train.read_text()) + json.loads(mixed.read_text())
+    for record in records[-4:]:
+        record["image"] = f"../mixed/{record['image']}"
+    train.write_text(json.dumps(records))
+    assert core_main([*args[:5], "--name", "again"]) == 2
+    assert "a head answers one question, found 2 prompts" in capsys.readouterr().err
+
+
+def test_the_cli_names_the_heads_folder_the_heads_are_read_from():
+    from nvila_core.train import frame_heads
+
+    assert frame_heads.HEADS_DIR == HEADS_DIR
