@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
-# then the two stages that teach it to state what is close ahead before it acts, then
-# models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
+# then the two stages that teach it to state what is close ahead before it acts, the turn-side
+# head on its visual tokens, then models/navila-nano (the shipped weights come from exactly
+# this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
 # Every step is resumable: finished datasets are not written again, training resumes from its
-# newest checkpoint, finished stages and DAgger iterations are skipped. Run it again after an
-# interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation ~55 min,
-# navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout and
-# contrast data ~10 min, readout ~8 min, navigation with statements ~30 min. The model before
-# the statement stages stays at $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
+# newest checkpoint, finished stages, heads and DAgger iterations are skipped. Run it again
+# after an interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation
+# ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
+# and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the turn-side
+# head ~2 min. The model before the statement stages stays at
+# $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
 set -euo pipefail
@@ -95,6 +97,22 @@ say "training: the statement before the action (config/train/navila-nano-stateme
 "$VENV_BIN/nvila-core" train --recipe config/train/navila-nano-statement.yaml --from "$final" \
   --out "$OUT/navila-nano-statement"
 final="$OUT/navila-nano-statement/02-navigation-statement/final"
+
+say "data: turn-side questions on the rollouts' frames (nvila-sim turn-sides)"
+if [ ! -f "$DATA/turn_sides/turn_sides.json" ]; then
+  sim turn-sides --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/turn_sides"
+fi
+if [ ! -f "$DATA/val_turn_sides/turn_sides.json" ]; then
+  sim turn-sides --data "$DATA/val_C" --out "$DATA/val_turn_sides"
+fi
+
+say "training: the turn-side head on the model's visual tokens (nvila-core train-head)"
+if [ -f "$final/heads/turn_side.json" ]; then
+  say "$final/heads/turn_side: done"
+else
+  "$VENV_BIN/nvila-core" train-head --model "$final" --name turn_side \
+    --data "$DATA/turn_sides/turn_sides.json" --val "$DATA/val_turn_sides/turn_sides.json"
+fi
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"

@@ -1,6 +1,7 @@
 """Policies: NVILA on the tiny random model (text, timings, feature cache) and the expert oracle."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +330,17 @@ def test_a_turn_side_head_gives_the_side_of_a_turn_after_a_move(make_frames):
     engine.heads[TURN_SIDE_HEAD] = wrong
     with pytest.raises(ValueError, match="turn_side head answers"):
         NVILAPolicy(engine)
+
+
+NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
+
+
+@pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
+def test_navila_nano_ships_a_turn_side_head_its_policy_uses(make_frames):
+    engine = Engine.from_pretrained(NANO)
+    head = engine.heads[TURN_SIDE_HEAD]
+    assert head.answers == ["Left.", "Right."] and head.prompt == TURN_SIDE_PROMPT
+    frame = make_frames(1, height=96, width=128)[0]
+    assert head.num_features == engine.frame_tokens(frame).numel()
+    assert head.info["val_accuracy"] > head.info["val_majority"] + 0.1
+    assert NVILAPolicy(engine, decoding="choose_kind").turn_side
