@@ -19,19 +19,13 @@ from nvila_nav.sim.furniture import KINDS
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.sight import CLOSE_AHEAD, landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
+from test.helpers.sim_rollouts import write_sim_rollouts
 
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
     """Four tier A expert rollouts, one 64x48 frame per decision, written by `nvila-sim`."""
-    root = tmp_path_factory.mktemp("contrast")
-    episodes = root / "eps.json.gz"
-    args = ["episodes", "--split", "train", "--tier", "A", "--n", "4", "--out", str(episodes)]
-    assert sim_cli.main(args) == 0
-    out = root / "data"
-    args = ["rollout", "--episodes", str(episodes), "--out", str(out), "--decision-frames"]
-    assert sim_cli.main([*args, "--width", "64", "--height", "48"]) == 0
-    return out
+    return write_sim_rollouts(tmp_path_factory.mktemp("contrast"), 4, "--decision-frames", tier="A")
 
 
 def _metas(root):

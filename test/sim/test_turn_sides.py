@@ -15,19 +15,14 @@ from nvila_nav.turn_side import (
     turn_side_answer,
     with_side,
 )
+from test.helpers.sim_rollouts import write_sim_rollouts
 
 
 @pytest.fixture(scope="module")
 def rollouts(tmp_path_factory):
     """Eight perturbed tier B rollouts (one 64x48 frame per decision) written by `nvila-sim`."""
     root = tmp_path_factory.mktemp("turn_sides")
-    episodes = root / "eps.json.gz"
-    args = ["episodes", "--split", "train", "--tier", "B", "--n", "8", "--out", str(episodes)]
-    assert sim_cli.main(args) == 0
-    args = ["rollout", "--episodes", str(episodes), "--out", str(root / "rollouts")]
-    args += ["--perturb", "0.3", "--decision-frames", "--width", "64", "--height", "48"]
-    assert sim_cli.main(args) == 0
-    return root / "rollouts"
+    return write_sim_rollouts(root, 8, "--perturb", "0.3", "--decision-frames", tier="B")
 
 
 def test_a_turn_is_a_new_decision_only_after_a_move():
@@ -58,7 +53,7 @@ def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, 
             if label.kind in (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT) and after_move:
                 frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
                 answer = "Left." if label.kind is ActionKind.TURN_LEFT else "Right."
-                expected[f"rollouts/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+                expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts turn both ways after moves"
 
     path, counts = write_turn_side_dataset([rollouts], tmp_path / "sides")

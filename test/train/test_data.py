@@ -22,20 +22,14 @@ from nvila_core.train.data import (
     read_episode_dataset,
 )
 from nvila_core.train.distributed import EpochSampler
-from nvila_nav.sim import cli as sim_cli
 from nvila_nav.sim.dataset import load_dataset
+from test.helpers.sim_rollouts import write_sim_rollouts
 
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
     """Two real expert rollouts at 64x48, written by `nvila-sim rollout`."""
-    root = tmp_path_factory.mktemp("rollout")
-    episodes = root / "eps.json.gz"
-    assert sim_cli.main(["episodes", "--split", "train", "--n", "2", "--out", str(episodes)]) == 0
-    out = root / "data"
-    args = ["rollout", "--episodes", str(episodes), "--out", str(out)]
-    assert sim_cli.main([*args, "--width", "64", "--height", "48"]) == 0
-    return out
+    return write_sim_rollouts(tmp_path_factory.mktemp("rollout"), 2)
 
 
 def test_one_sample_per_action_with_navila_frames_and_exact_answers(rollout):

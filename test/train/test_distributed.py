@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from nvila_core import cli
 from nvila_core.model.modeling import NVILAModel
-from nvila_nav.sim import cli as sim_cli
+from test.helpers.sim_rollouts import write_sim_rollouts
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTS = ("llm", "vision_tower", "mm_projector")
@@ -22,13 +22,7 @@ PARTS = ("llm", "vision_tower", "mm_projector")
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout")
-    episodes = root / "eps.json.gz"
-    assert sim_cli.main(["episodes", "--split", "train", "--n", "2", "--out", str(episodes)]) == 0
-    out = root / "data"
-    args = ["rollout", "--episodes", str(episodes), "--out", str(out)]
-    assert sim_cli.main([*args, "--width", "64", "--height", "48"]) == 0
-    return out
+    return write_sim_rollouts(tmp_path_factory.mktemp("rollout"), 2)
 
 
 def _recipe(path: Path, rollout: Path, strategy: str) -> Path:

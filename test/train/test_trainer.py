@@ -29,7 +29,7 @@ from nvila_core.train.trainer import (
     param_groups,
     set_trainable,
 )
-from nvila_nav.sim import cli as sim_cli
+from test.helpers.sim_rollouts import write_sim_rollouts
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "config" / "train"
@@ -37,13 +37,7 @@ RECIPES = ROOT / "config" / "train"
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout")
-    episodes = root / "eps.json.gz"
-    assert sim_cli.main(["episodes", "--split", "train", "--n", "2", "--out", str(episodes)]) == 0
-    out = root / "data"
-    args = ["rollout", "--episodes", str(episodes), "--out", str(out)]
-    assert sim_cli.main([*args, "--width", "64", "--height", "48"]) == 0
-    return out
+    return write_sim_rollouts(tmp_path_factory.mktemp("rollout"), 2)
 
 
 @pytest.fixture(scope="module")
