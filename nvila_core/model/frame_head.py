@@ -59,9 +59,10 @@ class FrameHead:
             logits = self.net(((flat - self.mean) / self.scale)[None])[0]
         return torch.softmax(logits, dim=0).tolist()
 
-    def answer(self, tokens: torch.Tensor) -> str:
+    def answer(self, tokens: torch.Tensor) -> tuple[str, list[float]]:
+        """The most probable answer for one frame's visual tokens, and every answer's P."""
         probs = self.probabilities(tokens)
-        return self.answers[max(range(len(probs)), key=probs.__getitem__)]
+        return self.answers[max(range(len(probs)), key=probs.__getitem__)], probs
 
     def save(self, model_dir: str | Path) -> Path:
         """Write `heads/<name>.safetensors` and `heads/<name>.json` under `model_dir`."""

@@ -594,8 +594,7 @@ class Engine:
         head = self.heads.get(name)
         if head is None:
             raise KeyError(f"the model has no frame head {name!r} (has: {sorted(self.heads)})")
-        probs = head.probabilities(self.frame_tokens(frame, frame_key))
-        return head.answers[max(range(len(probs)), key=probs.__getitem__)], probs
+        return head.answer(self.frame_tokens(frame, frame_key))
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()

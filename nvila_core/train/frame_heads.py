@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the CLI's --help imports this module, and must not import torch
     import torch
 
-HEADS_DIR = "heads"  # nvila_core.model.frame_head.HEADS_DIR, without importing torch
-
 
 def read_head_questions(path: str | Path) -> tuple[str, list[Path], list[str]]:
     """(prompt, one frame per record, answers) of a single-frame question dataset."""
@@ -99,7 +97,7 @@ def add_train_head_cli(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser = subparsers.add_parser(
         "train-head",
         help="fit a frame head (one closed-set question about one frame) on a model's visual "
-        f"tokens; written to <model>/{HEADS_DIR}/",
+        "tokens; written to <model>/heads/",
     )
     parser.add_argument("--model", required=True, help="checkpoint folder (its weights stay)")
     parser.add_argument("--data", required=True, help="single-frame questions (LLaVA JSON)")

@@ -45,7 +45,7 @@ def test_a_fitted_head_generalises_and_survives_its_files(tmp_path):
     assert (loaded.prompt, loaded.answers, loaded.info) == (head.prompt, ANSWERS, head.info)
     for row in held[:5]:
         assert loaded.probabilities(row) == pytest.approx(head.probabilities(row), abs=1e-6)
-        assert loaded.answer(row) == head.answer(row)
+        assert loaded.answer(row)[0] == head.answer(row)[0]
     assert copy_heads(tmp_path / "model", tmp_path / "export") == ["side"]
     assert load_heads(tmp_path / "export")["side"].answers == ANSWERS
     assert load_heads(tmp_path / "nothing") == {}
@@ -89,7 +89,9 @@ def test_the_engine_reads_a_head_on_the_tokens_a_navigation_query_reads(tmp_path
     loaded = Engine.from_pretrained(tmp_path / "ckpt")
     assert sorted(loaded.heads) == ["side"]
     answer, probs = loaded.ask_head("side", frames[-1], frame_key=7)
-    assert answer == head.answer(tokens) and sum(probs) == pytest.approx(1.0)
+    expected, expected_probs = head.answer(tokens)
+    assert answer == expected and probs == pytest.approx(expected_probs, abs=1e-6)
+    assert sum(probs) == pytest.approx(1.0)
     with pytest.raises(KeyError, match="no frame head 'other'"):
         loaded.ask_head("other", frames[-1])
     assert Engine.from_pretrained("tiny").heads == {}
@@ -144,9 +146,3 @@ def test_nvila_core_train_head_writes_a_head_the_model_folder_then_carries(tmp_p
     train.write_text(json.dumps(records))
     assert core_main([*args[:5], "--name", "again"]) == 2
     assert "a head answers one question, found 2 prompts" in capsys.readouterr().err
-
-
-def test_the_cli_names_the_heads_folder_the_heads_are_read_from():
-    from nvila_core.train import frame_heads
-
-    assert frame_heads.HEADS_DIR == HEADS_DIR
