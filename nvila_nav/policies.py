@@ -24,10 +24,15 @@ from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.world import world_for_scene
 from nvila_nav.turn_side import (
+    ROUTE_AHEAD_ANSWERS,
+    ROUTE_AHEAD_HEAD,
+    ROUTE_AHEAD_MOVE,
     TURN_SIDE_ANSWERS,
     TURN_SIDE_HEAD,
     TURNS,
     follows_move,
+    follows_turn,
+    is_ahead,
     side_of_answer,
     with_side,
 )
@@ -135,15 +140,21 @@ class NVILAPolicy:
         if decoding in ("choose", "choose_kind"):
             answer = engine.processor.navigation_answer
             self.answers = [answer(action.to_text()) for action in ALL_ACTIONS]
-        head = engine.heads.get(TURN_SIDE_HEAD)
-        if head is not None and sorted(head.answers) != sorted(TURN_SIDE_ANSWERS.values()):
-            raise ValueError(
-                f"the model's {TURN_SIDE_HEAD} head answers {head.answers}, not "
-                f"{sorted(TURN_SIDE_ANSWERS.values())}"
-            )
-        self.turn_side = head is not None
+        for name, answers in (
+            (TURN_SIDE_HEAD, TURN_SIDE_ANSWERS.values()),
+            (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_ANSWERS.values()),
+        ):
+            head = engine.heads.get(name)
+            if head is not None and sorted(head.answers) != sorted(answers):
+                raise ValueError(
+                    f"the model's {name} head answers {head.answers}, not {sorted(answers)}"
+                )
+        self.turn_side = TURN_SIDE_HEAD in engine.heads
         """A model folder with a turn-side head takes the side of every turn after a move from
         it (`nvila_nav.turn_side`)."""
+        self.route_ahead = ROUTE_AHEAD_HEAD in engine.heads
+        """A model folder with a route-ahead head moves on instead of turning on after a turn
+        wherever it answers "Yes."."""
 
     @property
     def history(self) -> str:
@@ -191,6 +202,21 @@ class NVILAPolicy:
             timings["turn_side_changed"] = int(side is not action.kind)
             if side is not action.kind:
                 action = with_side(action, side)
+                text = action.to_text()
+        if (
+            self.route_ahead
+            and action is not None
+            and action.kind in TURNS
+            and follows_turn(request.previous_actions)
+        ):
+            asked = time.perf_counter()
+            answer, _ = self.engine.ask_head(
+                ROUTE_AHEAD_HEAD, frames[-1], None if keys is None else keys[-1]
+            )
+            timings["route_ahead_ms"] = (time.perf_counter() - asked) * 1e3
+            timings["route_ahead_changed"] = int(is_ahead(answer))
+            if is_ahead(answer):
+                action = ROUTE_AHEAD_MOVE
                 text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
         # never parsed: its words are not the action's

@@ -1,13 +1,17 @@
-"""The side of a turn read from the current frame alone: "Which way does the route turn?".
+"""Two turn decisions read from the current frame alone: "Which way does the route turn?" and
+"Is the route straight ahead?".
 
 A navigation model trained by behaviour cloning turns, after a forward move, to the side it
 turned last: its executed actions and its recent frames both say which side that was, and in
 the expert's data that guess is right two times in three. In the closed loop its own turns then
-feed it, and it circles. The current frame shows where the route goes (walls, the doorway, the
-open floor): a small head on the model's visual tokens of that frame, trained on this question
-(`nvila-sim turn-sides`, then `nvila-core train-head --name turn_side`), reads the side that the
-LLM leaves unread. A model folder with that head takes a turn's side from it wherever the turn
-follows a move; the navigation query still decides whether to turn, and by how much.
+feed it, and it circles. Once turning, it also keeps turning: its turns come in runs of 135°
+and more three times as often as the expert's. The current frame shows where the route goes
+(walls, the doorway, the open floor): small heads on the model's visual tokens of that frame,
+trained on these questions (`nvila-sim turn-sides` / `route-ahead`, then `nvila-core
+train-head`), read what the LLM leaves unread. A model folder with the `turn_side` head takes
+the side of a turn from it wherever the turn follows a move; one with the `route_ahead` head
+moves forward instead of turning on wherever it answers "Yes." just after a turn. The
+navigation query still decides everything else.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ TURN_SIDE_ANSWERS: dict[ActionKind, str] = {
 }
 TURNS = tuple(TURN_SIDE_ANSWERS)
 
+ROUTE_AHEAD_HEAD = "route_ahead"
+ROUTE_AHEAD_PROMPT = "<image>\nIs the route straight ahead?"
+ROUTE_AHEAD_ANSWERS: dict[bool, str] = {True: "Yes.", False: "No."}
+ROUTE_AHEAD_MOVE = Action.forward(75)
+"""What a turn becomes where the route is straight ahead: the longest move, as the expert
+takes straight on."""
+
 
 def follows_move(previous_actions: Sequence[str]) -> bool:
     """Whether the latest executed action was a forward move: the state where a turn's side
@@ -33,6 +44,33 @@ def follows_move(previous_actions: Sequence[str]) -> bool:
         return False
     last = parse_action(previous_actions[-1])
     return last is not None and last.kind is ActionKind.FORWARD
+
+
+def follows_turn(previous_actions: Sequence[str]) -> bool:
+    """Whether the latest executed action was a turn: the state where turning on continues a
+    turn in progress."""
+    if not previous_actions:
+        return False
+    last = parse_action(previous_actions[-1])
+    return last is not None and last.kind in TURNS
+
+
+def route_ahead_answer(action: Action) -> str:
+    """The question's answer for the action taken after a turn: "Yes." for a move, "No." for a
+    turn."""
+    if action.kind is ActionKind.FORWARD:
+        return ROUTE_AHEAD_ANSWERS[True]
+    if action.kind in TURNS:
+        return ROUTE_AHEAD_ANSWERS[False]
+    raise ValueError(f"{action.to_text()!r} is neither a move nor a turn")
+
+
+def is_ahead(answer: str) -> bool:
+    """Whether a route-ahead answer says the route is straight ahead."""
+    for ahead, said in ROUTE_AHEAD_ANSWERS.items():
+        if said == answer:
+            return ahead
+    raise ValueError(f"{answer!r} is not an answer of {ROUTE_AHEAD_PROMPT!r}")
 
 
 def turn_side_answer(action: Action) -> str:

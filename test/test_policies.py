@@ -25,7 +25,12 @@ from nvila_nav.policies import (
 from nvila_nav.sim.episodes import generate_episode
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
-from nvila_nav.turn_side import TURN_SIDE_HEAD, TURN_SIDE_PROMPT
+from nvila_nav.turn_side import (
+    ROUTE_AHEAD_HEAD,
+    ROUTE_AHEAD_PROMPT,
+    TURN_SIDE_HEAD,
+    TURN_SIDE_PROMPT,
+)
 from test.helpers.compact_models import ScriptedAnswer, compact_model
 
 INSTRUCTION = "Walk past the sofa and stop at the red door."
@@ -271,22 +276,22 @@ def test_choose_kind_decides_the_kind_before_the_amount(engine, make_frames):
         decided_text(generated, policy.answers, by_kind=True)
 
 
-def constant_head(features: int, answer: str) -> FrameHead:
-    """A turn-side head that answers `answer` whatever the frame shows."""
+def constant_head(
+    features: int,
+    answer: str,
+    name: str = TURN_SIDE_HEAD,
+    prompt: str = TURN_SIDE_PROMPT,
+    answers: tuple[str, str] = ("Left.", "Right."),
+) -> FrameHead:
+    """A frame head (by default the turn-side one) that answers `answer` whatever the frame
+    shows."""
     net = torch.nn.Sequential(torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     with torch.no_grad():
         for layer in (net[0], net[2]):
             layer.weight.zero_()
             layer.bias.zero_()
-        net[2].bias[["Left.", "Right."].index(answer)] = 1.0
-    return FrameHead(
-        TURN_SIDE_HEAD,
-        TURN_SIDE_PROMPT,
-        ["Left.", "Right."],
-        torch.zeros(features),
-        torch.ones(features),
-        net,
-    )
+        net[2].bias[answers.index(answer)] = 1.0
+    return FrameHead(name, prompt, list(answers), torch.zeros(features), torch.ones(features), net)
 
 
 def test_a_turn_side_head_gives_the_side_of_a_turn_after_a_move(make_frames):
@@ -332,15 +337,58 @@ def test_a_turn_side_head_gives_the_side_of_a_turn_after_a_move(make_frames):
         NVILAPolicy(engine)
 
 
+def test_a_route_ahead_head_moves_on_where_a_turn_would_continue(make_frames):
+    """With a route-ahead head, where the executed actions end in a turn, a turn the navigation
+    query decided becomes "move forward 75 cm" when the head answers "Yes." and stays as it is
+    on "No."; after a move, or for any other decision, the head is not asked."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2)
+    frames = make_frames(3, height=48, width=64)
+    features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
+    after_turn = ("move forward 75 cm", "turn right 45 degrees")
+
+    def policy(said, head_answer):
+        engine = Engine(ScriptedAnswer(model, tokenizer, said), config, tokenizer)
+        engine.heads[ROUTE_AHEAD_HEAD] = constant_head(
+            features, head_answer, ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ("Yes.", "No.")
+        )
+        return NVILAPolicy(engine, decoding="generate")
+
+    for said in ("turn left 30 degrees", "turn right 45 degrees"):
+        moved = policy(said, "Yes.").decide(
+            PolicyRequest(INSTRUCTION, frames, previous_actions=after_turn)
+        )
+        assert moved.action == Action.forward(75) and moved.text == "move forward 75 cm"
+        assert moved.timings["route_ahead_ms"] > 0 and moved.timings["route_ahead_changed"] == 1
+        turning = policy(said, "No.")
+        kept = turning.decide(PolicyRequest(INSTRUCTION, frames, previous_actions=after_turn))
+        assert kept.action == parse_action(said) and kept.timings["route_ahead_changed"] == 0
+        for previous in ((), ("turn left 15 degrees", "move forward 75 cm")):
+            first = turning.decide(PolicyRequest(INSTRUCTION, frames, previous_actions=previous))
+            assert first.action == parse_action(said) and "route_ahead_ms" not in first.timings
+    stopped = policy("stop", "Yes.").decide(
+        PolicyRequest(INSTRUCTION, frames, previous_actions=after_turn)
+    )
+    assert stopped.action == Action.stop() and "route_ahead_ms" not in stopped.timings
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    engine.heads[ROUTE_AHEAD_HEAD] = constant_head(features, "Left.")
+    with pytest.raises(ValueError, match="route_ahead head answers"):
+        NVILAPolicy(engine)
+
+
 NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
 
 
 @pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
-def test_navila_nano_ships_a_turn_side_head_its_policy_uses(make_frames):
+def test_navila_nano_ships_the_turn_heads_its_policy_uses(make_frames):
     engine = Engine.from_pretrained(NANO)
-    head = engine.heads[TURN_SIDE_HEAD]
-    assert head.answers == ["Left.", "Right."] and head.prompt == TURN_SIDE_PROMPT
     frame = make_frames(1, height=96, width=128)[0]
-    assert head.num_features == engine.frame_tokens(frame).numel()
-    assert head.info["val_accuracy"] > head.info["val_majority"] + 0.1
-    assert NVILAPolicy(engine, decoding="choose_kind").turn_side
+    for name, prompt, answers in (
+        (TURN_SIDE_HEAD, TURN_SIDE_PROMPT, ["Left.", "Right."]),
+        (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ["No.", "Yes."]),
+    ):
+        head = engine.heads[name]
+        assert sorted(head.answers) == answers and head.prompt == prompt
+        assert head.num_features == engine.frame_tokens(frame).numel()
+        assert head.info["val_accuracy"] > head.info["val_majority"] + 0.1
+    policy = NVILAPolicy(engine, decoding="choose_kind")
+    assert policy.turn_side and policy.route_ahead

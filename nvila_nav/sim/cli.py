@@ -150,17 +150,18 @@ def _cmd_stop_band(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_turn_sides(args: argparse.Namespace) -> int:
-    from nvila_nav.sim.turn_sides import write_turn_side_dataset
+def _cmd_turn_question(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.turn_sides import ROUTE_AHEAD, TURN_SIDE, write_question_dataset
 
+    question = {"turn-sides": TURN_SIDE, "route-ahead": ROUTE_AHEAD}[args.command]
     total = sum(
         len(json.loads((Path(d) / "index.json").read_text(encoding="utf-8"))["episodes"])
         for d in args.data
     )
-    with Progress(total, "turn sides", "ep") as bar:
-        path, counts = write_turn_side_dataset(args.data, args.out, progress=bar.update)
+    with Progress(total, args.command.replace("-", " "), "ep") as bar:
+        path, counts = write_question_dataset(question, args.data, args.out, progress=bar.update)
     said = ", ".join(f"{n} {answer!r}" for answer, n in counts.items())
-    print(f"wrote {sum(counts.values())} turn-side questions ({said}) to {path}")
+    print(f"wrote {sum(counts.values())} {question.head} questions ({said}) to {path}")
     return 0
 
 
@@ -318,15 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--band", type=float, required=True, metavar="M", help="as rollout --stop-band")
     p.set_defaults(func=_cmd_stop_band)
 
-    p = sub.add_parser(
-        "turn-sides",
-        help='the turn-side question ("Which way does the route turn?" -> "Left." / '
-        '"Right.") on the frames of rollout datasets where the expert turns after a move '
-        "(LLaVA JSON)",
-    )
-    p.add_argument("--data", required=True, nargs="+", help="rollout dataset directories")
-    p.add_argument("--out", required=True, help="output directory (turn_sides.json, frames)")
-    p.set_defaults(func=_cmd_turn_sides)
+    for command, question, where in (
+        ("turn-sides", "Which way does the route turn?", "the expert turns after a move"),
+        ("route-ahead", "Is the route straight ahead?", "the expert acts after a turn"),
+    ):
+        p = sub.add_parser(
+            command,
+            help=f'the question "{question}" on the frames of rollout datasets where {where} '
+            "(LLaVA JSON)",
+        )
+        p.add_argument("--data", required=True, nargs="+", help="rollout dataset directories")
+        p.add_argument("--out", required=True, help="output directory (JSON, frames)")
+        p.set_defaults(func=_cmd_turn_question)
     return parser
 
 

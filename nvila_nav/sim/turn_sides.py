@@ -1,7 +1,12 @@
-"""The turn-side question on rollout frames (LLaVA format): one record per expert turn that
-follows a forward move, the frame the expert saw there, and the side it turned.
+"""The turn questions on rollout frames (LLaVA format), one record per state the question asks
+about, on the frame the expert saw there:
 
-A navigation model learns from these to read a turn's side from the current frame alone
+- turn side, "Which way does the route turn?" -> "Left."/"Right.": every expert turn whose
+  previous executed action was a move;
+- route ahead, "Is the route straight ahead?" -> "Yes."/"No.": every expert move or turn whose
+  previous executed action was a turn ("Yes." where the expert moves on).
+
+A navigation model learns from these to read the turn from the current frame alone
 (`nvila_nav.turn_side`), which its navigation query, fed its own executed actions, does not.
 """
 
@@ -9,57 +14,95 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from nvila_nav.actions import parse_action
+from nvila_nav.actions import Action, ActionKind, parse_action
 from nvila_nav.sim.dataset import FORMAT, VERSION, link_frames
 from nvila_nav.turn_side import (
+    ROUTE_AHEAD_ANSWERS,
+    ROUTE_AHEAD_HEAD,
+    ROUTE_AHEAD_PROMPT,
     TURN_SIDE_ANSWERS,
+    TURN_SIDE_HEAD,
     TURN_SIDE_PROMPT,
     TURNS,
     follows_move,
+    follows_turn,
+    route_ahead_answer,
     turn_side_answer,
 )
 
-TURN_SIDES_FILE = "turn_sides.json"
+
+@dataclass(frozen=True)
+class TurnQuestion:
+    """One question: its head's name, prompt, answers, the file the dataset is written to, and
+    which labels it asks about (`asks(label, executed)`, executed: the actions before it) with
+    what answer (`answer(label)`)."""
+
+    head: str
+    prompt: str
+    answers: tuple[str, ...]
+    file: str
+    asks: Callable[[Action, Sequence[str]], bool]
+    answer: Callable[[Action], str]
 
 
-def turn_states(meta: dict) -> list[tuple[int, str]]:
-    """(action index, answer) of every turn label of an episode's meta.json whose previous
-    executed action (the perturbation where one was driven instead of the label) was a move.
-    History-only actions (contrast episodes' "context") are never labels."""
+TURN_SIDE = TurnQuestion(
+    TURN_SIDE_HEAD,
+    TURN_SIDE_PROMPT,
+    tuple(TURN_SIDE_ANSWERS.values()),
+    "turn_sides.json",
+    lambda label, executed: label.kind in TURNS and follows_move(executed),
+    turn_side_answer,
+)
+ROUTE_AHEAD = TurnQuestion(
+    ROUTE_AHEAD_HEAD,
+    ROUTE_AHEAD_PROMPT,
+    tuple(ROUTE_AHEAD_ANSWERS.values()),
+    "route_ahead.json",
+    lambda label, executed: label.kind is not ActionKind.STOP and follows_turn(executed),
+    route_ahead_answer,
+)
+
+
+def question_states(meta: dict, question: TurnQuestion) -> list[tuple[int, str]]:
+    """(action index, answer) of every label of an episode's meta.json that `question` asks
+    about, given the actions executed before it (the perturbation where one was driven instead
+    of the label). History-only actions (contrast episodes' "context") are never labels."""
     found = []
     executed: list[str] = []
     for k, action in enumerate(meta["actions"]):
         label = parse_action(action["text"])
         if label is None:
             raise ValueError(f"action {k} ({action['text']!r}) is not an action")
-        if label.kind in TURNS and not action.get("context", False) and follows_move(executed):
-            found.append((k, turn_side_answer(label)))
+        if not action.get("context", False) and question.asks(label, executed):
+            found.append((k, question.answer(label)))
         executed.append(action.get("executed") or action["text"])
     return found
 
 
-def write_turn_side_dataset(
+def write_question_dataset(
+    question: TurnQuestion,
     datasets: Sequence[str | Path],
     out: str | Path,
     progress: Callable[[int], object] | None = None,
 ) -> tuple[Path, dict[str, int]]:
-    """Write `out/turn_sides.json` from rollout datasets (their frames linked under
+    """Write `out/<question.file>` from rollout datasets (their frames linked under
     `out/<dataset folder>/`); returns its path and the number of records per answer."""
     out = Path(out)
     roots = [Path(d) for d in datasets]
     names = [r.name for r in roots]
     if len(set(names)) != len(names):
         raise ValueError(f"rollout datasets need distinct folder names, got {names}")
-    records, counts = [], dict.fromkeys(TURN_SIDE_ANSWERS.values(), 0)
+    records, counts = [], dict.fromkeys(question.answers, 0)
     for root in roots:
         index = json.loads((root / "index.json").read_text(encoding="utf-8"))
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise ValueError(f"{root} is not a {FORMAT} v{VERSION} dataset")
         for entry in index["episodes"]:
             meta = json.loads((root / entry["dir"] / "meta.json").read_text(encoding="utf-8"))
-            states = turn_states(meta)
+            states = question_states(meta, question)
             files = [meta["frames"][meta["actions"][k]["frame_index"]]["file"] for k, _ in states]
             if files:
                 link_frames(root / entry["dir"], out / root.name / entry["dir"], files)
@@ -69,7 +112,7 @@ def write_turn_side_dataset(
                         "id": f"{root.name}/{entry['dir']}/{k:04d}",
                         "image": f"{root.name}/{entry['dir']}/{file}",
                         "conversations": [
-                            {"from": "human", "value": TURN_SIDE_PROMPT},
+                            {"from": "human", "value": question.prompt},
                             {"from": "gpt", "value": answer},
                         ],
                     }
@@ -77,7 +120,7 @@ def write_turn_side_dataset(
                 counts[answer] += 1
             if progress is not None:
                 progress(1)
-    path = out / TURN_SIDES_FILE
+    path = out / question.file
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records), encoding="utf-8")
     return path, counts

@@ -1,5 +1,6 @@
-"""The turn-side question: written from real perturbed rollouts, one record per expert turn that
-follows an executed move, on the frame the expert turned at, read back as training samples."""
+"""The turn questions: written from real perturbed rollouts, one record per expert turn that
+follows an executed move (turn side) or per expert move or turn that follows an executed turn
+(route ahead), on the frame the expert acted at, read back as training samples."""
 
 import json
 
@@ -8,10 +9,19 @@ import pytest
 from nvila_core.train.data import read_llava_dataset
 from nvila_nav.actions import Action, ActionKind, parse_action
 from nvila_nav.sim import cli as sim_cli
-from nvila_nav.sim.turn_sides import TURN_SIDES_FILE, turn_states, write_turn_side_dataset
+from nvila_nav.sim.turn_sides import (
+    ROUTE_AHEAD,
+    TURN_SIDE,
+    question_states,
+    write_question_dataset,
+)
 from nvila_nav.turn_side import (
+    ROUTE_AHEAD_PROMPT,
     TURN_SIDE_PROMPT,
     follows_move,
+    follows_turn,
+    is_ahead,
+    route_ahead_answer,
     turn_side_answer,
     with_side,
 )
@@ -41,6 +51,19 @@ def test_a_turn_is_a_new_decision_only_after_a_move():
         with_side(Action.left(15), ActionKind.STOP)
 
 
+def test_turning_on_is_a_decision_only_after_a_turn():
+    assert follows_turn(["move forward 75 cm", "turn right 15 degrees"])
+    assert not follows_turn([])
+    assert not follows_turn(["turn left 30 degrees", "move forward 25 cm"])
+    assert route_ahead_answer(Action.forward(25)) == "Yes."
+    assert route_ahead_answer(Action.right(45)) == "No."
+    assert is_ahead("Yes.") and not is_ahead("No.")
+    with pytest.raises(ValueError, match="neither a move nor a turn"):
+        route_ahead_answer(Action.stop())
+    with pytest.raises(ValueError, match="not an answer"):
+        is_ahead("Left.")
+
+
 def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, tmp_path):
     index = json.loads((rollouts / "index.json").read_text())
     expected = {}
@@ -56,8 +79,8 @@ def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, 
                 expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts turn both ways after moves"
 
-    path, counts = write_turn_side_dataset([rollouts], tmp_path / "sides")
-    assert path == tmp_path / "sides" / TURN_SIDES_FILE
+    path, counts = write_question_dataset(TURN_SIDE, [rollouts], tmp_path / "sides")
+    assert path == tmp_path / "sides" / "turn_sides.json"
     records = json.loads(path.read_text())
     assert {r["id"]: r["conversations"][1]["value"] for r in records} == {
         key: answer for key, (_, answer) in expected.items()
@@ -86,15 +109,50 @@ def test_history_only_actions_and_perturbed_turns_are_no_questions():
             {"text": "turn right 45 degrees"},
         ]
     }
-    assert turn_states(meta) == [(5, "Right.")]
+    assert question_states(meta, TURN_SIDE) == [(5, "Right.")]
+    # after the context turn (1): a move; after action 2's executed turn: a turn; then a move
+    assert question_states(meta, ROUTE_AHEAD) == [(2, "Yes."), (3, "No."), (4, "Yes.")]
     with pytest.raises(ValueError, match="not an action"):
-        turn_states({"actions": [{"text": "dance"}]})
+        question_states({"actions": [{"text": "dance"}]}, TURN_SIDE)
 
 
 def test_nvila_sim_turn_sides_writes_the_dataset(rollouts, tmp_path, capsys):
     out = tmp_path / "cli"
     assert sim_cli.main(["turn-sides", "--data", str(rollouts), "--out", str(out)]) == 0
-    assert "turn-side questions" in capsys.readouterr().out
-    assert json.loads((out / TURN_SIDES_FILE).read_text())
+    assert "turn_side questions" in capsys.readouterr().out
+    assert json.loads((out / "turn_sides.json").read_text())
     with pytest.raises(ValueError, match="distinct folder names"):
-        write_turn_side_dataset([rollouts, rollouts], tmp_path / "twice")
+        write_question_dataset(TURN_SIDE, [rollouts, rollouts], tmp_path / "twice")
+
+
+def test_every_action_after_an_executed_turn_is_a_route_ahead_question(rollouts, tmp_path, capsys):
+    index = json.loads((rollouts / "index.json").read_text())
+    expected = {}
+    for entry in index["episodes"]:
+        meta = json.loads((rollouts / entry["dir"] / "meta.json").read_text())
+        executed = [a.get("executed") or a["text"] for a in meta["actions"]]
+        for k, action in enumerate(meta["actions"]):
+            label = parse_action(action["text"])
+            after_turn = k > 0 and parse_action(executed[k - 1]).kind in (
+                ActionKind.TURN_LEFT,
+                ActionKind.TURN_RIGHT,
+            )
+            if after_turn and label.kind is not ActionKind.STOP:
+                frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
+                answer = "Yes." if label.kind is ActionKind.FORWARD else "No."
+                expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+    assert len({a for _, a in expected.values()}) == 2, "the rollouts move and turn after turns"
+
+    out = tmp_path / "ahead"
+    assert sim_cli.main(["route-ahead", "--data", str(rollouts), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    path = out / "route_ahead.json"
+    assert "route_ahead questions" in said and str(path) in said
+    samples = [s for group in read_llava_dataset(path, "ahead") for s in group]
+    assert {s.sample_id.removeprefix("ahead/"): s.answer for s in samples} == {
+        key: answer for key, (_, answer) in expected.items()
+    }
+    for sample in samples:
+        assert sample.prompt == ROUTE_AHEAD_PROMPT
+        (frame,) = sample.frame_paths
+        assert frame.read_bytes() == expected[sample.sample_id.removeprefix("ahead/")][0]
