@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
 # then the two stages that teach it to state what is close ahead before it acts, the turn-side
-# head on its visual tokens, then models/navila-nano (the shipped weights come from exactly
-# this, with no DAgger iteration).
+# and route-ahead heads on its visual tokens, then models/navila-nano (the shipped weights come
+# from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
@@ -11,7 +11,7 @@
 # after an interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation
 # ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
 # and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the turn-side
-# head ~2 min. The model before the statement stages stays at
+# and route-ahead heads ~2 min each. The model before the statement stages stays at
 # $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
@@ -112,6 +112,22 @@ if [ -f "$final/heads/turn_side.json" ]; then
 else
   "$VENV_BIN/nvila-core" train-head --model "$final" --name turn_side \
     --data "$DATA/turn_sides/turn_sides.json" --val "$DATA/val_turn_sides/turn_sides.json"
+fi
+
+say "data: route-ahead questions on the rollouts' frames (nvila-sim route-ahead)"
+if [ ! -f "$DATA/route_ahead/route_ahead.json" ]; then
+  sim route-ahead --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/route_ahead"
+fi
+if [ ! -f "$DATA/val_route_ahead/route_ahead.json" ]; then
+  sim route-ahead --data "$DATA/val_C" --out "$DATA/val_route_ahead"
+fi
+
+say "training: the route-ahead head on the model's visual tokens (nvila-core train-head)"
+if [ -f "$final/heads/route_ahead.json" ]; then
+  say "$final/heads/route_ahead: done"
+else
+  "$VENV_BIN/nvila-core" train-head --model "$final" --name route_ahead \
+    --data "$DATA/route_ahead/route_ahead.json" --val "$DATA/val_route_ahead/route_ahead.json"
 fi
 
 if [ -n "$INSTALL" ]; then
