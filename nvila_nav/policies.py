@@ -190,32 +190,17 @@ class NVILAPolicy:
         text = decided_text(result, self.answers, self.by_kind)
         action = parse_action(text)
         timings = dict(result.timings)
-        if (
-            self.turn_side
-            and action is not None
-            and action.kind in TURNS
-            and follows_move(request.previous_actions)
-        ):
-            asked = time.perf_counter()
-            side = self._turn_side(frames[-1], None if keys is None else keys[-1])
-            timings["turn_side_ms"] = (time.perf_counter() - asked) * 1e3
+        turning = action is not None and action.kind in TURNS
+        if turning and self.turn_side and follows_move(request.previous_actions):
+            side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, timings))
             timings["turn_side_changed"] = int(side is not action.kind)
             if side is not action.kind:
                 action = with_side(action, side)
                 text = action.to_text()
-        if (
-            self.route_ahead
-            and action is not None
-            and action.kind in TURNS
-            and follows_turn(request.previous_actions)
-        ):
-            asked = time.perf_counter()
-            answer, _ = self.engine.ask_head(
-                ROUTE_AHEAD_HEAD, frames[-1], None if keys is None else keys[-1]
-            )
-            timings["route_ahead_ms"] = (time.perf_counter() - asked) * 1e3
-            timings["route_ahead_changed"] = int(is_ahead(answer))
-            if is_ahead(answer):
+        elif turning and self.route_ahead and follows_turn(request.previous_actions):
+            ahead = is_ahead(self._ask(ROUTE_AHEAD_HEAD, frames, keys, timings))
+            timings["route_ahead_changed"] = int(ahead)
+            if ahead:
                 action = ROUTE_AHEAD_MOVE
                 text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
@@ -228,10 +213,19 @@ class NVILAPolicy:
             timings=timings,
         )
 
-    def _turn_side(self, frame: np.ndarray, key: int | None) -> ActionKind:
-        """The side the turn-side head reads from the current frame's visual tokens."""
-        answer, _ = self.engine.ask_head(TURN_SIDE_HEAD, frame, key)
-        return side_of_answer(answer)
+    def _ask(
+        self,
+        head: str,
+        frames: Sequence[np.ndarray],
+        keys: Sequence[int | None] | None,
+        timings: dict[str, float | int],
+    ) -> str:
+        """The answer of frame head `head` on the current frame's visual tokens (cached where
+        the frame has a key); its time goes into timings["<head>_ms"]."""
+        asked = time.perf_counter()
+        answer, _ = self.engine.ask_head(head, frames[-1], None if keys is None else keys[-1])
+        timings[f"{head}_ms"] = (time.perf_counter() - asked) * 1e3
+        return answer
 
     def close(self) -> None:
         """Drop the model; accelerator memory goes back once nothing else references it."""

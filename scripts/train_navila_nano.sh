@@ -98,37 +98,28 @@ say "training: the statement before the action (config/train/navila-nano-stateme
   --out "$OUT/navila-nano-statement"
 final="$OUT/navila-nano-statement/02-navigation-statement/final"
 
-say "data: turn-side questions on the rollouts' frames (nvila-sim turn-sides)"
-if [ ! -f "$DATA/turn_sides/turn_sides.json" ]; then
-  sim turn-sides --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/turn_sides"
-fi
-if [ ! -f "$DATA/val_turn_sides/turn_sides.json" ]; then
-  sim turn-sides --data "$DATA/val_C" --out "$DATA/val_turn_sides"
-fi
-
-say "training: the turn-side head on the model's visual tokens (nvila-core train-head)"
-if [ -f "$final/heads/turn_side.json" ]; then
-  say "$final/heads/turn_side: done"
-else
-  "$VENV_BIN/nvila-core" train-head --model "$final" --name turn_side \
-    --data "$DATA/turn_sides/turn_sides.json" --val "$DATA/val_turn_sides/turn_sides.json"
-fi
-
-say "data: route-ahead questions on the rollouts' frames (nvila-sim route-ahead)"
-if [ ! -f "$DATA/route_ahead/route_ahead.json" ]; then
-  sim route-ahead --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/route_ahead"
-fi
-if [ ! -f "$DATA/val_route_ahead/route_ahead.json" ]; then
-  sim route-ahead --data "$DATA/val_C" --out "$DATA/val_route_ahead"
-fi
-
-say "training: the route-ahead head on the model's visual tokens (nvila-core train-head)"
-if [ -f "$final/heads/route_ahead.json" ]; then
-  say "$final/heads/route_ahead: done"
-else
-  "$VENV_BIN/nvila-core" train-head --model "$final" --name route_ahead \
-    --data "$DATA/route_ahead/route_ahead.json" --val "$DATA/val_route_ahead/route_ahead.json"
-fi
+frame_head() { # command name folder: the question on the rollouts' frames (nvila-sim COMMAND
+                # writes FOLDER.json into $DATA/FOLDER and $DATA/val_FOLDER), then the frame
+                # head NAME on the model's visual tokens
+  local command=$1 name=$2 folder=$3
+  local file="$folder.json"
+  say "data: $name questions on the rollouts' frames (nvila-sim $command)"
+  if [ ! -f "$DATA/$folder/$file" ]; then
+    sim "$command" --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/$folder"
+  fi
+  if [ ! -f "$DATA/val_$folder/$file" ]; then
+    sim "$command" --data "$DATA/val_C" --out "$DATA/val_$folder"
+  fi
+  say "training: the $name head on the model's visual tokens (nvila-core train-head)"
+  if [ -f "$final/heads/$name.json" ]; then
+    say "$final/heads/$name: done"
+  else
+    "$VENV_BIN/nvila-core" train-head --model "$final" --name "$name" \
+      --data "$DATA/$folder/$file" --val "$DATA/val_$folder/$file"
+  fi
+}
+frame_head turn-sides turn_side turn_sides     # "Which way does the route turn?"
+frame_head route-ahead route_ahead route_ahead # "Is the route straight ahead?"
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"
