@@ -27,6 +27,8 @@ from nvila_nav.turn_side import (
 )
 from test.helpers.sim_rollouts import write_sim_rollouts
 
+TURN_KINDS = (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT)
+
 
 @pytest.fixture(scope="module")
 def rollouts(tmp_path_factory):
@@ -64,19 +66,31 @@ def test_turning_on_is_a_decision_only_after_a_turn():
         is_ahead("Left.")
 
 
-def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, tmp_path):
+def expected_questions(rollouts, answer_of) -> dict[str, tuple[bytes, str]]:
+    """Record id -> (frame bytes, answer) read straight from the rollouts' meta.json:
+    `answer_of(label kind, previous executed kind)` gives a state's answer, or None where the
+    question does not ask."""
     index = json.loads((rollouts / "index.json").read_text())
     expected = {}
     for entry in index["episodes"]:
         meta = json.loads((rollouts / entry["dir"] / "meta.json").read_text())
         executed = [a.get("executed") or a["text"] for a in meta["actions"]]
         for k, action in enumerate(meta["actions"]):
-            label = parse_action(action["text"])
-            after_move = k > 0 and parse_action(executed[k - 1]).kind is ActionKind.FORWARD
-            if label.kind in (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT) and after_move:
+            previous = parse_action(executed[k - 1]).kind if k > 0 else None
+            answer = answer_of(parse_action(action["text"]).kind, previous)
+            if answer is not None:
                 frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
-                answer = "Left." if label.kind is ActionKind.TURN_LEFT else "Right."
                 expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+    return expected
+
+
+def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, tmp_path):
+    def side(kind, previous):
+        if previous is ActionKind.FORWARD and kind in TURN_KINDS:
+            return "Left." if kind is ActionKind.TURN_LEFT else "Right."
+        return None
+
+    expected = expected_questions(rollouts, side)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts turn both ways after moves"
 
     path, counts = write_question_dataset(TURN_SIDE, [rollouts], tmp_path / "sides")
@@ -126,21 +140,12 @@ def test_nvila_sim_turn_sides_writes_the_dataset(rollouts, tmp_path, capsys):
 
 
 def test_every_action_after_an_executed_turn_is_a_route_ahead_question(rollouts, tmp_path, capsys):
-    index = json.loads((rollouts / "index.json").read_text())
-    expected = {}
-    for entry in index["episodes"]:
-        meta = json.loads((rollouts / entry["dir"] / "meta.json").read_text())
-        executed = [a.get("executed") or a["text"] for a in meta["actions"]]
-        for k, action in enumerate(meta["actions"]):
-            label = parse_action(action["text"])
-            after_turn = k > 0 and parse_action(executed[k - 1]).kind in (
-                ActionKind.TURN_LEFT,
-                ActionKind.TURN_RIGHT,
-            )
-            if after_turn and label.kind is not ActionKind.STOP:
-                frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
-                answer = "Yes." if label.kind is ActionKind.FORWARD else "No."
-                expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+    def ahead(kind, previous):
+        if previous in TURN_KINDS and kind is not ActionKind.STOP:
+            return "Yes." if kind is ActionKind.FORWARD else "No."
+        return None
+
+    expected = expected_questions(rollouts, ahead)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts move and turn after turns"
 
     out = tmp_path / "ahead"
