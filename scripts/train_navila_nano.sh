@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
-# then the two stages that teach it to state what is close ahead before it acts, the turn-side
-# and route-ahead heads on its visual tokens, then models/navila-nano (the shipped weights come
-# from exactly this, with no DAgger iteration).
+# then the stages that teach it to state what is close ahead before it acts and to stop within
+# 0.8 m of the goal, the turn-side and route-ahead heads on its visual tokens, then
+# models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
@@ -10,8 +10,9 @@
 # newest checkpoint, finished stages, heads and DAgger iterations are skipped. Run it again
 # after an interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation
 # ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
-# and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the turn-side
-# and route-ahead heads ~2 min each. The model before the statement stages stays at
+# and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the stop band
+# and its contrast episodes ~3 min, navigation at the stop band ~20 min, the turn-side and
+# route-ahead heads ~2 min each. The model before the statement stages stays at
 # $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
@@ -58,13 +59,23 @@ captions() { # split n out [--readout]
   sim captions --split "$split" --n "$n" --seed 0 --out "$out" --width 128 --height 96 "$@"
 }
 
-contrast() { # tier: the rollouts of train_<tier> with another landmark named
-  if [ -f "$DATA/contrast_$1/index.json" ]; then
-    say "$DATA/contrast_$1: done"
+contrast() { # rollouts out radius: the rollouts with another landmark named
+  local rollouts=$1 out=$2 radius=$3
+  if [ -f "$out/index.json" ]; then
+    say "$out: done"
     return
   fi
-  rm -rf "$DATA/contrast_$1"
-  sim contrast --data "$DATA/train_$1" --out "$DATA/contrast_$1" --radius 1.0
+  rm -rf "$out"
+  sim contrast --data "$rollouts" --out "$out" --radius "$radius"
+}
+
+stop_band() { # rollouts out: the rollouts ended where an expert with a 0.8 m stop band stops
+  if [ -f "$2/index.json" ]; then
+    say "$2: done"
+    return
+  fi
+  rm -rf "$2"
+  sim stop-band --data "$1" --out "$2" --band 0.8
 }
 
 say "data: perturbed expert rollouts on 1000 train scenes, tiers A/B/C; captions"
@@ -89,14 +100,20 @@ fi
 say "data: readout questions and contrast episodes"
 captions train 10000 "$DATA/readout" --readout
 captions val_unseen 300 "$DATA/val_readout" --readout
-contrast A
-contrast B
-contrast C
+for tier in A B C; do
+  contrast "$DATA/train_$tier" "$DATA/contrast_$tier" 1.0
+done
+say "data: the rollouts ended at a 0.8 m stop band, and their contrast episodes"
+for tier in A B C; do
+  stop_band "$DATA/train_$tier" "$DATA/band08_$tier"
+  contrast "$DATA/band08_$tier" "$DATA/contrast08_$tier" 1.5
+done
+stop_band "$DATA/val_C" "$DATA/band08_val_C"
 
 say "training: the statement before the action (config/train/navila-nano-statement.yaml)"
 "$VENV_BIN/nvila-core" train --recipe config/train/navila-nano-statement.yaml --from "$final" \
   --out "$OUT/navila-nano-statement"
-final="$OUT/navila-nano-statement/02-navigation-statement/final"
+final="$OUT/navila-nano-statement/03-navigation-band/final"
 
 frame_head() { # command name folder: the question on the rollouts' frames (nvila-sim COMMAND
                 # writes FOLDER.json into $DATA/FOLDER and $DATA/val_FOLDER), then the frame

@@ -326,7 +326,7 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     for stage in (*match.stages, *readout.stages):
         assert stage.data.num_frames == 1 and stage.train.max_steps == 500
     ahead = load_recipe(RECIPES / "navila-nano-statement.yaml")
-    assert [s.name for s in ahead.stages] == ["readout", "navigation-statement"]
+    assert [s.name for s in ahead.stages] == ["readout", "navigation-statement", "navigation-band"]
     assert ahead.stages[0].data == dataclasses.replace(
         readout.stages[0].data, source=ahead.stages[0].data.source
     )  # the readout stage of navila-nano-readout.yaml
@@ -338,6 +338,14 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     paths = {str(d.path) for d in navigation.data.datasets}
     assert {str(d.path) for d in nano.stages[1].data.datasets} <= paths
     assert {"data/nano/contrast_A", "data/nano/readout/readout.json"} <= paths
+    # then the same navigation on the rollouts ended at the 0.8 m stop band, from that model
+    band = ahead.stages[2]
+    assert (band.data.num_frames, band.data.history) == (5, "recent")
+    assert band.train.lr < navigation.train.lr and band.model_overrides == {}
+    band_paths = {str(d.path) for d in band.data.datasets}
+    assert {f"data/nano/band08_{t}" for t in "ABC"} | {"data/nano/band08_val_C"} <= band_paths
+    assert {f"data/nano/contrast08_{t}" for t in "ABC"} <= band_paths
+    assert band_paths.isdisjoint({f"data/nano/train_{t}" for t in "ABC"})
 
 
 def _tiny_recipe(rollout, **stage_extra):
