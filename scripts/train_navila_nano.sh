@@ -38,14 +38,19 @@ fi
 say() { printf '\n[train-nano] %s\n' "$*"; }
 sim() { "$VENV_BIN/nvila-sim" "$@"; }
 
+written() { # dataset folder: true (and says so) where a finished dataset is already there
+  if [ -f "$1/index.json" ]; then
+    say "$1: done"
+    return 0
+  fi
+  rm -rf "$1"
+  return 1
+}
+
 rollouts() { # split tier n seed out perturb
   local split=$1 tier=$2 n=$3 seed=$4 out=$5 perturb=$6
-  if [ -f "$out/index.json" ]; then
-    say "$out: done"
-    return
-  fi
+  written "$out" && return
   sim episodes --split "$split" --tier "$tier" --n "$n" --seed "$seed" --out "$out.json.gz"
-  rm -rf "$out"
   sim rollout --episodes "$out.json.gz" --out "$out" --perturb "$perturb" --decision-frames \
     --workers 2 --width 128 --height 96
 }
@@ -60,21 +65,12 @@ captions() { # split n out [--readout]
 }
 
 contrast() { # rollouts out radius: the rollouts with another landmark named
-  local rollouts=$1 out=$2 radius=$3
-  if [ -f "$out/index.json" ]; then
-    say "$out: done"
-    return
-  fi
-  rm -rf "$out"
-  sim contrast --data "$rollouts" --out "$out" --radius "$radius"
+  written "$2" && return
+  sim contrast --data "$1" --out "$2" --radius "$3"
 }
 
 stop_band() { # rollouts out: the rollouts ended where an expert with a 0.8 m stop band stops
-  if [ -f "$2/index.json" ]; then
-    say "$2: done"
-    return
-  fi
-  rm -rf "$2"
+  written "$2" && return
   sim stop-band --data "$1" --out "$2" --band 0.8
 }
 
