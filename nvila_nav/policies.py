@@ -23,6 +23,13 @@ from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.world import world_for_scene
+from nvila_nav.stop_reach import (
+    STOP_REACH_ANSWERS,
+    STOP_REACH_HEAD,
+    STOP_REACH_MOVE,
+    STOP_REACH_VETOES,
+    within_reach,
+)
 from nvila_nav.turn_side import (
     ROUTE_AHEAD_ANSWERS,
     ROUTE_AHEAD_HEAD,
@@ -143,6 +150,7 @@ class NVILAPolicy:
         for name, answers in (
             (TURN_SIDE_HEAD, TURN_SIDE_ANSWERS.values()),
             (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_ANSWERS.values()),
+            (STOP_REACH_HEAD, STOP_REACH_ANSWERS.values()),
         ):
             head = engine.heads.get(name)
             if head is not None and sorted(head.answers) != sorted(answers):
@@ -155,6 +163,10 @@ class NVILAPolicy:
         self.route_ahead = ROUTE_AHEAD_HEAD in engine.heads
         """A model folder with a route-ahead head moves on instead of turning on after a turn
         wherever it answers "Yes."."""
+        self.stop_reach = STOP_REACH_HEAD in engine.heads
+        """A model folder with a stop-reach head moves 25 cm on instead of stopping wherever it
+        answers "No.", up to `STOP_REACH_VETOES` times an episode (`nvila_nav.stop_reach`)."""
+        self._reach_vetoes = 0
 
     @property
     def history(self) -> str:
@@ -173,6 +185,7 @@ class NVILAPolicy:
 
     def reset(self) -> None:
         self.engine.clear_cache()
+        self._reach_vetoes = 0
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         start = time.perf_counter()
@@ -191,6 +204,7 @@ class NVILAPolicy:
         action = parse_action(text)
         timings = dict(result.timings)
         turning = action is not None and action.kind in TURNS
+        stopping = action is not None and action.kind is ActionKind.STOP
         if turning and self.turn_side and follows_move(request.previous_actions):
             side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, timings))
             timings["turn_side_changed"] = int(side is not action.kind)
@@ -202,6 +216,13 @@ class NVILAPolicy:
             timings["route_ahead_changed"] = int(ahead)
             if ahead:
                 action = ROUTE_AHEAD_MOVE
+                text = action.to_text()
+        elif stopping and self.stop_reach and self._reach_vetoes < STOP_REACH_VETOES:
+            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, timings))
+            timings["stop_reach_changed"] = int(not reach)
+            if not reach:
+                self._reach_vetoes += 1
+                action = STOP_REACH_MOVE
                 text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
         # never parsed: its words are not the action's

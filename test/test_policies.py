@@ -25,6 +25,7 @@ from nvila_nav.policies import (
 from nvila_nav.sim.episodes import generate_episode
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
+from nvila_nav.stop_reach import STOP_REACH_HEAD, STOP_REACH_PROMPT
 from nvila_nav.turn_side import (
     ROUTE_AHEAD_HEAD,
     ROUTE_AHEAD_PROMPT,
@@ -372,6 +373,42 @@ def test_a_route_ahead_head_moves_on_where_a_turn_would_continue(make_frames):
     engine = Engine(TorchBackend(model), config, tokenizer)
     engine.heads[ROUTE_AHEAD_HEAD] = constant_head(features, "Left.")
     with pytest.raises(ValueError, match="route_ahead head answers"):
+        NVILAPolicy(engine)
+
+
+def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
+    """With a stop-reach head, a stop the navigation query decided becomes "move forward 25 cm"
+    where the head answers "No." (three times an episode at most; reset starts a new count) and
+    stays a stop on "Yes."; no other decision asks the head."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2)
+    frames = make_frames(3, height=48, width=64)
+    features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
+
+    def policy(said, head_answer):
+        engine = Engine(ScriptedAnswer(model, tokenizer, said), config, tokenizer)
+        engine.heads[STOP_REACH_HEAD] = constant_head(
+            features, head_answer, STOP_REACH_HEAD, STOP_REACH_PROMPT, ("Yes.", "No.")
+        )
+        return NVILAPolicy(engine, decoding="generate")
+
+    request = PolicyRequest(INSTRUCTION, frames, previous_actions=("move forward 75 cm",))
+    short = policy("stop", "No.")
+    for _ in range(2):  # two episodes
+        for _ in range(3):
+            moved = short.decide(request)
+            assert moved.action == Action.forward(25) and moved.text == "move forward 25 cm"
+            assert moved.timings["stop_reach_ms"] > 0 and moved.timings["stop_reach_changed"] == 1
+        stopped = short.decide(request)
+        assert stopped.action == Action.stop() and "stop_reach_ms" not in stopped.timings
+        short.reset()
+    reached = policy("stop", "Yes.").decide(request)
+    assert reached.action == Action.stop() and reached.timings["stop_reach_changed"] == 0
+    for said in ("move forward 50 cm", "turn left 30 degrees"):
+        kept = policy(said, "No.").decide(request)
+        assert kept.action == parse_action(said) and "stop_reach_ms" not in kept.timings
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    engine.heads[STOP_REACH_HEAD] = constant_head(features, "Left.")
+    with pytest.raises(ValueError, match="stop_reach head answers"):
         NVILAPolicy(engine)
 
 

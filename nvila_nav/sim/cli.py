@@ -150,10 +150,13 @@ def _cmd_stop_band(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_turn_question(args: argparse.Namespace) -> int:
+def _cmd_frame_question(args: argparse.Namespace) -> int:
+    from nvila_nav.sim.stop_reach_questions import STOP_REACH
     from nvila_nav.sim.turn_sides import ROUTE_AHEAD, TURN_SIDE, write_question_dataset
 
-    question = {"turn-sides": TURN_SIDE, "route-ahead": ROUTE_AHEAD}[args.command]
+    question = {"turn-sides": TURN_SIDE, "route-ahead": ROUTE_AHEAD, "stop-reach": STOP_REACH}[
+        args.command
+    ]
     total = sum(
         len(json.loads((Path(d) / "index.json").read_text(encoding="utf-8"))["episodes"])
         for d in args.data
@@ -322,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, question, where in (
         ("turn-sides", "Which way does the route turn?", "the expert turns after a move"),
         ("route-ahead", "Is the route straight ahead?", "the expert acts after a turn"),
+        ("stop-reach", "Is the goal within reach?", "the named landmark is close ahead"),
     ):
         p = sub.add_parser(
             command,
@@ -330,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--data", required=True, nargs="+", help="rollout dataset directories")
         p.add_argument("--out", required=True, help="output directory (JSON, frames)")
-        p.set_defaults(func=_cmd_turn_question)
+        p.set_defaults(func=_cmd_frame_question)
     return parser
 
 

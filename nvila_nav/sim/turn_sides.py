@@ -8,6 +8,7 @@ about, on the frame the expert saw there:
 
 A navigation model learns from these to read the turn from the current frame alone
 (`nvila_nav.turn_side`), which its navigation query, fed its own executed actions, does not.
+`write_question_dataset` writes any such frame question (also `nvila_nav.sim.stop_reach_questions`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nvila_nav.actions import Action, ActionKind, parse_action
 from nvila_nav.sim.dataset import FORMAT, VERSION, link_frames
@@ -34,6 +36,20 @@ from nvila_nav.turn_side import (
 )
 
 
+class FrameQuestion(Protocol):
+    """What `write_question_dataset` needs of a question: its head's name, prompt, answers, the
+    file the dataset is written to, and the states of an episode it asks about."""
+
+    head: str
+    prompt: str
+    answers: tuple[str, ...]
+    file: str
+
+    def states(self, meta: dict) -> list[tuple[int, str]]:
+        """(action index, answer) of every state of an episode's meta.json asked about."""
+        ...
+
+
 @dataclass(frozen=True)
 class TurnQuestion:
     """One question: its head's name, prompt, answers, the file the dataset is written to, and
@@ -46,6 +62,9 @@ class TurnQuestion:
     file: str
     asks: Callable[[Action, Sequence[str]], bool]
     answer: Callable[[Action], str]
+
+    def states(self, meta: dict) -> list[tuple[int, str]]:
+        return question_states(meta, self)
 
 
 TURN_SIDE = TurnQuestion(
@@ -83,7 +102,7 @@ def question_states(meta: dict, question: TurnQuestion) -> list[tuple[int, str]]
 
 
 def write_question_dataset(
-    question: TurnQuestion,
+    question: FrameQuestion,
     datasets: Sequence[str | Path],
     out: str | Path,
     progress: Callable[[int], object] | None = None,
@@ -102,7 +121,7 @@ def write_question_dataset(
             raise ValueError(f"{root} is not a {FORMAT} v{VERSION} dataset")
         for entry in index["episodes"]:
             meta = json.loads((root / entry["dir"] / "meta.json").read_text(encoding="utf-8"))
-            states = question_states(meta, question)
+            states = question.states(meta)
             files = [meta["frames"][meta["actions"][k]["frame_index"]]["file"] for k, _ in states]
             if files:
                 link_frames(root / entry["dir"], out / root.name / entry["dir"], files)

@@ -1,0 +1,52 @@
+"""The stop-reach question on rollout frames: "Is the goal within reach?" at every state whose
+statement says the landmark the instruction stops at is close ahead ("... close ahead? Yes."),
+answered "Yes." where the goal point is within `REACH_M` (`nvila_nav.stop_reach`).
+
+Expert rollouts written without a stop band approach the goal to 0.3 m, so their "Yes." states
+span the whole of "close ahead", from about 2 m down; `write_question_dataset` writes the
+dataset (`nvila-sim stop-reach`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nvila_nav.stop_reach import (
+    STOP_REACH_ANSWERS,
+    STOP_REACH_HEAD,
+    STOP_REACH_PROMPT,
+    reach_answer,
+)
+
+GOAL_CLOSE_AHEAD = "close ahead? Yes."
+"""How a rollout's statement ends where the named landmark is close ahead (`stop_statement`)."""
+
+
+@dataclass(frozen=True)
+class StopReachQuestion:
+    head: str = STOP_REACH_HEAD
+    prompt: str = STOP_REACH_PROMPT
+    answers: tuple[str, ...] = tuple(STOP_REACH_ANSWERS.values())
+    file: str = "stop_reach.json"
+
+    def states(self, meta: dict) -> list[tuple[int, str]]:
+        """(action index, answer) of every state of an episode's meta.json whose statement says
+        the goal's landmark is close ahead, by the distance from its pose to the goal point.
+        History-only actions (contrast episodes' "context") are never asked about."""
+        goal = meta["episode"]["goals"][0]["position"]
+        found = []
+        for k, action in enumerate(meta["actions"]):
+            if action.get("context", False):
+                continue
+            if "statement" not in action:
+                raise ValueError(
+                    f"action {k} has no statement: write them first (nvila-sim statements)"
+                )
+            if action["statement"].endswith(GOAL_CLOSE_AHEAD):
+                distance = math.dist(action["pose"][:2], goal[:2])
+                found.append((k, reach_answer(distance)))
+        return found
+
+
+STOP_REACH = StopReachQuestion()
