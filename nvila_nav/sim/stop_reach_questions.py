@@ -25,6 +25,9 @@ GOAL_CLOSE_AHEAD = "close ahead? Yes."
 
 @dataclass(frozen=True)
 class StopReachQuestion:
+    """A frame question (`FrameQuestion`) whose states come from the statements and poses, not
+    from the expert's labels as the turn questions' do."""
+
     head: str = STOP_REACH_HEAD
     prompt: str = STOP_REACH_PROMPT
     answers: tuple[str, ...] = tuple(STOP_REACH_ANSWERS.values())

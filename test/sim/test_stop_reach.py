@@ -7,10 +7,9 @@ import math
 
 import pytest
 
-from nvila_core.train.data import read_llava_dataset
-from nvila_nav.sim import cli as sim_cli
 from nvila_nav.sim.stop_reach_questions import STOP_REACH
 from nvila_nav.stop_reach import STOP_REACH_PROMPT, reach_answer, within_reach
+from test.helpers.frame_questions import assert_cli_questions
 from test.helpers.sim_rollouts import write_sim_rollouts
 
 
@@ -47,18 +46,15 @@ def test_every_state_with_the_goal_close_ahead_is_a_question_on_its_frame(
                 expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
     assert {a for _, a in expected.values()} == {"Yes.", "No."}, "near and far close-ahead states"
 
-    out = tmp_path / "reach"
-    assert sim_cli.main(["stop-reach", "--data", str(rollouts), "--out", str(out)]) == 0
-    said = capsys.readouterr().out
-    path = out / "stop_reach.json"
-    assert "stop_reach questions" in said and str(path) in said
-    samples = [s for group in read_llava_dataset(path, "reach") for s in group]
-    assert len(samples) == len(expected)
-    for sample in samples:
-        pixels, answer = expected[sample.sample_id.removeprefix("reach/")]
-        assert sample.prompt == STOP_REACH_PROMPT and sample.answer == answer
-        (frame,) = sample.frame_paths
-        assert frame.read_bytes() == pixels  # the frame of that state
+    assert_cli_questions(
+        "stop-reach",
+        rollouts,
+        tmp_path / "reach",
+        capsys,
+        "stop_reach.json",
+        STOP_REACH_PROMPT,
+        expected,
+    )
 
 
 def test_history_only_actions_are_no_questions_and_statements_are_needed():

@@ -25,6 +25,7 @@ from nvila_nav.turn_side import (
     turn_side_answer,
     with_side,
 )
+from test.helpers.frame_questions import assert_cli_questions
 from test.helpers.sim_rollouts import write_sim_rollouts
 
 TURN_KINDS = (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT)
@@ -148,16 +149,12 @@ def test_every_action_after_an_executed_turn_is_a_route_ahead_question(rollouts,
     expected = expected_questions(rollouts, ahead)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts move and turn after turns"
 
-    out = tmp_path / "ahead"
-    assert sim_cli.main(["route-ahead", "--data", str(rollouts), "--out", str(out)]) == 0
-    said = capsys.readouterr().out
-    path = out / "route_ahead.json"
-    assert "route_ahead questions" in said and str(path) in said
-    samples = [s for group in read_llava_dataset(path, "ahead") for s in group]
-    assert {s.sample_id.removeprefix("ahead/"): s.answer for s in samples} == {
-        key: answer for key, (_, answer) in expected.items()
-    }
-    for sample in samples:
-        assert sample.prompt == ROUTE_AHEAD_PROMPT
-        (frame,) = sample.frame_paths
-        assert frame.read_bytes() == expected[sample.sample_id.removeprefix("ahead/")][0]
+    assert_cli_questions(
+        "route-ahead",
+        rollouts,
+        tmp_path / "ahead",
+        capsys,
+        "route_ahead.json",
+        ROUTE_AHEAD_PROMPT,
+        expected,
+    )
