@@ -190,3 +190,26 @@ class DecisionHistory(Generic[FrameT]):
             [None if entry is None else entry[0] for entry in chosen],
             [None if entry is None else entry[1] for entry in chosen],
         )
+
+
+def latest_decision_slots(decisions: int, num_frames: int, count: int) -> list[int]:
+    """Where a `DecisionHistory` sample of `num_frames` holds the frames of the latest `count`
+    decisions (oldest first, the current one last; the first decision's frame stands for those
+    before it), `decisions` counting the current one: what a frame head that reads more than the
+    current frame is given."""
+    if count < 1 or decisions < 1:
+        raise ValueError(f"need count >= 1 and decisions >= 1, got {count} and {decisions}")
+    current = decisions - 1
+    slots = []
+    for decision in range(current - count + 1, current + 1):
+        if decision == current:
+            slots.append(num_frames - 1)
+        elif decision <= 0:
+            slots.append(0)
+        elif decision >= current - (num_frames - 2):
+            slots.append(num_frames - 1 - (current - decision))
+        else:
+            raise ValueError(
+                f"a {num_frames}-frame history does not hold decision {decision} of {decisions}"
+            )
+    return slots

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
+from nvila_nav.history import latest_decision_slots
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -157,6 +158,11 @@ class NVILAPolicy:
                 raise ValueError(
                     f"the model's {name} head answers {head.answers}, not {sorted(answers)}"
                 )
+            if head is not None and head.frames > 1 and self.history != "recent":
+                raise ValueError(
+                    f"the model's {name} head reads the latest {head.frames} decision frames: "
+                    f"it needs a recent-history model, this one samples {self.history!r}"
+                )
         self.turn_side = TURN_SIDE_HEAD in engine.heads
         """A model folder with a turn-side head takes the side of every turn after a move from
         it (`nvila_nav.turn_side`)."""
@@ -205,20 +211,21 @@ class NVILAPolicy:
         timings = dict(result.timings)
         turning = action is not None and action.kind in TURNS
         stopping = action is not None and action.kind is ActionKind.STOP
+        decisions = len(request.previous_actions) + 1
         if turning and self.turn_side and follows_move(request.previous_actions):
-            side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, timings))
+            side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, decisions, timings))
             timings["turn_side_changed"] = int(side is not action.kind)
             if side is not action.kind:
                 action = with_side(action, side)
                 text = action.to_text()
         elif turning and self.route_ahead and follows_turn(request.previous_actions):
-            ahead = is_ahead(self._ask(ROUTE_AHEAD_HEAD, frames, keys, timings))
+            ahead = is_ahead(self._ask(ROUTE_AHEAD_HEAD, frames, keys, decisions, timings))
             timings["route_ahead_changed"] = int(ahead)
             if ahead:
                 action = ROUTE_AHEAD_MOVE
                 text = action.to_text()
         elif stopping and self.stop_reach and self._reach_vetoes < STOP_REACH_VETOES:
-            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, timings))
+            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, decisions, timings))
             timings["stop_reach_changed"] = int(not reach)
             if not reach:
                 self._reach_vetoes += 1
@@ -239,12 +246,19 @@ class NVILAPolicy:
         head: str,
         frames: Sequence[np.ndarray],
         keys: Sequence[int | None] | None,
+        decisions: int,
         timings: dict[str, float | int],
     ) -> str:
-        """The answer of frame head `head` on the current frame's visual tokens (cached where
-        the frame has a key); its time goes into timings["<head>_ms"]."""
+        """The answer of frame head `head` on the visual tokens of the current frame, or of the
+        latest decisions' frames where it reads more (cached where a frame has a key);
+        `decisions` counts the current one; its time goes into timings["<head>_ms"]."""
         asked = time.perf_counter()
-        answer, _ = self.engine.ask_head(head, frames[-1], None if keys is None else keys[-1])
+        slots = latest_decision_slots(decisions, len(frames), self.engine.heads[head].frames)
+        answer, _ = self.engine.ask_head(
+            head,
+            [frames[slot] for slot in slots],
+            None if keys is None else [keys[slot] for slot in slots],
+        )
         timings[f"{head}_ms"] = (time.perf_counter() - asked) * 1e3
         return answer
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
 # then the stages that teach it to state what is close ahead before it acts and to stop within
-# 0.8 m of the goal, the turn-side and route-ahead heads on its visual tokens, then
+# 0.8 m of the goal, the turn-side, route-ahead and stop-reach heads on its visual tokens, then
 # models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
@@ -11,8 +11,8 @@
 # after an interruption. On a 2-core machine: data 15-25 min, captions ~8 min, navigation
 # ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
 # and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the stop band
-# and its contrast episodes ~3 min, navigation at the stop band ~20 min, the turn-side and
-# route-ahead heads ~2 min each. The model before the statement stages stays at
+# and its contrast episodes ~3 min, navigation at the stop band ~20 min, the turn-side,
+# route-ahead and stop-reach heads ~2-5 min each. The model before the statement stages stays at
 # $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
@@ -111,11 +111,10 @@ say "training: the statement before the action (config/train/navila-nano-stateme
   --out "$OUT/navila-nano-statement"
 final="$OUT/navila-nano-statement/03-navigation-band/final"
 
-frame_head() { # command name folder: the question on the rollouts' frames (nvila-sim COMMAND
-                # writes FOLDER.json into $DATA/FOLDER and $DATA/val_FOLDER), then the frame
+frame_head() { # command name folder file: the question on the rollouts' frames (nvila-sim
+                # COMMAND writes FILE into $DATA/FOLDER and $DATA/val_FOLDER), then the frame
                 # head NAME on the model's visual tokens
-  local command=$1 name=$2 folder=$3
-  local file="$folder.json"
+  local command=$1 name=$2 folder=$3 file=$4
   say "data: $name questions on the rollouts' frames (nvila-sim $command)"
   if [ ! -f "$DATA/$folder/$file" ]; then
     sim "$command" --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/$folder"
@@ -124,15 +123,18 @@ frame_head() { # command name folder: the question on the rollouts' frames (nvil
     sim "$command" --data "$DATA/val_C" --out "$DATA/val_$folder"
   fi
   say "training: the $name head on the model's visual tokens (nvila-core train-head)"
-  if [ -f "$final/heads/$name.json" ]; then
+  # done where the head was fitted on this dataset (a head of an older recipe is fitted again)
+  if grep -qF "\"data\": \"$DATA/$folder/$file\"" "$final/heads/$name.json" 2>/dev/null; then
     say "$final/heads/$name: done"
   else
     "$VENV_BIN/nvila-core" train-head --model "$final" --name "$name" \
       --data "$DATA/$folder/$file" --val "$DATA/val_$folder/$file"
   fi
 }
-frame_head turn-sides turn_side turn_sides     # "Which way does the route turn?"
-frame_head route-ahead route_ahead route_ahead # "Is the route straight ahead?"
+# the turn-side questions show two frames (the decision before, then the state's)
+frame_head turn-sides turn_side turn_side_pairs turn_sides.json # "Which way does the route turn?"
+frame_head route-ahead route_ahead route_ahead route_ahead.json # "Is the route straight ahead?"
+frame_head stop-reach stop_reach stop_reach stop_reach.json     # "Is the goal within reach?"
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"

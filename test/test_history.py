@@ -1,9 +1,10 @@
-"""Tests for the rate-gated, bounded frame history and NaVILA's 8-frame sampler."""
+"""Tests for the rate-gated, bounded frame history, NaVILA's 8-frame sampler, and where a recent
+history's sample holds the latest decisions."""
 
 import numpy as np
 import pytest
 
-from nvila_nav.history import FrameHistory
+from nvila_nav.history import DecisionHistory, FrameHistory, latest_decision_slots
 
 PERIOD_S = 0.5  # NaVILA's 2 Hz observation cadence
 
@@ -202,3 +203,25 @@ def test_span_covers_first_kept_to_current_frame():
 def test_invalid_configuration_is_rejected(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         FrameHistory(**kwargs)
+
+
+@pytest.mark.parametrize("num_frames", [2, 3, 5])
+def test_latest_decision_slots_find_the_latest_decisions_in_a_decision_history_sample(num_frames):
+    """Recorded decisions are their own index; at every step the slots pick the latest decisions
+    out of the sample, oldest first, the current last, the first decision standing for any
+    before it."""
+    history = DecisionHistory(num_frames)
+    for current in range(9):
+        frames, _ = history.sample(current, current)
+        for count in range(1, num_frames):
+            slots = latest_decision_slots(current + 1, num_frames, count)
+            expected = [max(d, 0) for d in range(current - count + 1, current + 1)]
+            assert [frames[slot] for slot in slots] == expected
+        history.record(current, current)
+
+
+def test_latest_decision_slots_refuse_what_the_sample_does_not_hold():
+    with pytest.raises(ValueError, match="does not hold decision 2 of 6"):
+        latest_decision_slots(6, 4, 4)  # the sample holds decisions 0, 3, 4 and 5
+    with pytest.raises(ValueError, match="count >= 1"):
+        latest_decision_slots(3, 4, 0)

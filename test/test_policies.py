@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nvila_core.model.frame_head import FrameHead
+from nvila_core.model.frame_head import FrameHead, fit_frame_head
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
@@ -27,8 +27,10 @@ from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
 from nvila_nav.stop_reach import STOP_REACH_HEAD, STOP_REACH_PROMPT
 from nvila_nav.turn_side import (
+    ROUTE_AHEAD_FRAMES,
     ROUTE_AHEAD_HEAD,
     ROUTE_AHEAD_PROMPT,
+    TURN_SIDE_FRAMES,
     TURN_SIDE_HEAD,
     TURN_SIDE_PROMPT,
 )
@@ -338,6 +340,42 @@ def test_a_turn_side_head_gives_the_side_of_a_turn_after_a_move(make_frames):
         NVILAPolicy(engine)
 
 
+def test_a_two_frame_turn_side_head_reads_the_decision_before_the_move(make_frames):
+    """A turn-side head that reads two decision frames gets the view the previous decision was
+    made on (the first decision's, where that was the first) and the current one: here a head
+    that answers by the older frame alone (A: "Left.", B: "Right.") turns the robot to the side
+    the view before the move says. A model whose history is not the recent one refuses it."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2)
+    first, middle, current = make_frames(3, height=48, width=64)
+    tokens = Engine(TorchBackend(model), config, tokenizer).frame_tokens
+    a, b, c = (tokens(frame).reshape(-1) for frame in (first, middle, current))
+    rows = [torch.cat(pair) for pair in ((a, c), (a, b), (b, c), (b, a))]
+    head = fit_frame_head(
+        TURN_SIDE_HEAD,
+        TURN_SIDE_PROMPT,
+        ["Left.", "Right."],
+        torch.stack(rows),
+        [0, 0, 1, 1],
+        epochs=100,
+        frames=2,
+    )
+    engine = Engine(ScriptedAnswer(model, tokenizer, "turn right 30 degrees"), config, tokenizer)
+    engine.heads[TURN_SIDE_HEAD] = head
+    policy = NVILAPolicy(engine, decoding="generate")
+    frames = [first, middle, current]
+    for previous, side in (
+        (("move forward 75 cm",), Action.left(30)),  # decision 0's view: the first slot
+        (("turn left 15 degrees", "move forward 75 cm"), Action.right(30)),  # decision 1's
+    ):
+        decision = policy.decide(PolicyRequest(INSTRUCTION, frames, previous_actions=previous))
+        assert decision.action == side and decision.timings["turn_side_ms"] > 0
+    navila_model, navila_config, _ = compact_model(nav_history="navila")
+    engine = Engine(TorchBackend(navila_model), navila_config, tokenizer)
+    engine.heads[TURN_SIDE_HEAD] = head
+    with pytest.raises(ValueError, match="needs a recent-history model"):
+        NVILAPolicy(engine)
+
+
 def test_a_route_ahead_head_moves_on_where_a_turn_would_continue(make_frames):
     """With a route-ahead head, where the executed actions end in a turn, a turn the navigation
     query decided becomes "move forward 75 cm" when the head answers "Yes." and stays as it is
@@ -416,16 +454,18 @@ NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
 
 
 @pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
-def test_navila_nano_ships_the_turn_heads_its_policy_uses(make_frames):
+def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
     engine = Engine.from_pretrained(NANO)
     frame = make_frames(1, height=96, width=128)[0]
-    for name, prompt, answers in (
-        (TURN_SIDE_HEAD, TURN_SIDE_PROMPT, ["Left.", "Right."]),
-        (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ["No.", "Yes."]),
+    for name, prompt, answers, frames in (
+        (TURN_SIDE_HEAD, TURN_SIDE_PROMPT, ["Left.", "Right."], TURN_SIDE_FRAMES),
+        (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ["No.", "Yes."], ROUTE_AHEAD_FRAMES),
+        (STOP_REACH_HEAD, STOP_REACH_PROMPT, ["No.", "Yes."], 1),
     ):
         head = engine.heads[name]
         assert sorted(head.answers) == answers and head.prompt == prompt
-        assert head.num_features == engine.frame_tokens(frame).numel()
-        assert head.info["val_accuracy"] > head.info["val_majority"] + 0.1
+        assert head.frames == frames == prompt.count("<image>")
+        assert head.num_features == frames * engine.frame_tokens(frame).numel()
+        assert head.info["val_accuracy"] > head.info["val_majority"] + 0.05
     policy = NVILAPolicy(engine, decoding="choose_kind")
-    assert policy.turn_side and policy.route_ahead
+    assert policy.turn_side and policy.route_ahead and policy.stop_reach

@@ -1,13 +1,15 @@
-"""Frame heads: a closed-set question about one frame, answered from the model's visual tokens.
+"""Frame heads: a closed-set question about a frame, answered from the model's visual tokens.
 
 Some questions a navigation model needs answered are in its visual tokens, yet its LLM does not
 learn to read them within the steps a CPU affords: which way a route turns at the current frame
 is readable from the projected tokens of that frame by a small net (about 70 % on unseen scenes),
 while the LLM, trained on the same states, stays at chance. A frame head is that small net,
 kept with the model (`heads/<name>.safetensors` and `heads/<name>.json` in its folder): the
-flattened visual tokens of one frame, standardised with its training set's statistics, through
-one hidden layer to a score per answer. It reads the tokens the engine already computed for the
-frame, so an answer costs a few hundred thousand multiply-adds.
+flattened visual tokens of its frames, standardised with its training set's statistics, through
+one hidden layer to a score per answer. Most heads read the current frame; one may read the
+latest `frames` decision frames (oldest first, the current last), where what changed between
+them carries the answer. It reads the tokens the engine already computed for the frames, so an
+answer costs a few hundred thousand multiply-adds.
 """
 
 from __future__ import annotations
@@ -42,25 +44,29 @@ class FrameHead:
     net: torch.nn.Sequential
     info: dict[str, Any] = field(default_factory=dict)
     """What it was trained on and how well it did (written to its JSON, never read back as code)."""
+    frames: int = 1
+    """Decision frames it reads, oldest first, the current one last."""
 
     @property
     def num_features(self) -> int:
         return int(self.mean.numel())
 
     def probabilities(self, tokens: torch.Tensor) -> list[float]:
-        """P(answer) for one frame's visual tokens [tokens, D] (or already flat [F])."""
+        """P(answer) for the visual tokens of its frames ([tokens, D] per frame, concatenated
+        oldest first; or already flat [F])."""
         flat = tokens.detach().reshape(-1).float().cpu()
         if flat.numel() != self.num_features:
             raise FrameHeadError(
-                f"head {self.name!r} reads {self.num_features} features, the frame has "
-                f"{flat.numel()} (tokens of another model?)"
+                f"head {self.name!r} reads {self.num_features} features ({self.frames} "
+                f"frame(s)), got {flat.numel()} (tokens of another model, or another number "
+                "of frames?)"
             )
         with torch.inference_mode():
             logits = self.net(((flat - self.mean) / self.scale)[None])[0]
         return torch.softmax(logits, dim=0).tolist()
 
     def answer(self, tokens: torch.Tensor) -> tuple[str, list[float]]:
-        """The most probable answer for one frame's visual tokens, and every answer's P."""
+        """The most probable answer for its frames' visual tokens, and every answer's P."""
         probs = self.probabilities(tokens)
         return self.answers[max(range(len(probs)), key=probs.__getitem__)], probs
 
@@ -81,7 +87,13 @@ class FrameHead:
             {k: v.detach().contiguous().float() for k, v in tensors.items()},
             str(folder / f"{self.name}.safetensors"),
         )
-        meta = {"name": self.name, "prompt": self.prompt, "answers": self.answers, **self.info}
+        meta = {
+            "name": self.name,
+            "prompt": self.prompt,
+            "answers": self.answers,
+            "frames": self.frames,
+            **self.info,
+        }
         (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return folder / f"{self.name}.safetensors"
 
@@ -93,11 +105,14 @@ class FrameHead:
             tensors = load_file(str(folder / f"{name}.safetensors"))
             answers = [str(a) for a in meta["answers"]]
             prompt = str(meta["prompt"])
+            frames = int(meta.get("frames", 1))
             hidden_w, out_w = tensors["hidden.weight"], tensors["out.weight"]
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise FrameHeadError(f"{folder / name}: not a readable frame head ({err!r})") from err
         if out_w.shape[0] != len(answers) or hidden_w.shape[1] != tensors["mean"].numel():
             raise FrameHeadError(f"{folder / name}: its tensors do not match its answers")
+        if frames < 1 or tensors["mean"].numel() % frames:
+            raise FrameHeadError(f"{folder / name}: {frames} frames do not split its features")
         net = _net(hidden_w.shape[1], hidden_w.shape[0], len(answers))
         with torch.no_grad():
             net[0].weight.copy_(hidden_w)
@@ -105,8 +120,8 @@ class FrameHead:
             net[2].weight.copy_(out_w)
             net[2].bias.copy_(tensors["out.bias"])
         net.eval()
-        info = {k: v for k, v in meta.items() if k not in ("name", "prompt", "answers")}
-        return cls(name, prompt, answers, tensors["mean"], tensors["scale"], net, info)
+        info = {k: v for k, v in meta.items() if k not in ("name", "prompt", "answers", "frames")}
+        return cls(name, prompt, answers, tensors["mean"], tensors["scale"], net, info, frames)
 
 
 def load_heads(model_dir: str | Path) -> dict[str, FrameHead]:
@@ -143,9 +158,10 @@ def fit_frame_head(
     epochs: int = 30,
     seed: int = 0,
     progress: Callable[[int], object] | None = None,
+    frames: int = 1,
 ) -> FrameHead:
-    """A head trained on `features` [N, F] (flattened visual tokens) with `labels` (indices into
-    `answers`): AdamW (lr 1e-3, weight decay 1e-2), batches of 128, dropout 0.3 on the hidden
+    """A head trained on `features` [N, F] (the flattened visual tokens of `frames` frames per
+    row, oldest first) with `labels` (indices into `answers`): AdamW (lr 1e-3, weight decay 1e-2), batches of 128, dropout 0.3 on the hidden
     layer while training, `epochs` passes in a seeded order; `progress` gets 1 per epoch."""
     answers = list(answers)
     y = torch.as_tensor(list(labels), dtype=torch.long)
@@ -153,6 +169,8 @@ def fit_frame_head(
         raise FrameHeadError(f"need [N, F] features and N labels, got {tuple(features.shape)}")
     if len(answers) < 2 or y.min() < 0 or y.max() >= len(answers):
         raise FrameHeadError(f"labels must index the {len(answers)} answers (at least two)")
+    if frames < 1 or features.shape[1] % frames:
+        raise FrameHeadError(f"{features.shape[1]} features do not split into {frames} frames")
     x = features.float()
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-3)
     x = (x - mean) / scale
@@ -175,7 +193,7 @@ def fit_frame_head(
             progress(1)
     net.eval()
     info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
-    return FrameHead(name, prompt, answers, mean, scale, net, info)
+    return FrameHead(name, prompt, answers, mean, scale, net, info, frames)
 
 
 def accuracy(head: FrameHead, features: torch.Tensor, labels: Sequence[int]) -> float:

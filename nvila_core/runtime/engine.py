@@ -588,13 +588,29 @@ class Engine:
         return tokens[0][0]
 
     def ask_head(
-        self, name: str, frame: ImageLike, frame_key: Hashable | None = None
+        self,
+        name: str,
+        frames: ImageLike | Sequence[ImageLike],
+        frame_keys: Hashable | Sequence[Hashable | None] | None = None,
     ) -> tuple[str, list[float]]:
-        """Frame head `name`'s answer for one frame and its probability per answer."""
+        """Frame head `name`'s answer and its probability per answer: `frames` is one frame, or
+        as many as the head reads (oldest first, the current last), with a key each (or None)."""
         head = self.heads.get(name)
         if head is None:
             raise KeyError(f"the model has no frame head {name!r} (has: {sorted(self.heads)})")
-        return head.answer(self.frame_tokens(frame, frame_key))
+        if not isinstance(frames, list | tuple):
+            frames, frame_keys = [frames], [frame_keys]
+        keys = [None] * len(frames) if frame_keys is None else list(frame_keys)
+        if len(frames) != head.frames or len(keys) != len(frames):
+            raise ValueError(
+                f"head {name!r} reads {head.frames} frame(s), got {len(frames)} frames and "
+                f"{len(keys)} keys"
+            )
+        tokens = [
+            self.frame_tokens(frame, key).reshape(-1)
+            for frame, key in zip(frames, keys, strict=True)
+        ]
+        return head.answer(torch.cat(tokens))
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()

@@ -1,7 +1,8 @@
 """`nvila-core train-head`: a frame head (`nvila_core.model.frame_head`) for a trained model.
 
-The data is LLaVA-format single-frame questions with closed answers (e.g. `nvila-sim turn-sides`):
-one prompt for every record, one image each. The model's weights do not change: each frame goes
+The data is LLaVA-format frame questions with closed answers (e.g. `nvila-sim turn-sides`): one
+prompt for every record, the same number of images each (usually one; a head reads them oldest
+first, the current last). The model's weights do not change: each frame goes
 through its ViT and projector once (the tokens its LLM would read), and the head is fitted on
 those tokens, so a head costs minutes on a CPU where teaching the LLM the same question does not
 fit in the training budget.
@@ -18,8 +19,8 @@ if TYPE_CHECKING:  # the CLI's --help imports this module, and must not import t
     import torch
 
 
-def read_head_questions(path: str | Path) -> tuple[str, list[Path], list[str]]:
-    """(prompt, one frame per record, answers) of a single-frame question dataset."""
+def read_head_questions(path: str | Path) -> tuple[str, list[tuple[Path, ...]], list[str]]:
+    """(prompt, the frames of each record, answers) of a frame question dataset."""
     from nvila_core.model.frame_head import FrameHeadError
     from nvila_core.train.data import read_llava_dataset
 
@@ -29,25 +30,27 @@ def read_head_questions(path: str | Path) -> tuple[str, list[Path], list[str]]:
     prompts = {s.prompt for s in samples}
     if len(prompts) != 1:
         raise FrameHeadError(f"{path}: a head answers one question, found {len(prompts)} prompts")
-    frames = []
-    for sample in samples:
-        if len(sample.frame_paths) != 1:
-            raise FrameHeadError(f"{sample.sample_id}: a head reads one frame per record")
-        frames.append(sample.frame_paths[0])
-    return prompts.pop(), frames, [s.answer for s in samples]
+    if not samples[0].frame_paths:  # one prompt: its <image> count is every record's
+        raise FrameHeadError(f"{path}: the question shows no frame")
+    return prompts.pop(), [tuple(s.frame_paths) for s in samples], [s.answer for s in samples]
 
 
-def frame_features(engine, frames: list[Path], desc: str) -> torch.Tensor:
-    """[N, F]: every frame's visual tokens, flattened (no cache: each frame is seen once)."""
+def frame_features(engine, records: list[tuple[Path, ...]], desc: str) -> torch.Tensor:
+    """[N, F]: each record's frames' visual tokens, flattened and concatenated in order (a frame
+    two records share is encoded once)."""
     import torch
 
     from nvila_core.progress import Progress
     from nvila_core.train.data import load_frame
 
+    tokens: dict[Path, torch.Tensor] = {}
     rows = []
-    with Progress(len(frames), desc, "frames") as bar:
-        for path in frames:
-            rows.append(engine.frame_tokens(load_frame(path)).reshape(-1).float())
+    with Progress(len(records), desc, "records") as bar:
+        for frames in records:
+            for path in frames:
+                if path not in tokens:
+                    tokens[path] = engine.frame_tokens(load_frame(path)).reshape(-1).float()
+            rows.append(torch.cat([tokens[path] for path in frames]))
             bar.update(1)
     return torch.stack(rows)
 
@@ -73,13 +76,21 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             seed=args.seed,
             progress=bar.update,
+            frames=len(frames[0]),
         )
     head.info["data"] = str(args.data)
     head.info["train_accuracy"] = round(accuracy(head, features, labels), 4)
     if args.val:
         val_prompt, val_frames, val_said = read_head_questions(args.val)
-        if val_prompt != prompt or not set(val_said) <= set(answers):
-            raise FrameHeadError(f"{args.val}: another question or other answers than {args.data}")
+        if (
+            val_prompt != prompt
+            or not set(val_said) <= set(answers)
+            or len(val_frames[0]) != head.frames
+        ):
+            raise FrameHeadError(
+                f"{args.val}: another question, other answers or another number of frames than "
+                f"{args.data}"
+            )
         val_features = frame_features(engine, val_frames, f"{args.name}: val frames")
         val_labels = [answers.index(a) for a in val_said]
         head.info["val_data"] = str(args.val)
@@ -96,11 +107,11 @@ def add_train_head_cli(subparsers: argparse._SubParsersAction) -> argparse.Argum
     """Register `nvila-core train-head --model DIR --data Q.json --name NAME [--val V.json]`."""
     parser = subparsers.add_parser(
         "train-head",
-        help="fit a frame head (one closed-set question about one frame) on a model's visual "
-        "tokens; written to <model>/heads/",
+        help="fit a frame head (one closed-set question about a frame, or the latest decision "
+        "frames) on a model's visual tokens; written to <model>/heads/",
     )
     parser.add_argument("--model", required=True, help="checkpoint folder (its weights stay)")
-    parser.add_argument("--data", required=True, help="single-frame questions (LLaVA JSON)")
+    parser.add_argument("--data", required=True, help="frame questions (LLaVA JSON)")
     parser.add_argument("--val", help="held-out questions: accuracy written to the head's JSON")
     parser.add_argument("--name", required=True, help="head name, e.g. turn_side")
     parser.add_argument("--out", help="model folder to write the head into (default: --model)")

@@ -32,6 +32,7 @@ class StopReachQuestion:
     prompt: str = STOP_REACH_PROMPT
     answers: tuple[str, ...] = tuple(STOP_REACH_ANSWERS.values())
     file: str = "stop_reach.json"
+    frames: int = 1
 
     def states(self, meta: dict) -> list[tuple[int, str]]:
         """(action index, answer) of every state of an episode's meta.json whose statement says

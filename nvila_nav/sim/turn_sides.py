@@ -1,14 +1,14 @@
 """The turn questions on rollout frames (LLaVA format), one record per state the question asks
-about, on the frame the expert saw there:
+about, on the latest decisions' frames up to the state's (oldest first; `TurnQuestion.frames`):
 
 - turn side, "Which way does the route turn?" -> "Left."/"Right.": every expert turn whose
   previous executed action was a move;
 - route ahead, "Is the route straight ahead?" -> "Yes."/"No.": every expert move or turn whose
   previous executed action was a turn ("Yes." where the expert moves on).
 
-A navigation model learns from these to read the turn from the current frame alone
-(`nvila_nav.turn_side`), which its navigation query, fed its own executed actions, does not.
-`write_question_dataset` writes any such frame question (also `nvila_nav.sim.stop_reach_questions`).
+A navigation model learns from these to read the turn from the frames (`nvila_nav.turn_side`),
+which its navigation query, fed its own executed actions, does not. `write_question_dataset`
+writes any such frame question (also `nvila_nav.sim.stop_reach_questions`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from nvila_nav.actions import Action, ActionKind, parse_action
 from nvila_nav.sim.dataset import FORMAT, VERSION, link_frames
 from nvila_nav.turn_side import (
     ROUTE_AHEAD_ANSWERS,
+    ROUTE_AHEAD_FRAMES,
     ROUTE_AHEAD_HEAD,
     ROUTE_AHEAD_PROMPT,
     TURN_SIDE_ANSWERS,
+    TURN_SIDE_FRAMES,
     TURN_SIDE_HEAD,
     TURN_SIDE_PROMPT,
     TURNS,
@@ -38,12 +40,14 @@ from nvila_nav.turn_side import (
 
 class FrameQuestion(Protocol):
     """What `write_question_dataset` needs of a question: its head's name, prompt, answers, the
-    file the dataset is written to, and the states of an episode it asks about."""
+    file the dataset is written to, how many decision frames a record shows (the state's and
+    the ones before it), and the states of an episode it asks about."""
 
     head: str
     prompt: str
     answers: tuple[str, ...]
     file: str
+    frames: int
 
     def states(self, meta: dict) -> list[tuple[int, str]]:
         """(action index, answer) of every state of an episode's meta.json asked about."""
@@ -52,9 +56,9 @@ class FrameQuestion(Protocol):
 
 @dataclass(frozen=True)
 class TurnQuestion:
-    """One question: its head's name, prompt, answers, the file the dataset is written to, and
+    """One question: its head's name, prompt, answers, the file the dataset is written to,
     which labels it asks about (`asks(label, executed)`, executed: the actions before it) with
-    what answer (`answer(label)`)."""
+    what answer (`answer(label)`), and the decision frames a record shows."""
 
     head: str
     prompt: str
@@ -62,6 +66,7 @@ class TurnQuestion:
     file: str
     asks: Callable[[Action, Sequence[str]], bool]
     answer: Callable[[Action], str]
+    frames: int = 1
 
     def states(self, meta: dict) -> list[tuple[int, str]]:
         return question_states(meta, self)
@@ -74,6 +79,7 @@ TURN_SIDE = TurnQuestion(
     "turn_sides.json",
     lambda label, executed: label.kind in TURNS and follows_move(executed),
     turn_side_answer,
+    TURN_SIDE_FRAMES,
 )
 ROUTE_AHEAD = TurnQuestion(
     ROUTE_AHEAD_HEAD,
@@ -82,6 +88,7 @@ ROUTE_AHEAD = TurnQuestion(
     "route_ahead.json",
     lambda label, executed: label.kind is not ActionKind.STOP and follows_turn(executed),
     route_ahead_answer,
+    ROUTE_AHEAD_FRAMES,
 )
 
 
@@ -108,7 +115,10 @@ def write_question_dataset(
     progress: Callable[[int], object] | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """Write `out/<question.file>` from rollout datasets (their frames linked under
-    `out/<dataset folder>/`); returns its path and the number of records per answer."""
+    `out/<dataset folder>/`); returns its path and the number of records per answer. A record
+    shows the frames of the latest `question.frames` decisions, oldest first (the first
+    decision's frame standing for those before it, as at run time:
+    `nvila_nav.history.latest_decision_slots`)."""
     out = Path(out)
     roots = [Path(d) for d in datasets]
     names = [r.name for r in roots]
@@ -122,14 +132,22 @@ def write_question_dataset(
         for entry in index["episodes"]:
             meta = json.loads((root / entry["dir"] / "meta.json").read_text(encoding="utf-8"))
             states = question.states(meta)
-            files = [meta["frames"][meta["actions"][k]["frame_index"]]["file"] for k, _ in states]
-            if files:
-                link_frames(root / entry["dir"], out / root.name / entry["dir"], files)
-            for (k, answer), file in zip(states, files, strict=True):
+            shown = [
+                [decision_file(meta, max(i, 0)) for i in range(k - question.frames + 1, k + 1)]
+                for k, _ in states
+            ]
+            if shown:
+                link_frames(
+                    root / entry["dir"],
+                    out / root.name / entry["dir"],
+                    sorted({file for files in shown for file in files}),
+                )
+            for (k, answer), files in zip(states, shown, strict=True):
+                images = [f"{root.name}/{entry['dir']}/{file}" for file in files]
                 records.append(
                     {
                         "id": f"{root.name}/{entry['dir']}/{k:04d}",
-                        "image": f"{root.name}/{entry['dir']}/{file}",
+                        "image": images[0] if len(images) == 1 else images,
                         "conversations": [
                             {"from": "human", "value": question.prompt},
                             {"from": "gpt", "value": answer},
@@ -143,3 +161,8 @@ def write_question_dataset(
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records), encoding="utf-8")
     return path, counts
+
+
+def decision_file(meta: dict, k: int) -> str:
+    """The frame file the expert decided action `k` of an episode's meta.json on."""
+    return meta["frames"][meta["actions"][k]["frame_index"]]["file"]

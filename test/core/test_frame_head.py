@@ -46,8 +46,14 @@ def test_a_fitted_head_generalises_and_survives_its_files(tmp_path):
     for row in held[:5]:
         assert loaded.probabilities(row) == pytest.approx(head.probabilities(row), abs=1e-6)
         assert loaded.answer(row)[0] == head.answer(row)[0]
-    assert copy_heads(tmp_path / "model", tmp_path / "export") == ["side"]
-    assert load_heads(tmp_path / "export")["side"].answers == ANSWERS
+    pair = fit_frame_head("pair", "q", ANSWERS, features, labels, epochs=1, frames=2)
+    pair.save(tmp_path / "model")
+    assert copy_heads(tmp_path / "model", tmp_path / "export") == ["pair", "side"]
+    exported = load_heads(tmp_path / "export")
+    assert exported["side"].answers == ANSWERS
+    assert (exported["side"].frames, exported["pair"].frames) == (1, 2)
+    with pytest.raises(FrameHeadError, match="do not split into 5 frames"):
+        fit_frame_head("x", "q", ANSWERS, features, labels, frames=5)
     assert load_heads(tmp_path / "nothing") == {}
     with pytest.raises(FrameHeadError, match="reads 24 features"):
         head.probabilities(torch.zeros(23))
@@ -88,7 +94,7 @@ def test_the_engine_reads_a_head_on_the_tokens_a_navigation_query_reads(tmp_path
     head.save(tmp_path / "ckpt")
     loaded = Engine.from_pretrained(tmp_path / "ckpt")
     assert sorted(loaded.heads) == ["side"]
-    answer, probs = loaded.ask_head("side", frames[-1], frame_key=7)
+    answer, probs = loaded.ask_head("side", frames[-1], frame_keys=7)
     expected, expected_probs = head.answer(tokens)
     assert answer == expected and probs == pytest.approx(expected_probs, abs=1e-6)
     assert sum(probs) == pytest.approx(1.0)
@@ -97,8 +103,17 @@ def test_the_engine_reads_a_head_on_the_tokens_a_navigation_query_reads(tmp_path
     assert Engine.from_pretrained("tiny").heads == {}
 
 
-def _questions(folder, n, seed, prompt="<image>\nWhich way does the route turn?"):
-    """n 64x48 frames bright on the left ("Left.") or the right ("Right."), LLaVA JSON."""
+def _half_bright(rng, left):
+    pixels = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+    pixels[:, :32] += 150 if left else 0
+    pixels[:, 32:] += 0 if left else 150
+    return pixels
+
+
+def _questions(folder, n, seed, prompt="<image>\nWhich way does the route turn?", frames=1):
+    """n 64x48 frames bright on the left ("Left.") or the right ("Right."), LLaVA JSON. With
+    frames=2 each record shows that frame first, then one bright on a random side: only the
+    older frame carries the answer."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -106,14 +121,15 @@ def _questions(folder, n, seed, prompt="<image>\nWhich way does the route turn?"
     records = []
     for i in range(n):
         left = bool(rng.integers(0, 2))
-        pixels = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
-        pixels[:, :32] += 150 if left else 0
-        pixels[:, 32:] += 0 if left else 150
-        Image.fromarray(pixels).save(folder / f"{i}.png")
+        Image.fromarray(_half_bright(rng, left)).save(folder / f"{i}.png")
+        images = [f"{i}.png"]
+        if frames == 2:
+            Image.fromarray(_half_bright(rng, bool(rng.integers(0, 2)))).save(folder / f"{i}b.png")
+            images.append(f"{i}b.png")
         records.append(
             {
                 "id": str(i),
-                "image": f"{i}.png",
+                "image": images[0] if frames == 1 else images,
                 "conversations": [
                     {"from": "human", "value": prompt},
                     {"from": "gpt", "value": "Left." if left else "Right."},
@@ -146,3 +162,35 @@ def test_nvila_core_train_head_writes_a_head_the_model_folder_then_carries(tmp_p
     train.write_text(json.dumps(records))
     assert core_main([*args[:5], "--name", "again"]) == 2
     assert "a head answers one question, found 2 prompts" in capsys.readouterr().err
+
+
+def test_a_head_on_two_decision_frames_reads_the_older_one_too(tmp_path, capsys):
+    """`train-head` on records of two frames (the answer in the older one only) writes a head
+    that reads both, oldest first; the engine asks it with both and refuses one frame; a val
+    file with another number of frames is refused."""
+    model, _, tokenizer = compact_model()
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    prompt = "<image>\n<image>\nWhich way does the route turn?"
+    train = _questions(tmp_path / "train", 120, 0, prompt=prompt, frames=2)
+    val = _questions(tmp_path / "val", 40, 1, prompt=prompt, frames=2)
+    args = ["train-head", "--model", str(tmp_path / "ckpt"), "--data", str(train)]
+    assert core_main([*args, "--val", str(val), "--name", "turn_side", "--epochs", "20"]) == 0
+    info = json.loads((tmp_path / "ckpt" / HEADS_DIR / "turn_side.json").read_text())
+    assert info["frames"] == 2 and info["prompt"] == prompt and info["val_accuracy"] >= 0.85
+    engine = Engine.from_pretrained(tmp_path / "ckpt")
+    head = engine.heads["turn_side"]
+    assert (
+        head.frames == 2
+        and head.num_features == 2 * engine.frame_tokens(np.zeros((48, 64, 3), np.uint8)).numel()
+    )
+    rng = np.random.default_rng(5)
+    for left in (True, False):
+        for current in (True, False):
+            older, newer = _half_bright(rng, left), _half_bright(rng, current)
+            answer, _ = engine.ask_head("turn_side", [older, newer], [None, None])
+            assert answer == ("Left." if left else "Right.")
+    with pytest.raises(ValueError, match="reads 2 frame"):
+        engine.ask_head("turn_side", newer)
+    one = _questions(tmp_path / "one", 10, 2, prompt=prompt.replace("<image>\n", "", 1))
+    assert core_main([*args, "--val", str(one), "--name", "again"]) == 2
+    assert "another number of frames" in capsys.readouterr().err

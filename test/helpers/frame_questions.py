@@ -14,11 +14,11 @@ def assert_cli_questions(
     capsys,
     file: str,
     prompt: str,
-    expected: dict[str, tuple[bytes, str]],
+    expected: dict[str, tuple[tuple[bytes, ...], str]],
 ) -> None:
     """`nvila-sim COMMAND --data ROLLOUTS --out OUT` writes OUT/FILE and says so; read back,
-    it holds exactly the `expected` records (id -> (frame bytes, answer)), each asking `prompt`
-    on that frame."""
+    it holds exactly the `expected` records (id -> (its frames' bytes, answer)), each asking
+    `prompt` on those frames."""
     assert sim_cli.main([command, "--data", str(rollouts), "--out", str(out)]) == 0
     path = out / file
     said = capsys.readouterr().out
@@ -29,5 +29,5 @@ def assert_cli_questions(
     }
     for sample in samples:
         assert sample.prompt == prompt
-        (frame,) = sample.frame_paths
-        assert frame.read_bytes() == expected[sample.sample_id.removeprefix("q/")][0]
+        shown = tuple(frame.read_bytes() for frame in sample.frame_paths)
+        assert shown == expected[sample.sample_id.removeprefix("q/")][0]

@@ -43,7 +43,7 @@ def test_every_state_with_the_goal_close_ahead_is_a_question_on_its_frame(
                 x, y = action["pose"][:2]
                 frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
                 answer = "Yes." if math.hypot(x - gx, y - gy) <= 1.2 else "No."
-                expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+                expected[f"data/{entry['dir']}/{k:04d}"] = ((frame.read_bytes(),), answer)
     assert {a for _, a in expected.values()} == {"Yes.", "No."}, "near and far close-ahead states"
 
     assert_cli_questions(

@@ -1,6 +1,7 @@
 """The turn questions: written from real perturbed rollouts, one record per expert turn that
-follows an executed move (turn side) or per expert move or turn that follows an executed turn
-(route ahead), on the frame the expert acted at, read back as training samples."""
+follows an executed move (turn side, on the frames of the decision before and of the state) or
+per expert move or turn that follows an executed turn (route ahead, on the state's frame), read
+back as training samples."""
 
 import json
 
@@ -67,21 +68,26 @@ def test_turning_on_is_a_decision_only_after_a_turn():
         is_ahead("Left.")
 
 
-def expected_questions(rollouts, answer_of) -> dict[str, tuple[bytes, str]]:
-    """Record id -> (frame bytes, answer) read straight from the rollouts' meta.json:
+def expected_questions(rollouts, answer_of, frames=1) -> dict[str, tuple[tuple[bytes, ...], str]]:
+    """Record id -> (frames' bytes, answer) read straight from the rollouts' meta.json:
     `answer_of(label kind, previous executed kind)` gives a state's answer, or None where the
-    question does not ask."""
+    question does not ask; a record shows the frames of the latest `frames` decisions, oldest
+    first (the first decision's standing for those before it)."""
     index = json.loads((rollouts / "index.json").read_text())
     expected = {}
     for entry in index["episodes"]:
         meta = json.loads((rollouts / entry["dir"] / "meta.json").read_text())
         executed = [a.get("executed") or a["text"] for a in meta["actions"]]
+        shown = [
+            rollouts / entry["dir"] / meta["frames"][a["frame_index"]]["file"]
+            for a in meta["actions"]
+        ]
         for k, action in enumerate(meta["actions"]):
             previous = parse_action(executed[k - 1]).kind if k > 0 else None
             answer = answer_of(parse_action(action["text"]).kind, previous)
             if answer is not None:
-                frame = rollouts / entry["dir"] / meta["frames"][action["frame_index"]]["file"]
-                expected[f"data/{entry['dir']}/{k:04d}"] = (frame.read_bytes(), answer)
+                pixels = tuple(shown[max(i, 0)].read_bytes() for i in range(k - frames + 1, k + 1))
+                expected[f"data/{entry['dir']}/{k:04d}"] = (pixels, answer)
     return expected
 
 
@@ -91,8 +97,9 @@ def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, 
             return "Left." if kind is ActionKind.TURN_LEFT else "Right."
         return None
 
-    expected = expected_questions(rollouts, side)
+    expected = expected_questions(rollouts, side, frames=2)
     assert len({a for _, a in expected.values()}) == 2, "the rollouts turn both ways after moves"
+    assert all(before != now for (before, now), _ in expected.values()), "two decisions' views"
 
     path, counts = write_question_dataset(TURN_SIDE, [rollouts], tmp_path / "sides")
     assert path == tmp_path / "sides" / "turn_sides.json"
@@ -109,8 +116,8 @@ def test_every_turn_after_an_executed_move_is_a_question_on_its_frame(rollouts, 
     for sample in samples:
         pixels, answer = expected[sample.sample_id.removeprefix("sides/")]
         assert sample.prompt == TURN_SIDE_PROMPT and sample.answer == answer
-        (frame,) = sample.frame_paths
-        assert frame.read_bytes() == pixels  # the frame the expert turned at
+        # the view before the move, then the one the expert turned at
+        assert tuple(frame.read_bytes() for frame in sample.frame_paths) == pixels
 
 
 def test_history_only_actions_and_perturbed_turns_are_no_questions():
