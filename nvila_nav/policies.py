@@ -158,10 +158,15 @@ class NVILAPolicy:
                 raise ValueError(
                     f"the model's {name} head answers {head.answers}, not {sorted(answers)}"
                 )
-            if head is not None and head.frames > 1 and self.history != "recent":
+            if (
+                head is not None
+                and head.frames > 1
+                and (self.history != "recent" or head.frames > self.num_frames - 1)
+            ):
                 raise ValueError(
                     f"the model's {name} head reads the latest {head.frames} decision frames: "
-                    f"it needs a recent-history model, this one samples {self.history!r}"
+                    f"it needs a recent-history model of at least {head.frames + 1} frames, "
+                    f"this one samples {self.num_frames} ({self.history!r})"
                 )
         self.turn_side = TURN_SIDE_HEAD in engine.heads
         """A model folder with a turn-side head takes the side of every turn after a move from

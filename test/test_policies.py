@@ -374,6 +374,11 @@ def test_a_two_frame_turn_side_head_reads_the_decision_before_the_move(make_fram
     engine.heads[TURN_SIDE_HEAD] = head
     with pytest.raises(ValueError, match="needs a recent-history model"):
         NVILAPolicy(engine)
+    short_model, short_config, _ = compact_model(num_video_frames=2)
+    engine = Engine(TorchBackend(short_model), short_config, tokenizer)
+    engine.heads[TURN_SIDE_HEAD] = head
+    with pytest.raises(ValueError, match="at least 3 frames, this one samples 2"):
+        NVILAPolicy(engine)
 
 
 def test_a_route_ahead_head_moves_on_where_a_turn_would_continue(make_frames):
