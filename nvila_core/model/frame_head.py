@@ -161,8 +161,9 @@ def fit_frame_head(
     frames: int = 1,
 ) -> FrameHead:
     """A head trained on `features` [N, F] (the flattened visual tokens of `frames` frames per
-    row, oldest first) with `labels` (indices into `answers`): AdamW (lr 1e-3, weight decay 1e-2), batches of 128, dropout 0.3 on the hidden
-    layer while training, `epochs` passes in a seeded order; `progress` gets 1 per epoch."""
+    row, oldest first) with `labels` (indices into `answers`): AdamW (lr 1e-3, weight decay
+    1e-2), batches of 128, dropout 0.3 on the hidden layer while training, `epochs` passes in a
+    seeded order; `progress` gets 1 per epoch."""
     answers = list(answers)
     y = torch.as_tensor(list(labels), dtype=torch.long)
     if features.ndim != 2 or features.shape[0] != y.numel() or y.numel() == 0:
