@@ -20,6 +20,7 @@ import numpy as np
 
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
 from nvila_nav.history import latest_decision_slots
+from nvila_nav.initial_turn import bound_initial_turn, stated_initial_turn
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -178,6 +179,10 @@ class NVILAPolicy:
         """A model folder with a stop-reach head moves 25 cm on instead of stopping wherever it
         answers "No.", up to `STOP_REACH_VETOES` times an episode (`nvila_nav.stop_reach`)."""
         self._reach_vetoes = 0
+        self.initial_turn = engine.config.nav_initial_turn == "stated"
+        """A model with `nav_initial_turn: stated` keeps the turn before its first move on the
+        side and within the range the instruction's opening words state
+        (`nvila_nav.initial_turn`)."""
 
     @property
     def history(self) -> str:
@@ -235,6 +240,13 @@ class NVILAPolicy:
             if not reach:
                 self._reach_vetoes += 1
                 action = STOP_REACH_MOVE
+                text = action.to_text()
+        stated = stated_initial_turn(request.instruction) if self.initial_turn else None
+        if stated is not None and action is not None:
+            bounded = bound_initial_turn(stated, request.previous_actions, action)
+            timings["initial_turn_changed"] = int(bounded != action)
+            if bounded != action:
+                action = bounded
                 text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
         # never parsed: its words are not the action's

@@ -38,9 +38,10 @@ TIERS=("$@")
 count() { case $1 in C) echo 100 ;; *) echo 50 ;; esac; }
 
 deploy() {  # the W8A8 vision + W4A16 LLM ONNX set of docs/deployment.md, built again when
-            # $NANO's weights or frame heads are newer than it (a pulled or retrained model)
+            # $NANO's weights, config or frame heads are newer than it (a pulled or retrained
+            # model)
   local stale
-  stale=$(find "$NANO" \( -name model.safetensors -o -path "*/heads/*" \) \
+  stale=$(find "$NANO" \( -name model.safetensors -o -name config.json -o -path "*/heads/*" \) \
     -newer "$DEPLOY/export.json" 2>/dev/null || true)
   [[ -f $DEPLOY/export.json && -z $stale ]] && return
   "$BIN/nvila-core" quantize --model "$NANO" --recipe both --calib data/nano/train_C \

@@ -1,5 +1,6 @@
 """Policies: NVILA on the tiny random model (text, timings, feature cache) and the expert oracle."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -455,6 +456,42 @@ def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
         NVILAPolicy(engine)
 
 
+def test_a_stated_initial_turn_model_keeps_the_first_turn_to_the_instruction(make_frames):
+    """With nav_initial_turn: stated, the decisions before the first move stay on the side and
+    within the range the instruction's opening words state; the same model with "model", or
+    an instruction that opens with no turn, decides as it said."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2, nav_initial_turn="stated")
+    frames = make_frames(3, height=48, width=64)
+
+    def decide(said, instruction, previous, **changes):
+        cfg = dataclasses.replace(config, **changes)
+        engine = Engine(ScriptedAnswer(model, tokenizer, said), cfg, tokenizer)
+        request = PolicyRequest(instruction, frames, previous_actions=previous)
+        return NVILAPolicy(engine, decoding="generate").decide(request)
+
+    around = "Turn around to your left. Stop at the red door."
+    turned = decide("move forward 75 cm", around, ())
+    assert turned.action == Action.left(45) and turned.text == "turn left 45 degrees"
+    assert turned.timings["initial_turn_changed"] == 1
+    sided = decide("turn right 30 degrees", around, ("turn left 45 degrees",))
+    assert sided.action == Action.left(30)
+    three = ("turn left 45 degrees",) * 3
+    kept = decide("move forward 75 cm", around, three)
+    assert kept.action == Action.forward(75) and kept.timings["initial_turn_changed"] == 0
+    ended = decide(
+        "turn left 45 degrees", around, (*three, "turn left 45 degrees", "turn left 15 degrees")
+    )
+    assert ended.action == Action.forward(75)
+    moved = decide("turn right 45 degrees", around, ("turn left 45 degrees", "move forward 75 cm"))
+    assert moved.action == Action.right(45)
+    for unchanged in (
+        decide("move forward 75 cm", around, (), nav_initial_turn="model"),
+        decide("move forward 75 cm", INSTRUCTION, ()),
+    ):
+        assert unchanged.action == Action.forward(75)
+        assert "initial_turn_changed" not in unchanged.timings
+
+
 NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
 
 
@@ -473,4 +510,4 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
         assert head.num_features == frames * engine.frame_tokens(frame).numel()
         assert head.info["val_accuracy"] > head.info["val_majority"] + 0.05
     policy = NVILAPolicy(engine, decoding="choose_kind")
-    assert policy.turn_side and policy.route_ahead and policy.stop_reach
+    assert policy.turn_side and policy.route_ahead and policy.stop_reach and policy.initial_turn

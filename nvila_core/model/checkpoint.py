@@ -126,6 +126,7 @@ def _finish_config(
             "nav_prompt",
             "nav_history",
             "nav_verdict",
+            "nav_initial_turn",
         )
         overrides = {k: own[k] for k in own_keys if k in own}
         if "nav_previous_actions" in own:

@@ -27,6 +27,7 @@ ARCHITECTURES = ("nvila", "vila1.5")
 NAV_PROMPTS = ("navila", "compact")
 NAV_HISTORIES = ("navila", "recent")
 NAV_VERDICTS = ("model", "names")
+NAV_INITIAL_TURNS = ("model", "stated")
 LLM_TYPES = ("qwen2", "llama")
 
 
@@ -95,6 +96,11 @@ class NVILAConfig:
     small model trained from scratch learns to name what is in front and to write the goal's
     name, but not to compare two names; with "names" the comparison is exact and the action is
     chosen after the corrected statement."""
+    nav_initial_turn: str = "model"
+    """How a navigation policy takes the turn an instruction opens with ("Turn around to your
+    left."): "model" (as the model decides) or "stated" (kept on the stated side and within the
+    stated range until the first move, `nvila_nav.initial_turn`). Read by the policy, not the
+    engine; real NaVILA checkpoints keep "model"."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -229,6 +235,10 @@ class NVILAConfig:
         check(
             self.nav_verdict == "model" or self.nav_statement,
             "nav_verdict: names needs nav_statement (the statement whose names it compares)",
+        )
+        check(
+            self.nav_initial_turn in NAV_INITIAL_TURNS,
+            f"nav_initial_turn must be one of {NAV_INITIAL_TURNS}",
         )
         check(
             self.nav_history == "navila" or self.num_video_frames >= 2,
@@ -380,6 +390,7 @@ class NVILAConfig:
                 "nav_merge_actions": self.nav_merge_actions,
                 "nav_statement": self.nav_statement,
                 "nav_verdict": self.nav_verdict,
+                "nav_initial_turn": self.nav_initial_turn,
             },
         }
 

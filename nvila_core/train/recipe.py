@@ -58,6 +58,7 @@ MODEL_OVERRIDES = (
     "nav_previous_actions",
     "nav_statement",
     "nav_verdict",
+    "nav_initial_turn",
 )
 _STAGE_KEYS = ("name", "data", "num_frames", "model_overrides")
 _RECIPE_KEYS = ("name", "model", "tokenizer", "seed", "defaults", "data", "stages")

@@ -81,6 +81,8 @@ def test_config_rejects_inconsistent_navigation_formats():
         dataclasses.replace(NVILAConfig.preset("tiny"), nav_previous_actions=2)
     with pytest.raises(ConfigError, match="nav_merge_actions"):
         compact_config(nav_previous_actions=0, nav_merge_actions=True)
+    with pytest.raises(ConfigError, match="nav_initial_turn"):
+        compact_config(nav_initial_turn="instruction")
 
 
 def test_processor_shows_first_latest_and_current_frames_and_the_last_actions():
@@ -152,6 +154,10 @@ def test_checkpoints_keep_the_navigation_format(tmp_path):
     model.config = dataclasses.replace(config, nav_merge_actions=True)
     save_checkpoint(model, tokenizer, tmp_path / "merged")
     assert load_checkpoint(tmp_path / "merged")[0].config.nav_merge_actions
+    assert loaded.config.nav_initial_turn == "model"
+    model.config = dataclasses.replace(config, nav_initial_turn="stated")
+    save_checkpoint(model, tokenizer, tmp_path / "stated")
+    assert load_checkpoint(tmp_path / "stated")[0].config.nav_initial_turn == "stated"
 
 
 def test_merged_runs_read_the_phrases_the_robot_side_writes():

@@ -341,7 +341,8 @@ def test_shipped_recipes_load_with_nvila_stage_settings():
     # then the same navigation on the rollouts ended at the 0.8 m stop band, from that model
     band = ahead.stages[2]
     assert (band.data.num_frames, band.data.history) == (5, "recent")
-    assert band.train.lr < navigation.train.lr and band.model_overrides == {}
+    assert band.train.lr < navigation.train.lr
+    assert band.model_overrides == {"nav_initial_turn": "stated"}
     band_paths = {str(d.path) for d in band.data.datasets}
     assert {f"data/nano/band08_{t}" for t in "ABC"} | {"data/nano/band08_val_C"} <= band_paths
     assert {f"data/nano/contrast08_{t}" for t in "ABC"} <= band_paths
