@@ -35,11 +35,12 @@ _PHRASES: tuple[tuple[str, int, int], ...] = (
         195,
     ),
     (
-        rf"turn slightly {_SIDE}|turn a little to (?:your|the) {_SIDE}|bear {_SIDE}|veer {_SIDE}",
+        rf"turn (?:slightly|a little|a bit)(?: to (?:your|the))? {_SIDE}"
+        rf"|(?:bear|veer)(?: to (?:your|the))? {_SIDE}",
         15,
         45,
     ),
-    (rf"turn {_SIDE}|turn to (?:your|the) {_SIDE}|face {_SIDE}", 45, 135),
+    (rf"turn(?: to (?:your|the))? {_SIDE}|face(?: to (?:your|the))? {_SIDE}", 45, 135),
 )
 _OPENINGS = tuple(
     (re.compile(rf"\s*(?:{phrase}){_END}", re.IGNORECASE), low, high)

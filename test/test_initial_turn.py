@@ -43,6 +43,16 @@ def test_the_opening_words_alone_state_the_initial_turn():
     assert stated_initial_turn("Turn left and then stop.") == StatedTurn(LEFT, 45, 135)
     assert stated_initial_turn("Bear right. Stop at the table.") == StatedTurn(RIGHT, 15, 45)
     assert stated_initial_turn("Turn a little to the left") == StatedTurn(LEFT, 15, 45)
+    # phrasings people use that the simulator's instructions do not
+    assert stated_initial_turn("Turn slightly to your left and walk to the table.") == StatedTurn(
+        LEFT, 15, 45
+    )
+    assert stated_initial_turn("Veer to the right, then stop.") == StatedTurn(RIGHT, 15, 45)
+    assert stated_initial_turn("Turn around and walk out of the room.") == StatedTurn(
+        None, 135, 195
+    )
+    assert stated_initial_turn("  face to the left; stop at the bed") == StatedTurn(LEFT, 45, 135)
+    assert stated_initial_turn("Turn left 90 degrees and stop.") is None  # an angle: not read
     # a later turn, not the initial one; or no turn at all
     assert stated_initial_turn("Turn left at the sofa and stop.") is None
     assert stated_initial_turn("Walk past the sofa, then turn left.") is None
