@@ -3,9 +3,9 @@
 
 At the start the route is often behind or beside the robot, where the camera cannot show it;
 only the instruction says which way to turn and roughly how far. A small navigation model reads
-the side, but not the size: on the shipped model's val_unseen tier A runs its first turn was more
-than 30° off the expert's in 20 of the 46 episodes that open with a turn, mostly one 45° step
-where the instruction says "turn around". Nor can the frame tell when to stop turning: a head on
+the side, but not the size: left to itself, navila-nano's first turn on val_unseen tier A was
+more than 30° off the expert's in 20 of the 46 episodes that open with a turn, mostly one 45°
+step where the instruction says "turn around". Nor can the frame tell when to stop turning: a head on
 the visual tokens asked "Is the route straight ahead?" during the initial turn answers no better
 than the majority answer. The opening words give a range instead ("turn around": 135–195°,
 "turn left": 45–135°, "turn slightly left": 15–45°, as the simulator's instructions use them).
