@@ -5,9 +5,9 @@ At the start the route is often behind or beside the robot, where the camera can
 only the instruction says which way to turn and roughly how far. A small navigation model reads
 the side, but not the size: left to itself, navila-nano's first turn on val_unseen tier A was
 more than 30° off the expert's in 20 of the 46 episodes that open with a turn, mostly one 45°
-step where the instruction says "turn around". Nor can the frame tell when to stop turning: a head on
-the visual tokens asked "Is the route straight ahead?" during the initial turn answers no better
-than the majority answer. The opening words give a range instead ("turn around": 135–195°,
+step where the instruction says "turn around". Nor can the frame tell when to stop turning: a
+head on the visual tokens asked "Is the route straight ahead?" during the initial turn answers
+no better than the majority answer. The opening words give a range instead ("turn around": 135–195°,
 "turn left": 45–135°, "turn slightly left": 15–45°, as the simulator's instructions use them).
 `bound_initial_turn` keeps the robot's turn before its first move on the stated side and within
 that range, and leaves the model (its navigation answer and frame heads) to decide where in the
@@ -20,7 +20,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nvila_nav.actions import TURN_DEG, Action, ActionKind, parse_action
+from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, parse_action
+from nvila_nav.turn_side import TURNS
 
 _SIDE = r"(left|right)"
 _END = r"(?=\s*(?:[.,;!]|and\b|then\b|$))"
@@ -46,7 +47,7 @@ _OPENINGS = tuple(
     (re.compile(rf"\s*(?:{phrase}){_END}", re.IGNORECASE), low, high)
     for phrase, low, high in _PHRASES
 )
-_TURNS = (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT)
+_SIDES = {"left": ActionKind.TURN_LEFT, "right": ActionKind.TURN_RIGHT}
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def stated_initial_turn(instruction: str) -> StatedTurn | None:
         found = pattern.match(instruction)
         if found is not None:
             side = next((word.lower() for word in found.groups() if word), None)
-            kind = {"left": ActionKind.TURN_LEFT, "right": ActionKind.TURN_RIGHT}.get(side)
-            return StatedTurn(kind, low, high)
+            return StatedTurn(_SIDES.get(side), low, high)
     return None
 
 
@@ -85,18 +85,18 @@ def bound_initial_turn(
         raise ValueError(f"previous actions must be actions, got {list(previous_actions)}")
     if any(action.kind is ActionKind.FORWARD for action in executed):
         return decided
-    turns = [action for action in executed if action.kind in _TURNS]
+    turns = [action for action in executed if action.kind in TURNS]
     side = stated.side or (turns[0].kind if turns else None)
     if side is None:
-        side = decided.kind if decided.kind in _TURNS else ActionKind.TURN_LEFT
+        side = decided.kind if decided.kind in TURNS else ActionKind.TURN_LEFT
     turned = sum(a.amount if a.kind is side else -a.amount for a in turns)
     if turned < stated.min_deg:
-        step = decided.amount if decided.kind in _TURNS else max(TURN_DEG)
+        step = decided.amount if decided.kind in TURNS else max(TURN_DEG)
         return Action(side, _step(min(step, stated.min_deg - turned)))
-    if decided.kind not in _TURNS:
+    if decided.kind not in TURNS:
         return decided
     if turned >= stated.max_deg:
-        return Action.forward(75)
+        return Action.forward(max(FORWARD_CM))
     return Action(side, _step(min(decided.amount, stated.max_deg - turned)))
 
 
