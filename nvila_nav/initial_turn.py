@@ -80,16 +80,13 @@ def bound_initial_turn(
     start); a turn to the other side is turned to the stated one; a turn past the range's end is
     cut there, and once the range is turned, a turn becomes the longest move. A side that the
     instruction leaves open ("turn around") is the side of the first turn."""
-    executed = [parse_action(text) for text in previous_actions]
-    if any(action is None for action in executed):
-        raise ValueError(f"previous actions must be actions, got {list(previous_actions)}")
-    if any(action.kind is ActionKind.FORWARD for action in executed):
+    turns = _turns_before_first_move(previous_actions)
+    if turns is None:
         return decided
-    turns = [action for action in executed if action.kind in TURNS]
     side = stated.side or (turns[0].kind if turns else None)
     if side is None:
         side = decided.kind if decided.kind in TURNS else ActionKind.TURN_LEFT
-    turned = sum(a.amount if a.kind is side else -a.amount for a in turns)
+    turned = _turned(side, turns)
     if turned < stated.min_deg:
         step = decided.amount if decided.kind in TURNS else max(TURN_DEG)
         return Action(side, _step(min(step, stated.min_deg - turned)))
@@ -98,6 +95,32 @@ def bound_initial_turn(
     if turned >= stated.max_deg:
         return Action.forward(max(FORWARD_CM))
     return Action(side, _step(min(decided.amount, stated.max_deg - turned)))
+
+
+def short_of_stated_turn(stated: StatedTurn, previous_actions: Sequence[str]) -> bool:
+    """Whether the robot has yet to turn the start of the stated range: no move executed, and
+    less turned to the stated side (or, where the instruction leaves it open, to the side of the
+    first turn) than `stated.min_deg`. Until then `bound_initial_turn` turns it on."""
+    turns = _turns_before_first_move(previous_actions)
+    if turns is None:
+        return False
+    side = stated.side or (turns[0].kind if turns else None)
+    return side is None or _turned(side, turns) < stated.min_deg
+
+
+def _turns_before_first_move(previous_actions: Sequence[str]) -> list[Action] | None:
+    """The executed turns, or None once a move has been executed."""
+    executed = [parse_action(text) for text in previous_actions]
+    if any(action is None for action in executed):
+        raise ValueError(f"previous actions must be actions, got {list(previous_actions)}")
+    if any(action.kind is ActionKind.FORWARD for action in executed):
+        return None
+    return [action for action in executed if action.kind in TURNS]
+
+
+def _turned(side: ActionKind, turns: Sequence[Action]) -> int:
+    """Degrees turned to `side`, turns to the other side counted against it."""
+    return sum(a.amount if a.kind is side else -a.amount for a in turns)
 
 
 def _step(degrees: float) -> int:

@@ -19,8 +19,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
+from nvila_nav.doorway import (
+    CLOSE_SIDE_ANSWERS,
+    CLOSE_SIDE_HEAD,
+    DoorwayGuide,
+    side_of_close,
+    toward_doorway,
+)
 from nvila_nav.history import latest_decision_slots
-from nvila_nav.initial_turn import bound_initial_turn, stated_initial_turn
+from nvila_nav.initial_turn import (
+    bound_initial_turn,
+    short_of_stated_turn,
+    stated_initial_turn,
+)
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -153,6 +164,7 @@ class NVILAPolicy:
             (TURN_SIDE_HEAD, TURN_SIDE_ANSWERS.values()),
             (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_ANSWERS.values()),
             (STOP_REACH_HEAD, STOP_REACH_ANSWERS.values()),
+            (CLOSE_SIDE_HEAD, CLOSE_SIDE_ANSWERS.values()),
         ):
             head = engine.heads.get(name)
             if head is not None and sorted(head.answers) != sorted(answers):
@@ -179,6 +191,10 @@ class NVILAPolicy:
         """A model folder with a stop-reach head moves 25 cm on instead of stopping wherever it
         answers "No.", up to `STOP_REACH_VETOES` times an episode (`nvila_nav.stop_reach`)."""
         self._reach_vetoes = 0
+        self.doorway = CLOSE_SIDE_HEAD in engine.heads
+        """A model folder with a close-side head heads for the doorway the instruction says to
+        go through wherever the statement says it is close ahead (`nvila_nav.doorway`)."""
+        self._doorways = DoorwayGuide()
         self.initial_turn = engine.config.nav_initial_turn == "stated"
         """A model with `nav_initial_turn: stated` keeps the turn before its first move on the
         side and within the range the instruction's opening words state
@@ -202,6 +218,7 @@ class NVILAPolicy:
     def reset(self) -> None:
         self.engine.clear_cache()
         self._reach_vetoes = 0
+        self._doorways.reset()
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         start = time.perf_counter()
@@ -248,8 +265,26 @@ class NVILAPolicy:
             if bounded != action:
                 action = bounded
                 text = action.to_text()
-        # a nav_statement model's statement ("... close ahead? No.") is shown in the logs but
-        # never parsed: its words are not the action's
+        if self.doorway and action is not None:
+            # loaded with the engine; at module level it would load torch for every policy
+            from nvila_core.model.prompting import close_ahead_name
+
+            door = self._doorways.doorway(
+                request.instruction,
+                close_ahead_name(result.statement),
+                request.previous_actions,
+                stated is None or not short_of_stated_turn(stated, request.previous_actions),
+            )
+            if door is not None:
+                steer = toward_doorway(
+                    side_of_close(self._ask(CLOSE_SIDE_HEAD, frames, keys, decisions, timings))
+                )
+                timings["doorway_changed"] = int(steer != action)
+                if steer != action:
+                    action = steer
+                    text = action.to_text()
+        # a nav_statement model's statement ("... close ahead? No.") is shown in the logs; of its
+        # words only the name of what is close ahead is read (for a named doorway, above)
         said = result.statement
         return PolicyDecision(
             text=f"{said} {text}" if said else text,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
 # then the stages that teach it to state what is close ahead before it acts and to stop within
-# 0.8 m of the goal, the turn-side, route-ahead and stop-reach heads on its visual tokens, then
-# models/navila-nano (the shipped weights come from exactly this, with no DAgger iteration).
+# 0.8 m of the goal, the turn-side, route-ahead, stop-reach and close-side heads on its visual
+# tokens, then models/navila-nano (the shipped weights come from exactly this, with no DAgger
+# iteration).
 #
 #   make train-nano                      # or: bash scripts/train_navila_nano.sh
 #
@@ -12,7 +13,7 @@
 # ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
 # and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the stop band
 # and its contrast episodes ~3 min, navigation at the stop band ~20 min, the turn-side,
-# route-ahead and stop-reach heads ~2-5 min each. The model before the statement stages stays at
+# route-ahead, stop-reach and close-side heads ~2-5 min each. The model before the statement stages stays at
 # $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
@@ -135,6 +136,7 @@ frame_head() { # command name folder file: the question on the rollouts' frames 
 frame_head turn-sides turn_side turn_side_pairs turn_sides.json # "Which way does the route turn?"
 frame_head route-ahead route_ahead route_ahead route_ahead.json # "Is the route straight ahead?"
 frame_head stop-reach stop_reach stop_reach stop_reach.json     # "Is the goal within reach?"
+frame_head close-side close_side close_side close_side.json     # "Where is what is close ahead?"
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"

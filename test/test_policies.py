@@ -11,6 +11,7 @@ import torch
 from nvila_core.model.frame_head import FrameHead, fit_frame_head
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
+from nvila_nav.doorway import CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, DOORWAY_STEPS
 from nvila_nav.history import FrameHistory
 from nvila_nav.policies import (
     ExpertPolicy,
@@ -285,11 +286,13 @@ def constant_head(
     answer: str,
     name: str = TURN_SIDE_HEAD,
     prompt: str = TURN_SIDE_PROMPT,
-    answers: tuple[str, str] = ("Left.", "Right."),
+    answers: tuple[str, ...] = ("Left.", "Right."),
 ) -> FrameHead:
     """A frame head (by default the turn-side one) that answers `answer` whatever the frame
     shows."""
-    net = torch.nn.Sequential(torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, len(answers))
+    )
     with torch.no_grad():
         for layer in (net[0], net[2]):
             layer.weight.zero_()
@@ -456,6 +459,62 @@ def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
         NVILAPolicy(engine)
 
 
+def test_a_close_side_head_heads_for_the_named_doorway_close_ahead(make_frames):
+    """With a close-side head, where the statement says a doorway the instruction says to go
+    through is close ahead, the decision becomes "move forward 75 cm" when the head answers
+    "Ahead." and the smallest turn toward it on "Left." / "Right." (DOORWAY_STEPS decisions at
+    most; reset starts a new count); a doorway the instruction does not name, nothing close
+    ahead, or the instruction's opening turn still to make leave the decision as it was."""
+    model, config, tokenizer = compact_model(
+        nav_previous_actions=2, nav_statement=True, nav_initial_turn="stated"
+    )
+    frames = make_frames(3, height=48, width=64)
+    features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
+    go = "Go through the blue doorway and stop at the red chair."
+
+    def policy(seen, head_answer, said="turn right 30 degrees"):
+        statement = f"Close ahead: {seen}. Is the red chair close ahead? No."
+        engine = Engine(ScriptedAnswer(model, tokenizer, f"{statement} {said}"), config, tokenizer)
+        engine.heads[CLOSE_SIDE_HEAD] = constant_head(
+            features, head_answer, CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, ("Left.", "Ahead.", "Right.")
+        )
+        return NVILAPolicy(engine, decoding="generate")
+
+    request = PolicyRequest(go, frames, previous_actions=("move forward 75 cm",))
+    for head_answer, steer in (("Ahead.", Action.forward(75)), ("Left.", Action.left(15))):
+        decision = policy("the blue door", head_answer).decide(request)
+        assert decision.action == steer and decision.text.endswith(f"? No. {steer.to_text()}")
+        assert decision.timings["close_side_ms"] > 0 and decision.timings["doorway_changed"] == 1
+    bounded = policy("the blue door", "Right.")
+    for _ in range(2):  # two episodes
+        for _ in range(DOORWAY_STEPS):
+            assert bounded.decide(request).action == Action.right(15)
+        left_alone = bounded.decide(request)
+        assert left_alone.action == Action.right(30) and "close_side_ms" not in left_alone.timings
+        bounded.reset()
+    kept = policy("the blue door", "Right.", said="turn right 15 degrees").decide(request)
+    assert kept.action == Action.right(15) and kept.timings["doorway_changed"] == 0
+    for seen, instruction, previous in (
+        ("the green door", go, ("move forward 75 cm",)),
+        ("nothing", go, ("move forward 75 cm",)),
+        ("the blue chair", go, ("move forward 75 cm",)),
+        ("the blue door", "Turn left and go through the blue doorway.", ("turn left 30 degrees",)),
+    ):
+        decision = policy(seen, "Ahead.").decide(
+            PolicyRequest(instruction, frames, previous_actions=previous)
+        )
+        assert "close_side_ms" not in decision.timings and decision.action != Action.forward(75)
+    turned = policy("the blue door", "Ahead.").decide(
+        PolicyRequest("Turn left and go through the blue doorway.", frames,
+                      previous_actions=("turn left 45 degrees",))
+    )  # fmt: skip
+    assert turned.action == Action.forward(75) and turned.timings["doorway_changed"] == 1
+    engine = Engine(TorchBackend(model), config, tokenizer)
+    engine.heads[CLOSE_SIDE_HEAD] = constant_head(features, "Left.", CLOSE_SIDE_HEAD)
+    with pytest.raises(ValueError, match="close_side head answers"):
+        NVILAPolicy(engine)
+
+
 def test_a_stated_initial_turn_model_keeps_the_first_turn_to_the_instruction(make_frames):
     """With nav_initial_turn: stated, the decisions before the first move stay on the side and
     within the range the instruction's opening words state; the same model with "model", or
@@ -503,6 +562,7 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
         (TURN_SIDE_HEAD, TURN_SIDE_PROMPT, ["Left.", "Right."], TURN_SIDE_FRAMES),
         (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ["No.", "Yes."], ROUTE_AHEAD_FRAMES),
         (STOP_REACH_HEAD, STOP_REACH_PROMPT, ["No.", "Yes."], 1),
+        (CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, ["Ahead.", "Left.", "Right."], 1),
     ):
         head = engine.heads[name]
         assert sorted(head.answers) == answers and head.prompt == prompt
@@ -511,3 +571,4 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
         assert head.info["val_accuracy"] > head.info["val_majority"] + 0.05
     policy = NVILAPolicy(engine, decoding="choose_kind")
     assert policy.turn_side and policy.route_ahead and policy.stop_reach and policy.initial_turn
+    assert policy.doorway

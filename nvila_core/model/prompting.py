@@ -347,6 +347,15 @@ def names_verdict(statement: str) -> str | None:
     return f"Close ahead: {seen}. Is {asked} close ahead? {'Yes.' if same else 'No.'}"
 
 
+def close_ahead_name(statement: str | None) -> str | None:
+    """The landmark a statement of `names_verdict`'s form says is close ahead ("the blue door"),
+    or None where it says "nothing" or is not of that form."""
+    stated = None if statement is None else _STATED.fullmatch(statement)
+    if stated is None or stated[1].lower() == "nothing":
+        return None
+    return stated[1]
+
+
 def statement_of(text: str) -> str | None:
     """The statement at the front of a `nav_statement` model's answer: the text up to its last
     "." (action phrases have none), or None without one."""

@@ -21,19 +21,30 @@ CLOSE_AHEAD = 2.0
 where the expert's stop in front of it leaves the robot, with a margin."""
 
 
+def camera_position(pose: Pose) -> tuple[float, float]:
+    """Where the head camera is at robot `pose` (x, y)."""
+    return (
+        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
+        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
+    )
+
+
+def camera_bearing(pose: Pose, x: float, y: float) -> float:
+    """The bearing of point (x, y) from the head camera at `pose` (radians, + left)."""
+    cam = camera_position(pose)
+    return wrap_angle(math.atan2(y - cam[1], x - cam[0]) - pose.yaw)
+
+
 def landmarks_in_view(
     world: World, pose: Pose, hfov_deg: float, max_range: float = 8.0
 ) -> list[tuple[float, str, float]]:
     """(distance, name, bearing) of every landmark the camera sees, nearest first: the centre's
     bearing within hfov/2, the footprint within `max_range`, no wall on the line to the centre."""
-    cam = (
-        pose.x + CAMERA_FORWARD * math.cos(pose.yaw),
-        pose.y + CAMERA_FORWARD * math.sin(pose.yaw),
-    )
+    cam = camera_position(pose)
     half = math.radians(hfov_deg) / 2
     seen = []
     for lm in world.landmarks:
-        bearing = wrap_angle(math.atan2(lm.y - cam[1], lm.x - cam[0]) - pose.yaw)
+        bearing = camera_bearing(pose, lm.x, lm.y)
         distance = lm.footprint.distance_to(*cam)
         if abs(bearing) <= half and distance <= max_range and world.nav.visible(cam, (lm.x, lm.y)):
             seen.append((distance, lm.name, bearing))

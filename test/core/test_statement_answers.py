@@ -13,7 +13,12 @@ from nvila_core.model.configuration import ConfigError, NVILAConfig
 from nvila_core.model.generation import Decoded
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
-from nvila_core.model.prompting import names_verdict, statement_answer, statement_of
+from nvila_core.model.prompting import (
+    close_ahead_name,
+    names_verdict,
+    statement_answer,
+    statement_of,
+)
 from nvila_core.model.tokenizer import build_tokenizer
 from nvila_core.runtime.engine import STATEMENT_MAX_TOKENS, Engine, TorchBackend
 from nvila_core.train.data import DataError, NavDataset, read_episodes
@@ -127,6 +132,18 @@ def test_names_verdict_says_yes_exactly_for_the_same_name():
     assert names_verdict("Close ahead: the red chair. Is the red chair close ahead?") == SAID
     for unreadable in ("Close ahead: the red chair.", "Is the red chair close ahead? Yes.", ""):
         assert names_verdict(unreadable) is None
+
+
+def test_the_name_a_statement_says_is_close_ahead():
+    assert close_ahead_name(SAID) == "the red chair"
+    door = "Close ahead: the blue door. Is the red chair close ahead? No."
+    assert close_ahead_name(door) == "the blue door"
+    assert close_ahead_name("Close ahead: the blue door. Is the red chair close ahead?") == (
+        "the blue door"
+    )
+    for nameless in ("Close ahead: nothing. Is the red chair close ahead? No.", "", None):
+        assert close_ahead_name(nameless) is None
+    assert close_ahead_name("Close ahead: the red chair.") is None
 
 
 def test_config_needs_a_statement_for_the_names_verdict(tmp_path):
