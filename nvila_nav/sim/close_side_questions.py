@@ -22,6 +22,7 @@ from nvila_nav.doorway import (
 from nvila_nav.sim.captions import readout_answer
 from nvila_nav.sim.geometry import Pose
 from nvila_nav.sim.sight import camera_bearing
+from nvila_nav.sim.turn_sides import stated_states
 from nvila_nav.sim.world import world_for_scene
 
 
@@ -43,13 +44,7 @@ class CloseSideQuestion:
         # the statement's words for a landmark: the readout's ("The blue door." -> "the blue door")
         by_name = {readout_answer(lm)[:-1].lower(): lm for lm in world.landmarks}
         found = []
-        for k, action in enumerate(meta["actions"]):
-            if action.get("context", False):
-                continue
-            if "statement" not in action:
-                raise ValueError(
-                    f"action {k} has no statement: write them first (nvila-sim statements)"
-                )
+        for k, action in stated_states(meta):
             name = close_ahead_name(action["statement"])
             if name is None:
                 continue

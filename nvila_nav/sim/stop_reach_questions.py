@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nvila_nav.sim.turn_sides import stated_states
 from nvila_nav.stop_reach import (
     STOP_REACH_ANSWERS,
     STOP_REACH_HEAD,
@@ -39,18 +40,11 @@ class StopReachQuestion:
         the goal's landmark is close ahead, by the distance from its pose to the goal point.
         History-only actions (contrast episodes' "context") are never asked about."""
         goal = meta["episode"]["goals"][0]["position"]
-        found = []
-        for k, action in enumerate(meta["actions"]):
-            if action.get("context", False):
-                continue
-            if "statement" not in action:
-                raise ValueError(
-                    f"action {k} has no statement: write them first (nvila-sim statements)"
-                )
-            if action["statement"].endswith(GOAL_CLOSE_AHEAD):
-                distance = math.dist(action["pose"][:2], goal[:2])
-                found.append((k, reach_answer(distance)))
-        return found
+        return [
+            (k, reach_answer(math.dist(action["pose"][:2], goal[:2])))
+            for k, action in stated_states(meta)
+            if action["statement"].endswith(GOAL_CLOSE_AHEAD)
+        ]
 
 
 STOP_REACH = StopReachQuestion()

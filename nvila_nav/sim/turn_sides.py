@@ -108,6 +108,22 @@ def question_states(meta: dict, question: TurnQuestion) -> list[tuple[int, str]]
     return found
 
 
+def stated_states(meta: dict) -> list[tuple[int, dict]]:
+    """(action index, action) of every state of an episode's meta.json a statement question
+    may ask about: history-only actions (contrast episodes' "context") are never asked about,
+    and every other one must have its statement."""
+    found = []
+    for k, action in enumerate(meta["actions"]):
+        if action.get("context", False):
+            continue
+        if "statement" not in action:
+            raise ValueError(
+                f"action {k} has no statement: write them first (nvila-sim statements)"
+            )
+        found.append((k, action))
+    return found
+
+
 def write_question_dataset(
     question: FrameQuestion,
     datasets: Sequence[str | Path],
