@@ -555,6 +555,12 @@ NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
 
 
 @pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
+def test_navila_nano_fits_in_30_mb():
+    """The shipped folder stays small enough to live in git: weights, heads, tokenizer, card."""
+    assert sum(f.stat().st_size for f in NANO.rglob("*") if f.is_file()) <= 30_000_000
+
+
+@pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
 def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
     engine = Engine.from_pretrained(NANO)
     frame = make_frames(1, height=96, width=128)[0]
