@@ -19,19 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
-from nvila_nav.doorway import (
-    CLOSE_SIDE_ANSWERS,
-    CLOSE_SIDE_HEAD,
-    DoorwayGuide,
-    side_of_close,
-    toward_doorway,
-)
 from nvila_nav.history import latest_decision_slots
 from nvila_nav.initial_turn import (
     bound_initial_turn,
     short_of_stated_turn,
     stated_initial_turn,
 )
+from nvila_nav.landmark_side import LANDMARK_SIDE_ANSWER_SET, LANDMARK_SIDE_HEAD, RouteGuide
 from nvila_nav.sim.episodes import Episode, yaw_to_quaternion
 from nvila_nav.sim.expert import Expert
 from nvila_nav.sim.geometry import Pose
@@ -164,7 +158,7 @@ class NVILAPolicy:
             (TURN_SIDE_HEAD, TURN_SIDE_ANSWERS.values()),
             (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_ANSWERS.values()),
             (STOP_REACH_HEAD, STOP_REACH_ANSWERS.values()),
-            (CLOSE_SIDE_HEAD, CLOSE_SIDE_ANSWERS.values()),
+            (LANDMARK_SIDE_HEAD, LANDMARK_SIDE_ANSWER_SET),
         ):
             head = engine.heads.get(name)
             if head is not None and sorted(head.answers) != sorted(answers):
@@ -191,10 +185,11 @@ class NVILAPolicy:
         """A model folder with a stop-reach head moves 25 cm on instead of stopping wherever it
         answers "No.", up to `STOP_REACH_VETOES` times an episode (`nvila_nav.stop_reach`)."""
         self._reach_vetoes = 0
-        self.doorway = CLOSE_SIDE_HEAD in engine.heads
-        """A model folder with a close-side head heads for the doorway the instruction says to
-        go through wherever the statement says it is close ahead (`nvila_nav.doorway`)."""
-        self._doorways = DoorwayGuide()
+        self.route_guide = LANDMARK_SIDE_HEAD in engine.heads
+        """A model folder with a landmark-side head heads for the next landmark of the route
+        (the doorways the instruction says to go through, then the goal) wherever it is in view
+        (`nvila_nav.landmark_side`)."""
+        self._route = RouteGuide()
         self.initial_turn = engine.config.nav_initial_turn == "stated"
         """A model with `nav_initial_turn: stated` keeps the turn before its first move on the
         side and within the range the instruction's opening words state
@@ -218,7 +213,7 @@ class NVILAPolicy:
     def reset(self) -> None:
         self.engine.clear_cache()
         self._reach_vetoes = 0
-        self._doorways.reset()
+        self._route.reset()
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         start = time.perf_counter()
@@ -240,19 +235,19 @@ class NVILAPolicy:
         stopping = action is not None and action.kind is ActionKind.STOP
         decisions = len(request.previous_actions) + 1
         if turning and self.turn_side and follows_move(request.previous_actions):
-            side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, decisions, timings))
+            side = side_of_answer(self._ask(TURN_SIDE_HEAD, frames, keys, decisions, timings)[0])
             timings["turn_side_changed"] = int(side is not action.kind)
             if side is not action.kind:
                 action = with_side(action, side)
                 text = action.to_text()
         elif turning and self.route_ahead and follows_turn(request.previous_actions):
-            ahead = is_ahead(self._ask(ROUTE_AHEAD_HEAD, frames, keys, decisions, timings))
+            ahead = is_ahead(self._ask(ROUTE_AHEAD_HEAD, frames, keys, decisions, timings)[0])
             timings["route_ahead_changed"] = int(ahead)
             if ahead:
                 action = ROUTE_AHEAD_MOVE
                 text = action.to_text()
         elif stopping and self.stop_reach and self._reach_vetoes < STOP_REACH_VETOES:
-            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, decisions, timings))
+            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, decisions, timings)[0])
             timings["stop_reach_changed"] = int(not reach)
             if not reach:
                 self._reach_vetoes += 1
@@ -265,26 +260,31 @@ class NVILAPolicy:
             if bounded != action:
                 action = bounded
                 text = action.to_text()
-        if self.doorway and action is not None:
+        opening_turn_done = stated is None or not short_of_stated_turn(
+            stated, request.previous_actions
+        )
+        if self.route_guide and action is not None:
             # loaded with the engine; at module level it would load torch for every policy
-            from nvila_core.model.prompting import close_ahead_name
+            from nvila_core.model.prompting import asked_name, close_ahead_name
 
-            door = self._doorways.doorway(
+            def where(name: str) -> tuple[str, float]:
+                return self._ask(LANDMARK_SIDE_HEAD, frames, keys, decisions, timings, name)
+
+            steered = self._route.steer(
                 request.instruction,
+                asked_name(result.statement),
                 close_ahead_name(result.statement),
                 request.previous_actions,
-                stated is None or not short_of_stated_turn(stated, request.previous_actions),
+                where,
+                opening_turn_done,
             )
-            if door is not None:
-                steer = toward_doorway(
-                    side_of_close(self._ask(CLOSE_SIDE_HEAD, frames, keys, decisions, timings))
-                )
-                timings["doorway_changed"] = int(steer != action)
-                if steer != action:
-                    action = steer
+            if steered is not None:
+                timings["route_changed"] = int(steered[1] != action)
+                if steered[1] != action:
+                    action = steered[1]
                     text = action.to_text()
         # a nav_statement model's statement ("... close ahead? No.") is shown in the logs; of its
-        # words only the name of what is close ahead is read (for a named doorway, above)
+        # words only the names of the goal and of what is close ahead are read (above)
         said = result.statement
         return PolicyDecision(
             text=f"{said} {text}" if said else text,
@@ -300,19 +300,22 @@ class NVILAPolicy:
         keys: Sequence[int | None] | None,
         decisions: int,
         timings: dict[str, float | int],
-    ) -> str:
-        """The answer of frame head `head` on the visual tokens of the current frame, or of the
-        latest decisions' frames where it reads more (cached where a frame has a key);
+        about: str | None = None,
+    ) -> tuple[str, float]:
+        """The answer of frame head `head` (about the name `about`, for a named question) on
+        the visual tokens of the current frame, or of the latest decisions' frames where it
+        reads more (cached where a frame has a key), and that answer's probability;
         `decisions` counts the current one; its time goes into timings["<head>_ms"]."""
         asked = time.perf_counter()
         slots = latest_decision_slots(decisions, len(frames), self.engine.heads[head].frames)
-        answer, _ = self.engine.ask_head(
+        answer, probs = self.engine.ask_head(
             head,
             [frames[slot] for slot in slots],
             None if keys is None else [keys[slot] for slot in slots],
+            about,
         )
-        timings[f"{head}_ms"] = (time.perf_counter() - asked) * 1e3
-        return answer
+        timings[f"{head}_ms"] = timings.get(f"{head}_ms", 0.0) + (time.perf_counter() - asked) * 1e3
+        return answer, max(probs)
 
     def close(self) -> None:
         """Drop the model; accelerator memory goes back once nothing else references it."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # navila-nano from nothing, on a CPU: data, the three-stage navigation recipe, optional DAgger,
 # then the stages that teach it to state what is close ahead before it acts and to stop within
-# 0.8 m of the goal, the turn-side, route-ahead, stop-reach and close-side heads on its visual
+# 0.8 m of the goal, the turn-side, route-ahead, stop-reach and landmark-side heads on its visual
 # tokens, then models/navila-nano (the shipped weights come from exactly this, with no DAgger
 # iteration).
 #
@@ -13,8 +13,9 @@
 # ~55 min, navigation with merged action runs ~45 min, one DAgger iteration ~25 min, readout
 # and contrast data ~10 min, readout ~8 min, navigation with statements ~30 min, the stop band
 # and its contrast episodes ~3 min, navigation at the stop band ~20 min, the turn-side,
-# route-ahead, stop-reach and close-side heads ~2-5 min each. The model before the statement stages stays at
-# $NANO_OUT/navila-nano/03-navigation-runs/final. Variables:
+# route-ahead and stop-reach heads ~2-5 min each, the landmark-side head ~15 min. The model
+# before the statement stages stays at $NANO_OUT/navila-nano/03-navigation-runs/final.
+# Variables:
 # NANO_DATA (data/nano), NANO_OUT (outputs/train), NANO_DAGGER_ITERATIONS (default 0),
 # NANO_INSTALL (models/navila-nano; empty: do not install), NANO_THREADS (2).
 set -euo pipefail
@@ -112,10 +113,12 @@ say "training: the statement before the action (config/train/navila-nano-stateme
   --out "$OUT/navila-nano-statement"
 final="$OUT/navila-nano-statement/03-navigation-band/final"
 
-frame_head() { # command name folder file: the question on the rollouts' frames (nvila-sim
-                # COMMAND writes FILE into $DATA/FOLDER and $DATA/val_FOLDER), then the frame
-                # head NAME on the model's visual tokens
-  local command=$1 name=$2 folder=$3 file=$4
+HEADS=() # the frame heads this recipe fits (an older run's other heads are not installed)
+frame_head() { # command name folder file [train-head options]: the question on the rollouts'
+                # frames (nvila-sim COMMAND writes FILE into $DATA/FOLDER and $DATA/val_FOLDER),
+                # then the frame head NAME on the model's visual tokens
+  local command=$1 name=$2 folder=$3 file=$4; shift 4
+  HEADS+=("$name")
   say "data: $name questions on the rollouts' frames (nvila-sim $command)"
   if [ ! -f "$DATA/$folder/$file" ]; then
     sim "$command" --data "$DATA/train_A" "$DATA/train_B" "$DATA/train_C" --out "$DATA/$folder"
@@ -129,14 +132,16 @@ frame_head() { # command name folder file: the question on the rollouts' frames 
     say "$final/heads/$name: done"
   else
     "$VENV_BIN/nvila-core" train-head --model "$final" --name "$name" \
-      --data "$DATA/$folder/$file" --val "$DATA/val_$folder/$file"
+      --data "$DATA/$folder/$file" --val "$DATA/val_$folder/$file" "$@"
   fi
 }
 # the turn-side questions show two frames (the decision before, then the state's)
 frame_head turn-sides turn_side turn_side_pairs turn_sides.json # "Which way does the route turn?"
 frame_head route-ahead route_ahead route_ahead route_ahead.json # "Is the route straight ahead?"
 frame_head stop-reach stop_reach stop_reach stop_reach.json     # "Is the goal within reach?"
-frame_head close-side close_side close_side close_side.json     # "Where is what is close ahead?"
+# "Where is the blue door?": one answer group per landmark name; 120 hidden units keep the
+# model folder within 30 MB
+frame_head landmark-side landmark_side landmark_side landmark_side.json --hidden 120
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"
@@ -144,6 +149,10 @@ if [ -n "$INSTALL" ]; then
   mkdir -p "$(dirname "$INSTALL")"
   cp -r "$final" "$INSTALL.tmp"
   rm -f "$INSTALL.tmp/trainer_state.json"
+  for head in "$INSTALL.tmp"/heads/*.json; do
+    name=$(basename "$head" .json)
+    if [[ ! " ${HEADS[*]} " == *" $name "* ]]; then rm -f "$INSTALL.tmp/heads/$name".*; fi
+  done
   # the model card is the repository's, not the run's
   if [ -f "$INSTALL/README.md" ]; then cp "$INSTALL/README.md" "$INSTALL.tmp/"; fi
   rm -rf "$INSTALL" && mv "$INSTALL.tmp" "$INSTALL"

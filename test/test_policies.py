@@ -11,8 +11,8 @@ import torch
 from nvila_core.model.frame_head import FrameHead, fit_frame_head
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
-from nvila_nav.doorway import CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, DOORWAY_STEPS
 from nvila_nav.history import FrameHistory
+from nvila_nav.landmark_side import LANDMARK_SIDE_HEAD, LANDMARK_SIDE_PROMPT, TARGET_STEPS
 from nvila_nav.policies import (
     ExpertPolicy,
     NVILAPolicy,
@@ -459,59 +459,99 @@ def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
         NVILAPolicy(engine)
 
 
-def test_a_close_side_head_heads_for_the_named_doorway_close_ahead(make_frames):
-    """With a close-side head, where the statement says a doorway the instruction says to go
-    through is close ahead, the decision becomes "move forward 75 cm" when the head answers
-    "Ahead." and the smallest turn toward it on "Left." / "Right." (DOORWAY_STEPS decisions at
-    most; reset starts a new count); a doorway the instruction does not name, nothing close
-    ahead, or the instruction's opening turn still to make leave the decision as it was."""
+def named_head(features: int, sides: dict[str, tuple[str, float]]) -> FrameHead:
+    """A landmark-side head that answers about each name of `sides` (answer, probability)
+    whatever the frame shows."""
+    names = sorted(sides)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4 * len(names))
+    )
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        for group, name in enumerate(names):
+            answer, p = sides[name]
+            # the answer's logit over three equal others: softmax gives it p
+            net[2].bias[4 * group + LANDMARK_SIDE_ANSWERS.index(answer)] = math.log(3 * p / (1 - p))
+    return FrameHead(
+        LANDMARK_SIDE_HEAD,
+        LANDMARK_SIDE_PROMPT,
+        list(LANDMARK_SIDE_ANSWERS),
+        torch.zeros(features),
+        torch.ones(features),
+        net,
+        names=names,
+    )
+
+
+LANDMARK_SIDE_ANSWERS = ["Ahead.", "Left.", "Not in view.", "Right."]
+
+
+def test_a_landmark_side_head_heads_for_the_route_s_next_landmark_in_view(make_frames):
+    """With a landmark-side head, the decision heads for the doorway the instruction says to go
+    through ("move forward 75 cm" where the head answers "Ahead.", the smallest turn toward it
+    on "Left." / "Right."; the goal waits for it, in view or not), or, without one, for the goal
+    the statement asks about; an answer below SIDE_CONFIDENCE counts as not in view; TARGET_STEPS decisions a
+    landmark at most (reset starts a new count); the goal close ahead, nothing in view, or the
+    instruction's opening turn still to make leave the decision as the model made it."""
     model, config, tokenizer = compact_model(
         nav_previous_actions=2, nav_statement=True, nav_initial_turn="stated"
     )
     frames = make_frames(3, height=48, width=64)
     features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
     go = "Go through the blue doorway and stop at the red chair."
+    door, chair = "the blue door", "the red chair"
 
-    def policy(seen, head_answer, said="turn right 30 degrees"):
+    def policy(sides, seen="nothing", said="turn right 30 degrees"):
         statement = f"Close ahead: {seen}. Is the red chair close ahead? No."
         engine = Engine(ScriptedAnswer(model, tokenizer, f"{statement} {said}"), config, tokenizer)
-        engine.heads[CLOSE_SIDE_HEAD] = constant_head(
-            features, head_answer, CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, ("Left.", "Ahead.", "Right.")
-        )
+        engine.heads[LANDMARK_SIDE_HEAD] = named_head(features, sides)
         return NVILAPolicy(engine, decoding="generate")
 
     request = PolicyRequest(go, frames, previous_actions=("move forward 75 cm",))
-    for head_answer, steer in (("Ahead.", Action.forward(75)), ("Left.", Action.left(15))):
-        decision = policy("the blue door", head_answer).decide(request)
-        assert decision.action == steer and decision.text.endswith(f"? No. {steer.to_text()}")
-        assert decision.timings["close_side_ms"] > 0 and decision.timings["doorway_changed"] == 1
-    bounded = policy("the blue door", "Right.")
-    for _ in range(2):  # two episodes
-        for _ in range(DOORWAY_STEPS):
-            assert bounded.decide(request).action == Action.right(15)
-        left_alone = bounded.decide(request)
-        assert left_alone.action == Action.right(30) and "close_side_ms" not in left_alone.timings
-        bounded.reset()
-    kept = policy("the blue door", "Right.", said="turn right 15 degrees").decide(request)
-    assert kept.action == Action.right(15) and kept.timings["doorway_changed"] == 0
-    for seen, instruction, previous in (
-        ("the green door", go, ("move forward 75 cm",)),
-        ("nothing", go, ("move forward 75 cm",)),
-        ("the blue chair", go, ("move forward 75 cm",)),
-        ("the blue door", "Turn left and go through the blue doorway.", ("turn left 30 degrees",)),
+    no_door = "Walk ahead and stop at the red chair."
+    out_of_view = ("Not in view.", 0.9)
+    for sides, instruction, steer in (
+        ({door: ("Ahead.", 0.9), chair: ("Left.", 0.9)}, go, Action.forward(75)),
+        ({door: ("Left.", 0.7), chair: ("Right.", 0.9)}, go, Action.left(15)),
+        ({door: out_of_view, chair: ("Right.", 0.9)}, no_door, Action.right(15)),
+        ({chair: ("Left.", 0.65)}, no_door, Action.left(15)),
     ):
-        decision = policy(seen, "Ahead.").decide(
+        decision = policy(sides).decide(dataclasses.replace(request, instruction=instruction))
+        assert decision.action == steer and decision.text.endswith(f"? No. {steer.to_text()}")
+        assert decision.timings["landmark_side_ms"] > 0 and decision.timings["route_changed"] == 1
+    bounded = policy({door: ("Right.", 0.9), chair: out_of_view})
+    for _ in range(2):  # two episodes
+        for _ in range(TARGET_STEPS):
+            assert bounded.decide(request).action == Action.right(15)
+        assert bounded.decide(request).action == Action.right(30)
+        bounded.reset()
+    kept = policy({door: ("Right.", 0.9), chair: out_of_view}, said="turn right 15 degrees")
+    assert kept.decide(request).timings["route_changed"] == 0
+    for sides, seen, instruction, previous in (
+        ({door: out_of_view, chair: out_of_view}, "nothing", go, ("move forward 75 cm",)),
+        ({door: out_of_view, chair: ("Left.", 0.9)}, "nothing", go, ("move forward 75 cm",)),
+        ({door: ("Left.", 0.55), chair: ("Left.", 0.5)}, "nothing", go, ("move forward 75 cm",)),
+        ({chair: ("Ahead.", 0.9)}, chair, no_door, ("move forward 75 cm",)),
+    ):
+        decision = policy(sides, seen=seen).decide(
             PolicyRequest(instruction, frames, previous_actions=previous)
         )
-        assert "close_side_ms" not in decision.timings and decision.action != Action.forward(75)
-    turned = policy("the blue door", "Ahead.").decide(
+        assert "route_changed" not in decision.timings and decision.action == Action.right(30)
+    opening = policy({door: ("Ahead.", 0.9)}).decide(
+        PolicyRequest("Turn left and go through the blue doorway.", frames,
+                      previous_actions=("turn left 30 degrees",))
+    )  # fmt: skip
+    assert "route_changed" not in opening.timings and opening.action.kind is ActionKind.TURN_LEFT
+    turned = policy({door: ("Ahead.", 0.9)}).decide(
         PolicyRequest("Turn left and go through the blue doorway.", frames,
                       previous_actions=("turn left 45 degrees",))
     )  # fmt: skip
-    assert turned.action == Action.forward(75) and turned.timings["doorway_changed"] == 1
+    assert turned.action == Action.forward(75) and turned.timings["route_changed"] == 1
     engine = Engine(TorchBackend(model), config, tokenizer)
-    engine.heads[CLOSE_SIDE_HEAD] = constant_head(features, "Left.", CLOSE_SIDE_HEAD)
-    with pytest.raises(ValueError, match="close_side head answers"):
+    engine.heads[LANDMARK_SIDE_HEAD] = constant_head(features, "Left.", LANDMARK_SIDE_HEAD)
+    with pytest.raises(ValueError, match="landmark_side head answers"):
         NVILAPolicy(engine)
 
 
@@ -568,7 +608,7 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
         (TURN_SIDE_HEAD, TURN_SIDE_PROMPT, ["Left.", "Right."], TURN_SIDE_FRAMES),
         (ROUTE_AHEAD_HEAD, ROUTE_AHEAD_PROMPT, ["No.", "Yes."], ROUTE_AHEAD_FRAMES),
         (STOP_REACH_HEAD, STOP_REACH_PROMPT, ["No.", "Yes."], 1),
-        (CLOSE_SIDE_HEAD, CLOSE_SIDE_PROMPT, ["Ahead.", "Left.", "Right."], 1),
+        (LANDMARK_SIDE_HEAD, LANDMARK_SIDE_PROMPT, LANDMARK_SIDE_ANSWERS, 1),
     ):
         head = engine.heads[name]
         assert sorted(head.answers) == answers and head.prompt == prompt
@@ -577,4 +617,4 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
         assert head.info["val_accuracy"] > head.info["val_majority"] + 0.05
     policy = NVILAPolicy(engine, decoding="choose_kind")
     assert policy.turn_side and policy.route_ahead and policy.stop_reach and policy.initial_turn
-    assert policy.doorway
+    assert policy.route_guide and "the blue door" in engine.heads[LANDMARK_SIDE_HEAD].names

@@ -8,8 +8,10 @@ kept with the model (`heads/<name>.safetensors` and `heads/<name>.json` in its f
 flattened visual tokens of its frames, standardised with its training set's statistics, through
 one hidden layer to a score per answer. Most heads read the current frame; one may read the
 latest `frames` decision frames (oldest first, the current last), where what changed between
-them carries the answer. It reads the tokens the engine already computed for the frames, so an
-answer costs a few hundred thousand multiply-adds.
+them carries the answer. A named question ("Where is the {name}?") asks about one of several
+things in the frame; its head keeps one group of answer scores per name over the same hidden
+layer. It reads the tokens the engine already computed for the frames, so an answer costs a few
+hundred thousand multiply-adds.
 """
 
 from __future__ import annotations
@@ -50,14 +52,19 @@ class FrameHead:
     """What it was trained on and how well it did (written to its JSON, never read back as code)."""
     frames: int = 1
     """Decision frames it reads, oldest first, the current one last."""
+    names: list[str] = field(default_factory=list)
+    """A named question's names (its prompt's `{name}`), one answer group each; empty for a
+    question without a name."""
 
     @property
     def num_features(self) -> int:
         return int(self.mean.numel())
 
-    def probabilities(self, tokens: torch.Tensor) -> list[float]:
+    def probabilities(self, tokens: torch.Tensor, name: str | None = None) -> list[float]:
         """P(answer) for the visual tokens of its frames ([tokens, D] per frame, concatenated
-        oldest first; or already flat [F])."""
+        oldest first; or already flat [F]); a named question's head needs the `name` asked
+        about."""
+        group = self._group(name)
         flat = tokens.detach().reshape(-1).float().cpu()
         if flat.numel() != self.num_features:
             raise FrameHeadError(
@@ -67,12 +74,24 @@ class FrameHead:
             )
         with torch.inference_mode():
             logits = self.net(((flat - self.mean) / self.scale)[None])[0]
-        return torch.softmax(logits, dim=0).tolist()
+        width = len(self.answers)
+        return torch.softmax(logits[group * width : (group + 1) * width], dim=0).tolist()
 
-    def answer(self, tokens: torch.Tensor) -> tuple[str, list[float]]:
-        """The most probable answer for its frames' visual tokens, and every answer's P."""
-        probs = self.probabilities(tokens)
+    def answer(self, tokens: torch.Tensor, name: str | None = None) -> tuple[str, list[float]]:
+        """The most probable answer for its frames' visual tokens (about `name`, for a named
+        question), and every answer's P."""
+        probs = self.probabilities(tokens, name)
         return self.answers[max(range(len(probs)), key=probs.__getitem__)], probs
+
+    def _group(self, name: str | None) -> int:
+        """The answer group of `name` (0 for a question without names)."""
+        if not self.names:
+            if name is not None:
+                raise FrameHeadError(f"head {self.name!r} asks about no name, got {name!r}")
+            return 0
+        if name not in self.names:
+            raise FrameHeadError(f"head {self.name!r} has no answers about {name!r}")
+        return self.names.index(name)
 
     def save(self, model_dir: str | Path) -> Path:
         """Write `heads/<name>.safetensors` (tensors in `STORED_DTYPE`) and `heads/<name>.json`
@@ -97,6 +116,7 @@ class FrameHead:
             "prompt": self.prompt,
             "answers": self.answers,
             "frames": self.frames,
+            **({"names": self.names} if self.names else {}),
             **self.info,
         }
         (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -113,22 +133,27 @@ class FrameHead:
             answers = [str(a) for a in meta["answers"]]
             prompt = str(meta["prompt"])
             frames = int(meta.get("frames", 1))
+            names = [str(n) for n in meta.get("names", [])]
             hidden_w, out_w = tensors["hidden.weight"], tensors["out.weight"]
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise FrameHeadError(f"{folder / name}: not a readable frame head ({err!r})") from err
-        if out_w.shape[0] != len(answers) or hidden_w.shape[1] != tensors["mean"].numel():
+        groups = max(1, len(names))
+        if out_w.shape[0] != len(answers) * groups or hidden_w.shape[1] != tensors["mean"].numel():
             raise FrameHeadError(f"{folder / name}: its tensors do not match its answers")
         if frames < 1 or tensors["mean"].numel() % frames:
             raise FrameHeadError(f"{folder / name}: {frames} frames do not split its features")
-        net = _net(hidden_w.shape[1], hidden_w.shape[0], len(answers))
+        net = _net(hidden_w.shape[1], hidden_w.shape[0], len(answers) * groups)
         with torch.no_grad():
             net[0].weight.copy_(hidden_w)
             net[0].bias.copy_(tensors["hidden.bias"])
             net[2].weight.copy_(out_w)
             net[2].bias.copy_(tensors["out.bias"])
         net.eval()
-        info = {k: v for k, v in meta.items() if k not in ("name", "prompt", "answers", "frames")}
-        return cls(name, prompt, answers, tensors["mean"], tensors["scale"], net, info, frames)
+        kept = ("name", "prompt", "answers", "frames", "names")
+        info = {k: v for k, v in meta.items() if k not in kept}
+        return cls(
+            name, prompt, answers, tensors["mean"], tensors["scale"], net, info, frames, names
+        )
 
 
 def load_heads(model_dir: str | Path) -> dict[str, FrameHead]:
@@ -166,12 +191,15 @@ def fit_frame_head(
     seed: int = 0,
     progress: Callable[[int], object] | None = None,
     frames: int = 1,
+    names: Sequence[str] = (),
+    asked: Sequence[int] | None = None,
 ) -> FrameHead:
     """A head trained on `features` [N, F] (the flattened visual tokens of `frames` frames per
     row, oldest first) with `labels` (indices into `answers`): AdamW (lr 1e-3, weight decay
     1e-2), batches of 128, dropout 0.3 on the hidden layer while training, `epochs` passes in a
-    seeded order; `progress` gets 1 per epoch."""
-    answers = list(answers)
+    seeded order; `progress` gets 1 per epoch. A named question's head gets its `names` and,
+    per row, the index of the name `asked` about; each row trains its name's answer group."""
+    answers, names = list(answers), list(names)
     y = torch.as_tensor(list(labels), dtype=torch.long)
     if features.ndim != 2 or features.shape[0] != y.numel() or y.numel() == 0:
         raise FrameHeadError(f"need [N, F] features and N labels, got {tuple(features.shape)}")
@@ -179,12 +207,14 @@ def fit_frame_head(
         raise FrameHeadError(f"labels must index the {len(answers)} answers (at least two)")
     if frames < 1 or features.shape[1] % frames:
         raise FrameHeadError(f"{features.shape[1]} features do not split into {frames} frames")
+    groups = _asked_groups(names, asked, len(y))
     x = features.float()
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-3)
     x = (x - mean) / scale
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = _net(x.shape[1], hidden, len(answers))
+    width = len(answers)
+    net = _net(x.shape[1], hidden, width * max(1, len(names)))
     dropout = torch.nn.Dropout(0.3)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     for _ in range(epochs):
@@ -193,7 +223,9 @@ def fit_frame_head(
         for start in range(0, len(x), 128):
             idx = order[start : start + 128]
             logits = net[2](dropout(net[1](net[0](x[idx]))))
-            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            loss = torch.nn.functional.cross_entropy(
+                _asked_logits(logits, groups[idx], width), y[idx]
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -201,14 +233,40 @@ def fit_frame_head(
             progress(1)
     net.eval()
     info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
-    return FrameHead(name, prompt, answers, mean, scale, net, info, frames)
+    return FrameHead(name, prompt, answers, mean, scale, net, info, frames, names)
 
 
-def accuracy(head: FrameHead, features: torch.Tensor, labels: Sequence[int]) -> float:
-    """The share of rows of `features` [N, F] whose most probable answer is the label."""
+def _asked_groups(names: list[str], asked: Sequence[int] | None, rows: int) -> torch.Tensor:
+    """[rows]: the answer group each row trains (all 0 without names)."""
+    if not names:
+        if asked is not None:
+            raise FrameHeadError("rows ask about names, but the head has none")
+        return torch.zeros(rows, dtype=torch.long)
+    groups = torch.as_tensor(list(asked or []), dtype=torch.long)
+    if groups.numel() != rows or groups.min() < 0 or groups.max() >= len(names):
+        raise FrameHeadError(
+            f"each of the {rows} rows must ask about one of the {len(names)} names"
+        )
+    return groups
+
+
+def _asked_logits(logits: torch.Tensor, groups: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width]: each row's scores of the answer group it asks about."""
+    return logits.reshape(len(logits), -1, width)[torch.arange(len(logits)), groups]
+
+
+def accuracy(
+    head: FrameHead,
+    features: torch.Tensor,
+    labels: Sequence[int],
+    asked: Sequence[int] | None = None,
+) -> float:
+    """The share of rows of `features` [N, F] whose most probable answer (about the name each
+    row `asked` about, for a named question) is the label."""
     if len(labels) == 0:
         return math.nan
+    groups = _asked_groups(head.names, asked, len(labels))
     x = (features.float() - head.mean) / head.scale
     with torch.inference_mode():
-        picked = head.net(x).argmax(dim=1)
+        picked = _asked_logits(head.net(x), groups, len(head.answers)).argmax(dim=1)
     return float((picked == torch.as_tensor(list(labels))).float().mean())

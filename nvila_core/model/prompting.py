@@ -356,6 +356,13 @@ def close_ahead_name(statement: str | None) -> str | None:
     return stated[1]
 
 
+def asked_name(statement: str | None) -> str | None:
+    """The landmark a statement of `names_verdict`'s form asks about (the one its instruction
+    stops at, "the pink table"), or None for another form."""
+    stated = None if statement is None else _STATED.fullmatch(statement)
+    return None if stated is None else stated[2]
+
+
 def statement_of(text: str) -> str | None:
     """The statement at the front of a `nav_statement` model's answer: the text up to its last
     "." (action phrases have none), or None without one."""

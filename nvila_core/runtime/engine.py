@@ -592,9 +592,11 @@ class Engine:
         name: str,
         frames: ImageLike | Sequence[ImageLike],
         frame_keys: Hashable | Sequence[Hashable | None] | None = None,
+        about: str | None = None,
     ) -> tuple[str, list[float]]:
         """Frame head `name`'s answer and its probability per answer: `frames` is one frame, or
-        as many as the head reads (oldest first, the current last), with a key each (or None)."""
+        as many as the head reads (oldest first, the current last), with a key each (or None);
+        a named question's head answers `about` one of its names ("the blue door")."""
         head = self.heads.get(name)
         if head is None:
             raise KeyError(f"the model has no frame head {name!r} (has: {sorted(self.heads)})")
@@ -610,7 +612,7 @@ class Engine:
             self.frame_tokens(frame, key).reshape(-1)
             for frame, key in zip(frames, keys, strict=True)
         ]
-        return head.answer(torch.cat(tokens))
+        return head.answer(torch.cat(tokens), about)
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()

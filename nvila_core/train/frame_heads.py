@@ -2,10 +2,11 @@
 
 The data is LLaVA-format frame questions with closed answers (e.g. `nvila-sim turn-sides`): one
 prompt for every record, the same number of images each (usually one; a head reads them oldest
-first, the current last). The model's weights do not change: each frame goes
-through its ViT and projector once (the tokens its LLM would read), and the head is fitted on
-those tokens, so a head costs minutes on a CPU where teaching the LLM the same question does not
-fit in the training budget.
+first, the current last). A named question's records each carry the `name` they ask about
+("the blue door") and the prompt with that name filled in ("Where is the blue door?"). The
+model's weights do not change: each frame goes through its ViT and projector once (the tokens
+its LLM would read), and the head is fitted on those tokens, so a head costs minutes on a CPU
+where teaching the LLM the same question does not fit in the training budget.
 """
 
 from __future__ import annotations
@@ -19,20 +20,40 @@ if TYPE_CHECKING:  # the CLI's --help imports this module, and must not import t
     import torch
 
 
-def read_head_questions(path: str | Path) -> tuple[str, list[tuple[Path, ...]], list[str]]:
-    """(prompt, the frames of each record, answers) of a frame question dataset."""
+def read_head_questions(
+    path: str | Path,
+) -> tuple[str, list[tuple[Path, ...]], list[str], list[str] | None]:
+    """(prompt, the frames of each record, answers, the name each record asks about) of a frame
+    question dataset. A named question's prompt is the template (`{name}` where its records
+    put the name); a question without names gets None for the names."""
     from nvila_core.model.frame_head import FrameHeadError
     from nvila_core.train.data import read_llava_dataset
 
     samples = [s for group in read_llava_dataset(path, "head") for s in group]
     if not samples:
         raise FrameHeadError(f"{path}: no records")
-    prompts = {s.prompt for s in samples}
-    if len(prompts) != 1:
-        raise FrameHeadError(f"{path}: a head answers one question, found {len(prompts)} prompts")
-    if not samples[0].frame_paths:  # one prompt: its <image> count is every record's
+    if not samples[0].frame_paths:  # every prompt has the first one's <image> count
         raise FrameHeadError(f"{path}: the question shows no frame")
-    return prompts.pop(), [tuple(s.frame_paths) for s in samples], [s.answer for s in samples]
+    frames, said = [tuple(s.frame_paths) for s in samples], [s.answer for s in samples]
+    records = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = [r.get("name") for r in records]
+    if all(n is None for n in names):
+        prompts = {s.prompt for s in samples}
+        if len(prompts) != 1:
+            raise FrameHeadError(
+                f"{path}: a head answers one question, found {len(prompts)} prompts"
+            )
+        return prompts.pop(), frames, said, None
+    if not all(isinstance(n, str) and n for n in names):
+        raise FrameHeadError(f"{path}: some records of a named question have no name")
+    template = samples[0].prompt.replace(names[0], "{name}")
+    for sample, name in zip(samples, names, strict=True):
+        if "{name}" not in template or sample.prompt != template.format(name=name):
+            raise FrameHeadError(
+                f"{path}: record {sample.sample_id} asks {sample.prompt!r}, not {template!r} "
+                f"about {name!r}"
+            )
+    return template, frames, said, names
 
 
 def frame_features(engine, records: list[tuple[Path, ...]], desc: str) -> torch.Tensor:
@@ -61,9 +82,11 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from nvila_core.runtime.engine import Engine
 
     engine = Engine.from_pretrained(args.model, cache_frames=0, threads=args.threads)
-    prompt, frames, said = read_head_questions(args.data)
+    prompt, frames, said, asked_names = read_head_questions(args.data)
     answers = sorted(set(said))
     labels = [answers.index(a) for a in said]
+    names = sorted(set(asked_names or []))
+    asked = None if asked_names is None else [names.index(n) for n in asked_names]
     features = frame_features(engine, frames, f"{args.name}: train frames")
     with Progress(args.epochs, f"{args.name}: fitting", "epochs") as bar:
         head = fit_frame_head(
@@ -77,25 +100,30 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=bar.update,
             frames=len(frames[0]),
+            names=names,
+            asked=asked,
         )
     head.info["data"] = str(args.data)
-    head.info["train_accuracy"] = round(accuracy(head, features, labels), 4)
+    head.info["train_accuracy"] = round(accuracy(head, features, labels, asked), 4)
     if args.val:
-        val_prompt, val_frames, val_said = read_head_questions(args.val)
+        val_prompt, val_frames, val_said, val_names = read_head_questions(args.val)
         if (
             val_prompt != prompt
             or not set(val_said) <= set(answers)
             or len(val_frames[0]) != head.frames
+            or (val_names is None) != (asked_names is None)
+            or not set(val_names or []) <= set(names)
         ):
             raise FrameHeadError(
-                f"{args.val}: another question, other answers or another number of frames than "
-                f"{args.data}"
+                f"{args.val}: another question, other answers or names, or another number of "
+                f"frames than {args.data}"
             )
         val_features = frame_features(engine, val_frames, f"{args.name}: val frames")
         val_labels = [answers.index(a) for a in val_said]
+        val_asked = None if val_names is None else [names.index(n) for n in val_names]
         head.info["val_data"] = str(args.val)
         head.info["val_samples"] = len(val_labels)
-        head.info["val_accuracy"] = round(accuracy(head, val_features, val_labels), 4)
+        head.info["val_accuracy"] = round(accuracy(head, val_features, val_labels, val_asked), 4)
         majority = max(val_labels.count(i) for i in range(len(answers))) / len(val_labels)
         head.info["val_majority"] = round(majority, 4)
     path = head.save(args.out or args.model)

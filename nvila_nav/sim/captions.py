@@ -187,6 +187,11 @@ def _phrase(said: str) -> str:
     return said[0].lower() + said[1:-1]
 
 
+def landmark_phrase(landmark: Landmark) -> str:
+    """How a statement names a landmark, in the readout's words: "the pink shelf"."""
+    return _phrase(readout_answer(landmark))
+
+
 def close_ahead_phrase(world: World, pose: Pose, hfov_deg: float) -> str:
     """What is close ahead as a prompt or a navigation answer states it, "the pink shelf" or
     "nothing": `read_out` without its capital and period."""
@@ -211,9 +216,9 @@ def stop_statement(world: World, pose: Pose, hfov_deg: float, goal: Landmark) ->
     close ahead it is the landmark stated, even with another one nearer; otherwise the nearest."""
     close = landmarks_close_ahead(world, pose, hfov_deg)
     goal_close = goal.name in close
-    said = _phrase(readout_answer(goal) if goal_close else _readout(world, close))
+    said = landmark_phrase(goal) if goal_close else _phrase(_readout(world, close))
     answer = "Yes." if goal_close else "No."
-    return f"Close ahead: {said}. Is {_phrase(readout_answer(goal))} close ahead? {answer}"
+    return f"Close ahead: {said}. Is {landmark_phrase(goal)} close ahead? {answer}"
 
 
 def readout_answer(landmark: Landmark) -> str:

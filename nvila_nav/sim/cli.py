@@ -151,7 +151,7 @@ def _cmd_stop_band(args: argparse.Namespace) -> int:
 
 
 def _cmd_frame_question(args: argparse.Namespace) -> int:
-    from nvila_nav.sim.close_side_questions import CLOSE_SIDE
+    from nvila_nav.sim.landmark_side_questions import LANDMARK_SIDE
     from nvila_nav.sim.stop_reach_questions import STOP_REACH
     from nvila_nav.sim.turn_sides import ROUTE_AHEAD, TURN_SIDE, write_question_dataset
 
@@ -159,7 +159,7 @@ def _cmd_frame_question(args: argparse.Namespace) -> int:
         "turn-sides": TURN_SIDE,
         "route-ahead": ROUTE_AHEAD,
         "stop-reach": STOP_REACH,
-        "close-side": CLOSE_SIDE,
+        "landmark-side": LANDMARK_SIDE,
     }[args.command]
     total = sum(
         len(json.loads((Path(d) / "index.json").read_text(encoding="utf-8"))["episodes"])
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("turn-sides", "Which way does the route turn?", "the expert turns after a move"),
         ("route-ahead", "Is the route straight ahead?", "the expert acts after a turn"),
         ("stop-reach", "Is the goal within reach?", "the named landmark is close ahead"),
-        ("close-side", "Where is what is close ahead?", "the statement names a landmark"),
+        ("landmark-side", "Where is the <landmark>?", "landmarks are in view, and one not"),
     ):
         p = sub.add_parser(
             command,

@@ -49,8 +49,10 @@ class FrameQuestion(Protocol):
     file: str
     frames: int
 
-    def states(self, meta: dict) -> list[tuple[int, str]]:
-        """(action index, answer) of every state of an episode's meta.json asked about."""
+    def states(self, meta: dict) -> Sequence[tuple[int, str] | tuple[int, str, str]]:
+        """(action index, answer) of every state of an episode's meta.json asked about; for a
+        named question (prompt with `{name}`), (action index, answer, name), a state once per
+        name asked about."""
         ...
 
 
@@ -150,7 +152,7 @@ def write_question_dataset(
             states = question.states(meta)
             shown = [
                 [decision_file(meta, max(i, 0)) for i in range(k - question.frames + 1, k + 1)]
-                for k, _ in states
+                for k, *_ in states
             ]
             if shown:
                 link_frames(
@@ -158,18 +160,22 @@ def write_question_dataset(
                     out / root.name / entry["dir"],
                     sorted({file for files in shown for file in files}),
                 )
-            for (k, answer), files in zip(states, shown, strict=True):
+            for (k, answer, *named), files in zip(states, shown, strict=True):
                 images = [f"{root.name}/{entry['dir']}/{file}" for file in files]
-                records.append(
-                    {
-                        "id": f"{root.name}/{entry['dir']}/{k:04d}",
-                        "image": images[0] if len(images) == 1 else images,
-                        "conversations": [
-                            {"from": "human", "value": question.prompt},
-                            {"from": "gpt", "value": answer},
-                        ],
-                    }
-                )
+                record = {
+                    "id": f"{root.name}/{entry['dir']}/{k:04d}",
+                    "image": images[0] if len(images) == 1 else images,
+                    "conversations": [
+                        {"from": "human", "value": question.prompt.format(name=named[0])}
+                        if named
+                        else {"from": "human", "value": question.prompt},
+                        {"from": "gpt", "value": answer},
+                    ],
+                }
+                if named:
+                    record["id"] += f"/{named[0]}"
+                    record["name"] = named[0]
+                records.append(record)
                 counts[answer] += 1
             if progress is not None:
                 progress(1)

@@ -198,3 +198,95 @@ def test_a_head_on_two_decision_frames_reads_the_older_one_too(tmp_path, capsys)
     one = _questions(tmp_path / "one", 10, 2, prompt=prompt.replace("<image>\n", "", 1))
     assert core_main([*args, "--val", str(one), "--name", "again"]) == 2
     assert "another number of frames" in capsys.readouterr().err
+
+
+def test_a_named_head_answers_each_name_from_its_own_group(tmp_path):
+    """One hidden layer, one answer group per name: "the red door" is on the side of the
+    cloud, "the blue door" on the other; each row trains only its own name's group."""
+    features, labels = _clusters(600, 3)
+    names = ["the blue door", "the red door"]
+    asked = [i % 2 for i in range(600)]
+    named_labels = [label if name else 1 - label for label, name in zip(labels, asked, strict=True)]
+    head = fit_frame_head(
+        "where", "<image>\nWhere is {name}?", ANSWERS, features, named_labels, epochs=10,
+        names=names, asked=asked,
+    )  # fmt: skip
+    held, held_labels = _clusters(200, 4)
+    red, blue = [1] * 200, [0] * 200
+    assert accuracy(head, held, held_labels, red) > 0.95
+    assert accuracy(head, held, [1 - label for label in held_labels], blue) > 0.95
+    head.save(tmp_path)
+    loaded = FrameHead.load(tmp_path, "where")
+    assert (
+        loaded.names == names
+        and json.loads((tmp_path / HEADS_DIR / "where.json").read_text())["names"] == names
+    )
+    row = held[0]
+    for name in names:
+        assert loaded.probabilities(row, name) == pytest.approx(
+            head.probabilities(row, name), abs=1e-3
+        )
+    assert loaded.answer(row, "the red door")[0] != loaded.answer(row, "the blue door")[0]
+    with pytest.raises(FrameHeadError, match="no answers about 'the green door'"):
+        loaded.answer(row, "the green door")
+    with pytest.raises(FrameHeadError, match="no answers about None"):
+        loaded.answer(row)
+    unnamed = fit_frame_head("side", "q", ANSWERS, features, labels, epochs=1)
+    with pytest.raises(FrameHeadError, match="asks about no name"):
+        unnamed.answer(row, "the red door")
+    with pytest.raises(FrameHeadError, match="one of the 2 names"):
+        fit_frame_head("x", "q", ANSWERS, features, labels, names=names, asked=[2] * 600)
+    with pytest.raises(FrameHeadError, match="the head has none"):
+        fit_frame_head("x", "q", ANSWERS, features, labels, asked=asked)
+
+
+def test_nvila_core_train_head_fits_a_named_question(tmp_path, capsys):
+    """Records that carry the name they ask about ("the bright side" or "the dark side" of a
+    frame bright on one half) train a named head; the engine answers `about` each name."""
+    model, _, tokenizer = compact_model()
+    save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    template = "<image>\nWhere is {name}?"
+    for split, n, seed in (("train", 160, 0), ("val", 40, 1)):
+        path = _questions(tmp_path / split, n, seed)
+        records = json.loads(path.read_text())
+        for i, record in enumerate(records):
+            name = ("the bright side", "the dark side")[i % 2]
+            said = record["conversations"][1]["value"]
+            if i % 2:
+                said = "Right." if said == "Left." else "Left."
+            record["name"] = name
+            record["conversations"] = [
+                {"from": "human", "value": template.format(name=name)},
+                {"from": "gpt", "value": said},
+            ]
+        path.write_text(json.dumps(records))
+    args = [
+        "train-head",
+        "--model",
+        str(tmp_path / "ckpt"),
+        "--data",
+        str(tmp_path / "train/q.json"),
+    ]
+    assert (
+        core_main(
+            [*args, "--val", str(tmp_path / "val/q.json"), "--name", "where", "--epochs", "30"]
+        )
+        == 0
+    )
+    info = json.loads((tmp_path / "ckpt" / HEADS_DIR / "where.json").read_text())
+    assert info["prompt"] == template and info["names"] == ["the bright side", "the dark side"]
+    assert info["val_accuracy"] >= 0.85
+    engine = Engine.from_pretrained(tmp_path / "ckpt")
+    bright_left = np.zeros((48, 64, 3), dtype=np.uint8)
+    bright_left[:, :32] = 200
+    assert engine.ask_head("where", bright_left, about="the bright side")[0] == "Left."
+    assert engine.ask_head("where", bright_left, about="the dark side")[0] == "Right."
+    records = json.loads((tmp_path / "train/q.json").read_text())
+    records[3]["conversations"][0]["value"] = "<image>\nWhat is the dark side?"
+    (tmp_path / "train/q.json").write_text(json.dumps(records))
+    assert core_main([*args, "--name", "again"]) == 2
+    assert "not '<image>\\nWhere is {name}?'" in capsys.readouterr().err
+    del records[3]["name"]
+    (tmp_path / "train/q.json").write_text(json.dumps(records))
+    assert core_main([*args, "--name", "again"]) == 2
+    assert "have no name" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from nvila_core.model.generation import Decoded
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.processing import NVILAProcessor
 from nvila_core.model.prompting import (
+    asked_name,
     close_ahead_name,
     names_verdict,
     statement_answer,
@@ -144,6 +145,18 @@ def test_the_name_a_statement_says_is_close_ahead():
     for nameless in ("Close ahead: nothing. Is the red chair close ahead? No.", "", None):
         assert close_ahead_name(nameless) is None
     assert close_ahead_name("Close ahead: the red chair.") is None
+
+
+def test_the_name_a_statement_asks_about():
+    assert asked_name(SAID) == "the red chair"
+    assert asked_name("Close ahead: nothing. Is the blue potted plant close ahead? No.") == (
+        "the blue potted plant"
+    )
+    assert asked_name("Close ahead: the blue door. Is the pink table close ahead?") == (
+        "the pink table"
+    )
+    for other in ("Close ahead: the red chair.", "", None):
+        assert asked_name(other) is None
 
 
 def test_config_needs_a_statement_for_the_names_verdict(tmp_path):

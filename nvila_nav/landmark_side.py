@@ -1,0 +1,163 @@
+"""Where a named landmark is in view: "Where is the blue door?" answered from the current frame.
+
+An instruction names the doorways its route goes through ("... go through the blue door into the
+hallway ...") and the landmark it stops at; navila-nano's statement names the goal in the
+readout's words ("Is the pink table close ahead?"). Going toward the next of them wherever it is
+in view, not only once it is close ahead, is most of following such a route. The landmark-side
+head on the model's visual tokens answers, per landmark name, "Left." or "Right." (its centre
+more than `AHEAD_DEG` to that side), "Ahead." or "Not in view." (outside the field of view,
+farther than `VIEW_RANGE`, or behind a wall); it is trained on the rollouts' frames with the
+answers computed from the world's geometry (`nvila-sim landmark-side`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, parse_action
+
+LANDMARK_SIDE_HEAD = "landmark_side"
+"""The frame head's name in a model folder (`nvila_core.model.frame_head`)."""
+LANDMARK_SIDE_PROMPT = "<image>\nWhere is {name}?"
+"""The question; `{name}` is the landmark's name in the statement's words ("the blue door")."""
+LANDMARK_SIDE_ANSWERS: dict[ActionKind | None, str] = {
+    ActionKind.TURN_LEFT: "Left.",
+    None: "Ahead.",
+    ActionKind.TURN_RIGHT: "Right.",
+}
+NOT_IN_VIEW = "Not in view."
+LANDMARK_SIDE_ANSWER_SET = (*LANDMARK_SIDE_ANSWERS.values(), NOT_IN_VIEW)
+"""Every answer of the question: the sides, and not in view."""
+AHEAD_DEG = 15.0
+"""A landmark is "Ahead." where its centre is within this many degrees of the heading (one
+smallest turn of the robot)."""
+VIEW_RANGE = 8.0
+"""Farther than this (m, to its footprint) a landmark counts as not in view: a few pixels of a
+96-pixel frame."""
+
+
+def landmark_side_answer(bearing: float | None) -> str:
+    """The answer for a landmark in view at `bearing` (radians from the heading, + left), or
+    `NOT_IN_VIEW` for None."""
+    if bearing is None:
+        return NOT_IN_VIEW
+    if abs(math.degrees(bearing)) < AHEAD_DEG:
+        return LANDMARK_SIDE_ANSWERS[None]
+    return LANDMARK_SIDE_ANSWERS[ActionKind.TURN_LEFT if bearing > 0 else ActionKind.TURN_RIGHT]
+
+
+SIDE_CONFIDENCE = 0.6
+"""A side answer less probable than this steers nothing: a side toward something that is not
+there walks the robot away from the route. At 0.6, on held-out tier C states, navila-nano's head
+gives a side for 4.5 % of the doorways and 5.8 % of the furniture out of view, and 73 % and 82 %
+of the sides it gives for those in view are right."""
+TARGET_STEPS = 20
+"""Decisions per landmark at most that the guide steers; after them the model decides."""
+TARGET_MOVE = Action.forward(max(FORWARD_CM))
+"""The move toward a landmark that is ahead."""
+TARGET_TURN_DEG = min(TURN_DEG)
+"""The turn toward a landmark to one side."""
+
+
+def side_of_landmark(answer: str) -> ActionKind | None:
+    """The turn toward a landmark in view that an answer names (None: it is ahead)."""
+    for side, said in LANDMARK_SIDE_ANSWERS.items():
+        if said == answer:
+            return side
+    raise ValueError(f"{answer!r} is not a side of {LANDMARK_SIDE_PROMPT!r}")
+
+
+def toward_landmark(answer: str) -> Action:
+    """Forward toward a landmark that is ahead, else the smallest turn toward it."""
+    side = side_of_landmark(answer)
+    return TARGET_MOVE if side is None else Action(side, TARGET_TURN_DEG)
+
+
+_THROUGH = re.compile(r"\bthrough the (\w+) door(?:way)?\b", re.IGNORECASE)
+
+
+def doorways_to_pass(instruction: str) -> list[str]:
+    """Colours of the doorways the instruction says to go through ("walk through the blue
+    door", "pass through the red doorway"), in order, each once."""
+    colours: list[str] = []
+    for match in _THROUGH.finditer(instruction):
+        colour = match[1].lower()
+        if colour not in colours:
+            colours.append(colour)
+    return colours
+
+
+def route_landmarks(instruction: str, goal: str | None) -> list[str]:
+    """What the route heads for, in order, in the statement's words: each doorway the
+    instruction says to go through ("the blue door"), then the goal (`goal`, as the statement
+    names it), where known."""
+    doors = [f"the {colour} door" for colour in doorways_to_pass(instruction)]
+    return doors + ([goal] if goal is not None and goal not in doors else [])
+
+
+class RouteGuide:
+    """Which landmark of the route the current decision heads for, and how; one per episode
+    (`reset`).
+
+    A doorway counts as gone through once the statement said it was close ahead, the robot
+    then moved, and it is out of view: it is behind the robot, and the next landmark takes
+    over. The goal is headed for until the statement says it is close ahead, where the model's
+    own stop decides."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._passed: set[str] = set()
+        self._steps: dict[str, int] = {}
+        self._last_close: str | None = None
+        self._opening_turn_done = False
+
+    def steer(
+        self,
+        instruction: str,
+        goal: str | None,
+        close_ahead: str | None,
+        previous_actions: Sequence[str],
+        where: Callable[[str], tuple[str, float]],
+        opening_turn_done: bool = True,
+    ) -> tuple[str, Action] | None:
+        """(landmark, action toward it) for this decision, or None where the model decides.
+        `goal` and `close_ahead` are the names the statement asks about and says is close
+        ahead; `where(name)` answers the landmark-side question about a name (the most probable
+        answer and its probability; a side steers only at `SIDE_CONFIDENCE` or more). Nothing is
+        steered until the instruction's opening turn has been made once (turning back toward a
+        landmark afterwards does not undo it). Call it at every decision, so that a doorway gone
+        through is recognised."""
+        last_close, self._last_close = self._last_close, close_ahead
+        self._opening_turn_done = self._opening_turn_done or opening_turn_done
+        moved = bool(previous_actions) and _is_move(previous_actions[-1])
+        for name in route_landmarks(instruction, goal):
+            if name in self._passed:
+                continue
+            if name == goal and name == close_ahead:
+                return None
+            answer, probability = where(name)
+            gone_through = last_close == name and moved and close_ahead != name
+            if name != goal and gone_through and answer == NOT_IN_VIEW:
+                self._passed.add(name)
+                continue
+            if (
+                not self._opening_turn_done
+                or answer == NOT_IN_VIEW
+                or probability < SIDE_CONFIDENCE
+                or self._steps.get(name, 0) >= TARGET_STEPS
+            ):
+                return None
+            self._steps[name] = self._steps.get(name, 0) + 1
+            return name, toward_landmark(answer)
+        return None
+
+
+def _is_move(text: str) -> bool:
+    action = parse_action(text)
+    if action is None:
+        raise ValueError(f"previous actions must be actions, got {text!r}")
+    return action.kind is ActionKind.FORWARD

@@ -1,0 +1,175 @@
+"""Where a named landmark is in view, and which decisions the route's landmarks steer
+(`RouteGuide`): doorways the instruction says to go through, in order, then the goal."""
+
+import math
+
+import pytest
+
+from nvila_nav.actions import Action, ActionKind
+from nvila_nav.landmark_side import (
+    NOT_IN_VIEW,
+    SIDE_CONFIDENCE,
+    TARGET_STEPS,
+    RouteGuide,
+    doorways_to_pass,
+    landmark_side_answer,
+    route_landmarks,
+    side_of_landmark,
+    toward_landmark,
+)
+from nvila_nav.sim.episodes import generate_episode
+from nvila_nav.sim.world import world_for_scene
+
+ROUTE = (
+    "Turn right and go through the blue door into the hallway. Walk past the green door, "
+    "then pass through the red doorway and stop near the pink table."
+)
+GOAL = "the pink table"
+MOVE = "move forward 75 cm"
+TURN = "turn right 45 degrees"
+
+
+def test_answers_by_the_bearing_and_back():
+    assert landmark_side_answer(0.0) == "Ahead."
+    assert landmark_side_answer(math.radians(14.9)) == "Ahead."
+    assert landmark_side_answer(math.radians(15.1)) == "Left."
+    assert landmark_side_answer(math.radians(-39.0)) == "Right."
+    assert landmark_side_answer(None) == NOT_IN_VIEW
+    assert side_of_landmark("Left.") is ActionKind.TURN_LEFT
+    assert side_of_landmark("Ahead.") is None
+    assert side_of_landmark("Right.") is ActionKind.TURN_RIGHT
+    with pytest.raises(ValueError, match="not a side"):
+        side_of_landmark(NOT_IN_VIEW)
+    assert toward_landmark("Ahead.") == Action.forward(75)
+    assert toward_landmark("Left.") == Action.left(15)
+    assert toward_landmark("Right.") == Action.right(15)
+
+
+def test_the_doorways_an_instruction_says_to_go_through_in_order():
+    said = (
+        "Pass through the blue doorway into the hallway, walk past the red door, then go "
+        "through the Green door and walk through the blue door again. Stop at the red chair."
+    )
+    assert doorways_to_pass(said) == ["blue", "green"]
+    assert doorways_to_pass("Walk through the door into the office, then stop.") == []
+    assert doorways_to_pass("Turn left at the yellow door and stop by the sofa.") == []
+    assert doorways_to_pass("Go through the doorways") == []
+
+
+def test_every_framed_doorway_of_generated_routes_is_read_by_its_colour():
+    """On generated val_unseen episodes of every tier, every colour read is a door frame of the
+    scene, and doorways are read in many of them."""
+    read = 0
+    for tier, seed in (("A", 7), ("B", 7), ("C", 7)):
+        for index in range(40):
+            episode = generate_episode("val_unseen", index, seed=seed, tier=tier)
+            doors = {
+                lm.colour for lm in world_for_scene(episode.scene_id).landmarks if lm.kind == "door"
+            }
+            colours = doorways_to_pass(episode.instruction_text)
+            assert set(colours) <= doors, episode.instruction_text
+            read += bool(colours)
+    assert read >= 20
+
+
+def test_the_route_is_its_doorways_in_order_then_the_goal():
+    assert route_landmarks(ROUTE, GOAL) == ["the blue door", "the red door", GOAL]
+    assert route_landmarks(ROUTE, None) == ["the blue door", "the red door"]
+    assert route_landmarks("Stop at the red chair.", "the red chair") == ["the red chair"]
+
+
+class View:
+    """What the landmark-side head answers about each name (at probability `p`, or as given
+    by `probability`)."""
+
+    def __init__(self, p: float = 0.9, **sides: str):
+        self.sides = {f"the {k.replace('_', ' ')}": v for k, v in sides.items()}
+        self.p = p
+        self.probability: dict[str, float] = {}
+
+    def __call__(self, name: str) -> tuple[str, float]:
+        return self.sides.get(name, NOT_IN_VIEW), self.probability.get(name, self.p)
+
+
+def test_heads_for_the_first_doorway_in_view_then_the_next_once_gone_through():
+    guide = RouteGuide()
+    view = View(blue_door="Left.", red_door="Right.", pink_table="Ahead.")
+    assert guide.steer(ROUTE, GOAL, None, [TURN], view) == ("the blue door", Action.left(15))
+    view.sides["the blue door"] = "Ahead."
+    said = guide.steer(ROUTE, GOAL, "the blue door", [TURN, "turn left 15 degrees"], view)
+    assert said == ("the blue door", Action.forward(75))
+    # moved through: no longer close ahead and out of view, so the red doorway takes over
+    view.sides["the blue door"] = NOT_IN_VIEW
+    assert guide.steer(ROUTE, GOAL, None, [TURN, MOVE], view) == (
+        "the red door",
+        Action.right(15),
+    )
+    # once gone through, a doorway is not headed for again, even where it is in view again
+    view.sides["the blue door"] = "Ahead."
+    view.sides["the red door"] = NOT_IN_VIEW
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
+
+
+def test_a_side_below_side_confidence_steers_nothing_and_passes_no_doorway():
+    guide = RouteGuide()
+    view = View(blue_door="Ahead.")
+    view.probability["the blue door"] = SIDE_CONFIDENCE - 0.01
+    assert guide.steer(ROUTE, GOAL, "the blue door", [TURN], view) is None
+    view.probability["the blue door"] = SIDE_CONFIDENCE
+    assert guide.steer(ROUTE, GOAL, "the blue door", [TURN], view) == (
+        "the blue door",
+        Action.forward(75),
+    )
+    # moved on, no longer close ahead, its side unsure: still the doorway to go through
+    view.sides["the blue door"] = "Left."
+    view.probability["the blue door"] = 0.4
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
+    view.probability["the blue door"] = 0.9
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.left(15))
+
+
+def test_a_doorway_out_of_view_is_not_gone_through_without_a_move_after_it_was_close():
+    guide = RouteGuide()
+    view = View(blue_door="Ahead.", pink_table="Ahead.")
+    guide.steer(ROUTE, GOAL, "the blue door", [TURN], view)
+    view.sides["the blue door"] = NOT_IN_VIEW
+    # turned away: it is out of view but still the route's next doorway
+    assert guide.steer(ROUTE, GOAL, None, [TURN, "turn left 45 degrees"], view) is None
+    view.sides["the blue door"] = "Right."
+    assert guide.steer(ROUTE, GOAL, None, [TURN, TURN], view) == ("the blue door", Action.right(15))
+    # out of view after a move, but it had not been close ahead: not gone through either
+    view.sides["the blue door"] = NOT_IN_VIEW
+    assert guide.steer(ROUTE, GOAL, None, [TURN, MOVE], view) is None
+    assert guide.steer(ROUTE, GOAL, None, [MOVE, MOVE], view) is None
+
+
+def test_the_goal_is_headed_for_until_the_statement_says_it_is_close_ahead():
+    guide = RouteGuide()
+    only_goal = "Walk forward and stop near the pink table."
+    view = View(pink_table="Right.")
+    assert guide.steer(only_goal, GOAL, None, [], view) == (GOAL, Action.right(15))
+    assert guide.steer(only_goal, GOAL, "the blue chair", [MOVE], view) == (GOAL, Action.right(15))
+    assert guide.steer(only_goal, GOAL, GOAL, [MOVE], view) is None
+    # a statement that names no goal: nothing to head for
+    assert guide.steer(only_goal, None, None, [MOVE], view) is None
+
+
+def test_a_landmark_steers_at_most_target_steps_decisions_and_reset_forgets():
+    guide = RouteGuide()
+    view = View(blue_door="Ahead.")
+    for _ in range(TARGET_STEPS):
+        assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.forward(75))
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
+    guide.reset()
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.forward(75))
+
+
+def test_nothing_is_steered_before_the_opening_turn_and_bad_actions_are_refused():
+    guide = RouteGuide()
+    view = View(blue_door="Ahead.")
+    assert guide.steer(ROUTE, GOAL, None, [], view, opening_turn_done=False) is None
+    assert guide.steer(ROUTE, GOAL, None, [], view) == ("the blue door", Action.forward(75))
+    # made once, the opening turn stays made: turning back toward a landmark does not undo it
+    assert guide.steer(ROUTE, GOAL, None, [], view, opening_turn_done=False) is not None
+    with pytest.raises(ValueError, match="must be actions"):
+        guide.steer(ROUTE, GOAL, None, ["fly away"], view)
