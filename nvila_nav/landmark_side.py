@@ -59,6 +59,16 @@ TARGET_MOVE = Action.forward(max(FORWARD_CM))
 """The move toward a landmark that is ahead."""
 TARGET_TURN_DEG = min(TURN_DEG)
 """The turn toward a landmark to one side."""
+SEARCH_AFTER = 8
+"""Decisions in a row without the next landmark in view (after the opening turn) before the
+guide looks around for it."""
+SEARCH_TURN_DEG = max(TURN_DEG)
+"""One turn of a look-around."""
+SEARCH_TURNS = 360 // SEARCH_TURN_DEG - 1
+"""Turns of one look-around: every heading once, the camera's field of view (79 degrees) wider
+than a turn."""
+SEARCH_ROUNDS = 3
+"""Look-arounds per landmark at most."""
 
 
 def side_of_landmark(answer: str) -> ActionKind | None:
@@ -104,7 +114,9 @@ class RouteGuide:
     A doorway counts as gone through once the statement said it was close ahead, the robot
     then moved, and it is out of view: it is behind the robot, and the next landmark takes
     over. The goal is headed for until the statement says it is close ahead, where the model's
-    own stop decides."""
+    own stop decides. Where the next landmark has not been in view for `SEARCH_AFTER`
+    decisions, the guide looks around for it: turns of `SEARCH_TURN_DEG` through every heading,
+    toward the side it was last seen on, until it comes into view (then it is headed for)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -114,6 +126,10 @@ class RouteGuide:
         self._steps: dict[str, int] = {}
         self._last_close: str | None = None
         self._opening_turn_done = False
+        self._unseen: dict[str, int] = {}
+        self._rounds: dict[str, int] = {}
+        self._last_side: dict[str, ActionKind] = {}
+        self._search_turns = 0
 
     def steer(
         self,
@@ -134,26 +150,44 @@ class RouteGuide:
         last_close, self._last_close = self._last_close, close_ahead
         self._opening_turn_done = self._opening_turn_done or opening_turn_done
         moved = bool(previous_actions) and _is_move(previous_actions[-1])
+        if goal is not None and goal == close_ahead:
+            return None  # the model's own stop decides, whatever the route still holds
         for name in route_landmarks(instruction, goal):
             if name in self._passed:
                 continue
-            if name == goal and name == close_ahead:
-                return None
             answer, probability = where(name)
             gone_through = last_close == name and moved and close_ahead != name
             if name != goal and gone_through and answer == NOT_IN_VIEW:
                 self._passed.add(name)
                 continue
-            if (
-                not self._opening_turn_done
-                or answer == NOT_IN_VIEW
-                or probability < SIDE_CONFIDENCE
-                or self._steps.get(name, 0) >= TARGET_STEPS
-            ):
+            if not self._opening_turn_done:
+                return None
+            if answer == NOT_IN_VIEW or probability < SIDE_CONFIDENCE:
+                return self._search(name)
+            self._unseen[name], self._search_turns = 0, 0
+            side = side_of_landmark(answer)
+            if side is not None:
+                self._last_side[name] = side
+            if self._steps.get(name, 0) >= TARGET_STEPS:
                 return None
             self._steps[name] = self._steps.get(name, 0) + 1
             return name, toward_landmark(answer)
         return None
+
+    def _search(self, name: str) -> tuple[str, Action] | None:
+        """The next turn of a look-around for `name`, which is not in view; None where the
+        model decides."""
+        self._unseen[name] = self._unseen.get(name, 0) + 1
+        if self._search_turns == 0:
+            if self._unseen[name] < SEARCH_AFTER or self._rounds.get(name, 0) >= SEARCH_ROUNDS:
+                return None
+            self._rounds[name] = self._rounds.get(name, 0) + 1
+            self._search_turns = SEARCH_TURNS
+        self._search_turns -= 1
+        if self._search_turns == 0:
+            self._unseen[name] = 0
+        side = self._last_side.get(name, ActionKind.TURN_LEFT)
+        return name, Action(side, SEARCH_TURN_DEG)
 
 
 def _is_move(text: str) -> bool:

@@ -183,7 +183,8 @@ class NVILAPolicy:
         wherever it answers "Yes."."""
         self.stop_reach = STOP_REACH_HEAD in engine.heads
         """A model folder with a stop-reach head moves 25 cm on instead of stopping wherever it
-        answers "No.", up to `STOP_REACH_VETOES` times an episode (`nvila_nav.stop_reach`)."""
+        answers "No." (or "Yes." below `REACH_CONFIDENCE`), up to `STOP_REACH_VETOES` times an
+        episode (`nvila_nav.stop_reach`)."""
         self._reach_vetoes = 0
         self.route_guide = LANDMARK_SIDE_HEAD in engine.heads
         """A model folder with a landmark-side head heads for the next landmark of the route
@@ -247,7 +248,7 @@ class NVILAPolicy:
                 action = ROUTE_AHEAD_MOVE
                 text = action.to_text()
         elif stopping and self.stop_reach and self._reach_vetoes < STOP_REACH_VETOES:
-            reach = within_reach(self._ask(STOP_REACH_HEAD, frames, keys, decisions, timings)[0])
+            reach = within_reach(*self._ask(STOP_REACH_HEAD, frames, keys, decisions, timings))
             timings["stop_reach_changed"] = int(not reach)
             if not reach:
                 self._reach_vetoes += 1

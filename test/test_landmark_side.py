@@ -8,6 +8,10 @@ import pytest
 from nvila_nav.actions import Action, ActionKind
 from nvila_nav.landmark_side import (
     NOT_IN_VIEW,
+    SEARCH_AFTER,
+    SEARCH_ROUNDS,
+    SEARCH_TURN_DEG,
+    SEARCH_TURNS,
     SIDE_CONFIDENCE,
     TARGET_STEPS,
     RouteGuide,
@@ -152,6 +156,54 @@ def test_the_goal_is_headed_for_until_the_statement_says_it_is_close_ahead():
     assert guide.steer(only_goal, GOAL, GOAL, [MOVE], view) is None
     # a statement that names no goal: nothing to head for
     assert guide.steer(only_goal, None, None, [MOVE], view) is None
+
+
+def test_the_goal_close_ahead_steers_nothing_while_a_doorway_is_still_ahead():
+    """The statement's goal close ahead leaves the stop to the model, even where a doorway
+    of the route was never recognised as gone through."""
+    guide = RouteGuide()
+    view = View(blue_door="Right.", pink_table="Ahead.")
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.right(15))
+    assert guide.steer(ROUTE, GOAL, GOAL, [MOVE], view) is None
+
+
+def test_a_landmark_long_out_of_view_is_looked_around_for():
+    """After SEARCH_AFTER decisions without the next landmark in view, the guide turns through
+    every heading; the model decides again between look-arounds and after SEARCH_ROUNDS."""
+    guide = RouteGuide()
+    only_goal = "Walk forward and stop near the pink table."
+    view = View()
+    look_around = [(GOAL, Action.left(SEARCH_TURN_DEG))] * SEARCH_TURNS
+    assert SEARCH_TURNS * SEARCH_TURN_DEG == 360 - SEARCH_TURN_DEG
+    for _ in range(SEARCH_ROUNDS):
+        for _ in range(SEARCH_AFTER - 1):
+            assert guide.steer(only_goal, GOAL, None, [MOVE], view) is None
+        assert [guide.steer(only_goal, GOAL, None, [MOVE], view) for _ in look_around] == (
+            look_around
+        )
+    assert all(guide.steer(only_goal, GOAL, None, [MOVE], view) is None for _ in range(50))
+
+
+def test_a_look_around_stops_where_the_landmark_comes_into_view_and_turns_to_its_side():
+    guide = RouteGuide()
+    view = View()
+    for _ in range(SEARCH_AFTER):  # opening turn made; the blue door never in view
+        said = guide.steer(ROUTE, GOAL, None, [TURN], view)
+    assert said == ("the blue door", Action.left(SEARCH_TURN_DEG))
+    view.sides["the blue door"] = "Right."
+    assert guide.steer(ROUTE, GOAL, None, [TURN], view) == ("the blue door", Action.right(15))
+    # lost again: the next look-around turns toward the side it was last seen on
+    view.sides["the blue door"] = NOT_IN_VIEW
+    said = [guide.steer(ROUTE, GOAL, None, [MOVE], view) for _ in range(SEARCH_AFTER)]
+    assert said[:-1] == [None] * (SEARCH_AFTER - 1)
+    assert said[-1] == ("the blue door", Action.right(SEARCH_TURN_DEG))
+    # unsure sightings are not sightings: the look-around goes on
+    view.sides["the blue door"] = "Ahead."
+    view.probability["the blue door"] = SIDE_CONFIDENCE - 0.1
+    assert guide.steer(ROUTE, GOAL, None, [TURN], view) == (
+        "the blue door",
+        Action.right(SEARCH_TURN_DEG),
+    )
 
 
 def test_a_landmark_steers_at_most_target_steps_decisions_and_reset_forgets():

@@ -27,7 +27,7 @@ from nvila_nav.policies import (
 from nvila_nav.sim.episodes import generate_episode
 from nvila_nav.sim.navgrid import ROBOT_RADIUS
 from nvila_nav.sim.world import world_for_scene
-from nvila_nav.stop_reach import STOP_REACH_HEAD, STOP_REACH_PROMPT
+from nvila_nav.stop_reach import REACH_CONFIDENCE, STOP_REACH_HEAD, STOP_REACH_PROMPT
 from nvila_nav.turn_side import (
     ROUTE_AHEAD_FRAMES,
     ROUTE_AHEAD_HEAD,
@@ -287,9 +287,10 @@ def constant_head(
     name: str = TURN_SIDE_HEAD,
     prompt: str = TURN_SIDE_PROMPT,
     answers: tuple[str, ...] = ("Left.", "Right."),
+    logit: float = 1.0,
 ) -> FrameHead:
     """A frame head (by default the turn-side one) that answers `answer` whatever the frame
-    shows."""
+    shows, `logit` above the other answers."""
     net = torch.nn.Sequential(
         torch.nn.Linear(features, 4), torch.nn.ReLU(), torch.nn.Linear(4, len(answers))
     )
@@ -297,7 +298,7 @@ def constant_head(
         for layer in (net[0], net[2]):
             layer.weight.zero_()
             layer.bias.zero_()
-        net[2].bias[answers.index(answer)] = 1.0
+        net[2].bias[answers.index(answer)] = logit
     return FrameHead(name, prompt, list(answers), torch.zeros(features), torch.ones(features), net)
 
 
@@ -425,16 +426,17 @@ def test_a_route_ahead_head_moves_on_where_a_turn_would_continue(make_frames):
 
 def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
     """With a stop-reach head, a stop the navigation query decided becomes "move forward 25 cm"
-    where the head answers "No." (three times an episode at most; reset starts a new count) and
-    stays a stop on "Yes."; no other decision asks the head."""
+    where the head answers "No." or a "Yes." less probable than REACH_CONFIDENCE (three times an
+    episode at most; reset starts a new count) and stays a stop on a confident "Yes."; no other
+    decision asks the head."""
     model, config, tokenizer = compact_model(nav_previous_actions=2)
     frames = make_frames(3, height=48, width=64)
     features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
 
-    def policy(said, head_answer):
+    def policy(said, head_answer, logit=3.0):
         engine = Engine(ScriptedAnswer(model, tokenizer, said), config, tokenizer)
         engine.heads[STOP_REACH_HEAD] = constant_head(
-            features, head_answer, STOP_REACH_HEAD, STOP_REACH_PROMPT, ("Yes.", "No.")
+            features, head_answer, STOP_REACH_HEAD, STOP_REACH_PROMPT, ("Yes.", "No."), logit
         )
         return NVILAPolicy(engine, decoding="generate")
 
@@ -448,8 +450,11 @@ def test_a_stop_reach_head_moves_on_where_a_stop_is_short(make_frames):
         stopped = short.decide(request)
         assert stopped.action == Action.stop() and "stop_reach_ms" not in stopped.timings
         short.reset()
-    reached = policy("stop", "Yes.").decide(request)
+    reached = policy("stop", "Yes.").decide(request)  # "Yes." at 0.95
     assert reached.action == Action.stop() and reached.timings["stop_reach_changed"] == 0
+    unsure = policy("stop", "Yes.", logit=1.0).decide(request)  # "Yes." at 0.73
+    assert 1 / (1 + math.exp(-1.0)) < REACH_CONFIDENCE
+    assert unsure.action == Action.forward(25) and unsure.timings["stop_reach_changed"] == 1
     for said in ("move forward 50 cm", "turn left 30 degrees"):
         kept = policy(said, "No.").decide(request)
         assert kept.action == parse_action(said) and "stop_reach_ms" not in kept.timings

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from nvila_nav.sim.stop_reach_questions import STOP_REACH
-from nvila_nav.stop_reach import STOP_REACH_PROMPT, reach_answer, within_reach
+from nvila_nav.stop_reach import REACH_CONFIDENCE, STOP_REACH_PROMPT, reach_answer, within_reach
 from test.helpers.frame_questions import assert_cli_questions
 from test.helpers.sim_rollouts import write_sim_rollouts
 
@@ -24,6 +24,8 @@ def test_within_reach_is_the_goal_point_at_most_1_2_m_away():
     assert reach_answer(0.0) == "Yes." and reach_answer(1.2) == "Yes."
     assert reach_answer(1.21) == "No." and reach_answer(2.0) == "No."
     assert within_reach("Yes.") and not within_reach("No.")
+    assert within_reach("Yes.", REACH_CONFIDENCE) and not within_reach("Yes.", 0.6)
+    assert not within_reach("No.", 0.99)
     with pytest.raises(ValueError, match="never negative"):
         reach_answer(-0.1)
     with pytest.raises(ValueError, match="not an answer"):
