@@ -59,9 +59,14 @@ TARGET_MOVE = Action.forward(max(FORWARD_CM))
 """The move toward a landmark that is ahead."""
 TARGET_TURN_DEG = min(TURN_DEG)
 """The turn toward a landmark to one side."""
-SEARCH_AFTER = 8
-"""Decisions in a row without the next landmark in view (after the opening turn) before the
-guide looks around for it."""
+SEARCH_AFTER_GOAL = 4
+"""Decisions in a row without the goal in view (after the opening turn, with the route's
+doorways behind) before the guide looks around for it: the goal is then most often in the room,
+beside or behind the robot."""
+SEARCH_AFTER_DOORWAY = 8
+"""The same for a doorway to go through: it is more often out of sight (around a corner, beyond
+what the head sees), and looking around for it sooner cost more of the route's decisions than
+it found doorways."""
 SEARCH_TURN_DEG = max(TURN_DEG)
 """One turn of a look-around."""
 SEARCH_TURNS = 360 // SEARCH_TURN_DEG - 1
@@ -114,8 +119,8 @@ class RouteGuide:
     A doorway counts as gone through once the statement said it was close ahead, the robot
     then moved, and it is out of view: it is behind the robot, and the next landmark takes
     over. The goal is headed for until the statement says it is close ahead, where the model's
-    own stop decides. Where the next landmark has not been in view for `SEARCH_AFTER`
-    decisions, the guide looks around for it: turns of `SEARCH_TURN_DEG` through every heading,
+    own stop decides. Where the next landmark has not been in view for `SEARCH_AFTER_GOAL`
+    (the goal) or `SEARCH_AFTER_DOORWAY` decisions, the guide looks around for it: turns of `SEARCH_TURN_DEG` through every heading,
     toward the side it was last seen on, until it comes into view (then it is headed for)."""
 
     def __init__(self) -> None:
@@ -163,7 +168,9 @@ class RouteGuide:
             if not self._opening_turn_done:
                 return None
             if answer == NOT_IN_VIEW or probability < SIDE_CONFIDENCE:
-                return self._search(name)
+                return self._search(
+                    name, SEARCH_AFTER_GOAL if name == goal else SEARCH_AFTER_DOORWAY
+                )
             self._unseen[name], self._search_turns = 0, 0
             side = side_of_landmark(answer)
             if side is not None:
@@ -174,12 +181,12 @@ class RouteGuide:
             return name, toward_landmark(answer)
         return None
 
-    def _search(self, name: str) -> tuple[str, Action] | None:
-        """The next turn of a look-around for `name`, which is not in view; None where the
-        model decides."""
+    def _search(self, name: str, after: int) -> tuple[str, Action] | None:
+        """The next turn of a look-around for `name`, which is not in view (begun after `after`
+        decisions without it); None where the model decides."""
         self._unseen[name] = self._unseen.get(name, 0) + 1
         if self._search_turns == 0:
-            if self._unseen[name] < SEARCH_AFTER or self._rounds.get(name, 0) >= SEARCH_ROUNDS:
+            if self._unseen[name] < after or self._rounds.get(name, 0) >= SEARCH_ROUNDS:
                 return None
             self._rounds[name] = self._rounds.get(name, 0) + 1
             self._search_turns = SEARCH_TURNS

@@ -8,7 +8,8 @@ import pytest
 from nvila_nav.actions import Action, ActionKind
 from nvila_nav.landmark_side import (
     NOT_IN_VIEW,
-    SEARCH_AFTER,
+    SEARCH_AFTER_DOORWAY,
+    SEARCH_AFTER_GOAL,
     SEARCH_ROUNDS,
     SEARCH_TURN_DEG,
     SEARCH_TURNS,
@@ -167,16 +168,16 @@ def test_the_goal_close_ahead_steers_nothing_while_a_doorway_is_still_ahead():
     assert guide.steer(ROUTE, GOAL, GOAL, [MOVE], view) is None
 
 
-def test_a_landmark_long_out_of_view_is_looked_around_for():
-    """After SEARCH_AFTER decisions without the next landmark in view, the guide turns through
-    every heading; the model decides again between look-arounds and after SEARCH_ROUNDS."""
+def test_a_goal_long_out_of_view_is_looked_around_for():
+    """After SEARCH_AFTER_GOAL decisions without the goal in view, the guide turns through every
+    heading; the model decides again between look-arounds and after SEARCH_ROUNDS."""
     guide = RouteGuide()
     only_goal = "Walk forward and stop near the pink table."
     view = View()
     look_around = [(GOAL, Action.left(SEARCH_TURN_DEG))] * SEARCH_TURNS
     assert SEARCH_TURNS * SEARCH_TURN_DEG == 360 - SEARCH_TURN_DEG
     for _ in range(SEARCH_ROUNDS):
-        for _ in range(SEARCH_AFTER - 1):
+        for _ in range(SEARCH_AFTER_GOAL - 1):
             assert guide.steer(only_goal, GOAL, None, [MOVE], view) is None
         assert [guide.steer(only_goal, GOAL, None, [MOVE], view) for _ in look_around] == (
             look_around
@@ -187,15 +188,17 @@ def test_a_landmark_long_out_of_view_is_looked_around_for():
 def test_a_look_around_stops_where_the_landmark_comes_into_view_and_turns_to_its_side():
     guide = RouteGuide()
     view = View()
-    for _ in range(SEARCH_AFTER):  # opening turn made; the blue door never in view
-        said = guide.steer(ROUTE, GOAL, None, [TURN], view)
-    assert said == ("the blue door", Action.left(SEARCH_TURN_DEG))
+    # opening turn made; the blue door never in view: looked for later than a goal would be
+    assert SEARCH_AFTER_DOORWAY > SEARCH_AFTER_GOAL
+    said = [guide.steer(ROUTE, GOAL, None, [TURN], view) for _ in range(SEARCH_AFTER_DOORWAY)]
+    assert said[:-1] == [None] * (SEARCH_AFTER_DOORWAY - 1)
+    assert said[-1] == ("the blue door", Action.left(SEARCH_TURN_DEG))
     view.sides["the blue door"] = "Right."
     assert guide.steer(ROUTE, GOAL, None, [TURN], view) == ("the blue door", Action.right(15))
     # lost again: the next look-around turns toward the side it was last seen on
     view.sides["the blue door"] = NOT_IN_VIEW
-    said = [guide.steer(ROUTE, GOAL, None, [MOVE], view) for _ in range(SEARCH_AFTER)]
-    assert said[:-1] == [None] * (SEARCH_AFTER - 1)
+    said = [guide.steer(ROUTE, GOAL, None, [MOVE], view) for _ in range(SEARCH_AFTER_DOORWAY)]
+    assert said[:-1] == [None] * (SEARCH_AFTER_DOORWAY - 1)
     assert said[-1] == ("the blue door", Action.right(SEARCH_TURN_DEG))
     # unsure sightings are not sightings: the look-around goes on
     view.sides["the blue door"] = "Ahead."
