@@ -12,7 +12,14 @@ from nvila_core.model.frame_head import FrameHead, fit_frame_head
 from nvila_core.runtime.engine import Engine, TorchBackend
 from nvila_nav.actions import ALL_ACTIONS, Action, ActionKind, parse_action
 from nvila_nav.history import FrameHistory
-from nvila_nav.landmark_side import LANDMARK_SIDE_HEAD, LANDMARK_SIDE_PROMPT, TARGET_STEPS
+from nvila_nav.landmark_side import (
+    LANDMARK_SIDE_HEAD,
+    LANDMARK_SIDE_PROMPT,
+    SEARCH_AFTER_GOAL,
+    SEARCH_TURN_DEG,
+    SEARCH_TURNS,
+    TARGET_STEPS,
+)
 from nvila_nav.policies import (
     ExpertPolicy,
     NVILAPolicy,
@@ -558,6 +565,38 @@ def test_a_landmark_side_head_heads_for_the_route_s_next_landmark_in_view(make_f
     engine.heads[LANDMARK_SIDE_HEAD] = constant_head(features, "Left.", LANDMARK_SIDE_HEAD)
     with pytest.raises(ValueError, match="landmark_side head answers"):
         NVILAPolicy(engine)
+
+
+def test_a_landmark_side_head_looks_around_for_a_goal_long_out_of_view(make_frames):
+    """Where the goal has been out of view for SEARCH_AFTER_GOAL decisions, the policy's
+    decisions become the look-around's 45-degree turns (left: it was never seen on a side)
+    until the head sees it; the statement saying it is close ahead leaves the model's stop."""
+    model, config, tokenizer = compact_model(nav_previous_actions=2, nav_statement=True)
+    frames = make_frames(3, height=48, width=64)
+    features = Engine(TorchBackend(model), config, tokenizer).frame_tokens(frames[-1]).numel()
+    chair = "the red chair"
+
+    def policy(answer, seen="nothing", said="move forward 75 cm"):
+        verdict = "Yes." if seen == chair else "No."
+        statement = f"Close ahead: {seen}. Is the red chair close ahead? {verdict}"
+        engine = Engine(ScriptedAnswer(model, tokenizer, f"{statement} {said}"), config, tokenizer)
+        engine.heads[LANDMARK_SIDE_HEAD] = named_head(features, {chair: answer})
+        return NVILAPolicy(engine, decoding="generate")
+
+    request = PolicyRequest(
+        "Walk ahead and stop at the red chair.", frames, previous_actions=("move forward 75 cm",)
+    )
+    lost = policy(("Not in view.", 0.9))
+    actions = [lost.decide(request).action for _ in range(SEARCH_AFTER_GOAL + SEARCH_TURNS)]
+    assert actions[: SEARCH_AFTER_GOAL - 1] == [Action.forward(75)] * (SEARCH_AFTER_GOAL - 1)
+    assert actions[SEARCH_AFTER_GOAL - 1 :] == [Action.left(SEARCH_TURN_DEG)] * SEARCH_TURNS + [
+        Action.forward(75)
+    ]
+    # close ahead by the statement: never a look-around, the model's stop stands
+    reached = policy(("Not in view.", 0.9), seen=chair, said="stop")
+    for _ in range(SEARCH_AFTER_GOAL + 1):
+        decision = reached.decide(request)
+        assert decision.action == Action.stop() and "route_changed" not in decision.timings
 
 
 def test_a_stated_initial_turn_model_keeps_the_first_turn_to_the_instruction(make_frames):
