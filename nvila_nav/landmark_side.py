@@ -120,8 +120,9 @@ class RouteGuide:
     then moved, and it is out of view: it is behind the robot, and the next landmark takes
     over. The goal is headed for until the statement says it is close ahead, where the model's
     own stop decides. Where the next landmark has not been in view for `SEARCH_AFTER_GOAL`
-    (the goal) or `SEARCH_AFTER_DOORWAY` decisions, the guide looks around for it: turns of `SEARCH_TURN_DEG` through every heading,
-    toward the side it was last seen on, until it comes into view (then it is headed for)."""
+    (the goal) or `SEARCH_AFTER_DOORWAY` decisions, the guide looks around for it: turns of
+    `SEARCH_TURN_DEG` through every heading, toward the side it was last seen on, until it comes
+    into view (then it is headed for)."""
 
     def __init__(self) -> None:
         self.reset()
