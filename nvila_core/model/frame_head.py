@@ -10,8 +10,10 @@ one hidden layer to a score per answer. Most heads read the current frame; one m
 latest `frames` decision frames (oldest first, the current last), where what changed between
 them carries the answer. A named question ("Where is the {name}?") asks about one of several
 things in the frame; its head keeps one group of answer scores per name over the same hidden
-layer. It reads the tokens the engine already computed for the frames, so an answer costs a few
-hundred thousand multiply-adds.
+layer. A named question about where a thing is may instead look for it at every token
+(`layout` "tokens", `TokenDetector`): one small net shared by the tokens of a frame, so what it
+learns of a blue door at the left of a frame serves at its right too. It reads the tokens the
+engine already computed for the frames, so an answer costs a few hundred thousand multiply-adds.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 HEADS_DIR = "heads"
+FLAT, TOKENS = "flat", "tokens"
+"""A head's layouts: one net over the flattened tokens of its frames, or `TokenDetector`."""
 STORED_DTYPE = torch.float16
 """How a head file keeps its tensors (loaded as float32): half the bytes of float32. Rounding
 moved no answer of navila-nano's four heads on their 1,619 held-out questions (their
@@ -55,6 +59,9 @@ class FrameHead:
     names: list[str] = field(default_factory=list)
     """A named question's names (its prompt's `{name}`), one answer group each; empty for a
     question without a name."""
+    layout: str = FLAT
+    """`FLAT` (`net` is Linear-ReLU-Linear on the flattened tokens) or `TOKENS` (`net` is a
+    `TokenDetector`)."""
 
     @property
     def num_features(self) -> int:
@@ -98,7 +105,17 @@ class FrameHead:
         under `model_dir`."""
         folder = Path(model_dir) / HEADS_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        first, _, second = self.net
+        if isinstance(self.net, TokenDetector):
+            first, second = self.net.hidden, self.net.out
+            extra = {
+                "route": self.net.route,
+                "absent_score": self.net.absent_score,
+                **{f"frame.{k}": v for k, v in self.net.frame.state_dict().items()},
+            }
+            layout = {"layout": TOKENS, "absent": self.answers[self.net.absent]}
+        else:
+            first, _, second = self.net
+            extra, layout = {}, {}
         tensors = {
             "mean": self.mean,
             "scale": self.scale,
@@ -106,6 +123,7 @@ class FrameHead:
             "hidden.bias": first.bias,
             "out.weight": second.weight,
             "out.bias": second.bias,
+            **extra,
         }
         save_file(
             {k: v.detach().contiguous().to(STORED_DTYPE) for k, v in tensors.items()},
@@ -117,6 +135,7 @@ class FrameHead:
             "answers": self.answers,
             "frames": self.frames,
             **({"names": self.names} if self.names else {}),
+            **layout,
             **self.info,
         }
         (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -134,25 +153,58 @@ class FrameHead:
             prompt = str(meta["prompt"])
             frames = int(meta.get("frames", 1))
             names = [str(n) for n in meta.get("names", [])]
+            layout = str(meta.get("layout", FLAT))
             hidden_w, out_w = tensors["hidden.weight"], tensors["out.weight"]
+            features = tensors["mean"].numel()
+            if layout == TOKENS:
+                route = tensors["route"]
+                net = TokenDetector(
+                    route.shape[1],
+                    hidden_w.shape[1],
+                    hidden_w.shape[0],
+                    max(1, len(names)),
+                    len(answers),
+                    answers.index(str(meta["absent"])),
+                    tensors["frame.0.weight"].shape[0],
+                )
+                fits = route.shape[0] == len(answers) and features == net.num_features
+                tensors["absent_score"] = tensors["absent_score"].reshape(net.absent_score.shape)
+            elif layout == FLAT:
+                net = _net(hidden_w.shape[1], hidden_w.shape[0], out_w.shape[0])
+                fits = hidden_w.shape[1] == features
+            else:
+                raise ValueError(f"layout {layout!r} is neither {FLAT!r} nor {TOKENS!r}")
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise FrameHeadError(f"{folder / name}: not a readable frame head ({err!r})") from err
         groups = max(1, len(names))
-        if out_w.shape[0] != len(answers) * groups or hidden_w.shape[1] != tensors["mean"].numel():
+        if not fits or out_w.shape[0] != (groups if layout == TOKENS else len(answers) * groups):
             raise FrameHeadError(f"{folder / name}: its tensors do not match its answers")
-        if frames < 1 or tensors["mean"].numel() % frames:
+        if frames < 1 or features % frames or (layout == TOKENS and frames != 1):
             raise FrameHeadError(f"{folder / name}: {frames} frames do not split its features")
-        net = _net(hidden_w.shape[1], hidden_w.shape[0], len(answers) * groups)
-        with torch.no_grad():
-            net[0].weight.copy_(hidden_w)
-            net[0].bias.copy_(tensors["hidden.bias"])
-            net[2].weight.copy_(out_w)
-            net[2].bias.copy_(tensors["out.bias"])
+        state = {
+            key: tensors[key] for key in ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
+        }
+        if layout == TOKENS:
+            state |= {
+                k: v for k, v in tensors.items() if k.startswith(("route", "absent", "frame."))
+            }
+        else:
+            state = {k.replace("hidden", "0").replace("out", "2"): v for k, v in state.items()}
+        net.load_state_dict(state)
         net.eval()
-        kept = ("name", "prompt", "answers", "frames", "names")
+        kept = ("name", "prompt", "answers", "frames", "names", "layout", "absent")
         info = {k: v for k, v in meta.items() if k not in kept}
         return cls(
-            name, prompt, answers, tensors["mean"], tensors["scale"], net, info, frames, names
+            name,
+            prompt,
+            answers,
+            tensors["mean"],
+            tensors["scale"],
+            net,
+            info,
+            frames,
+            names,
+            layout,
         )
 
 
@@ -180,6 +232,57 @@ def _net(features: int, hidden: int, answers: int) -> torch.nn.Sequential:
     )
 
 
+class TokenDetector(torch.nn.Module):
+    """Where a named thing is in a frame, looked for at every visual token.
+
+    One hidden layer, shared by the frame's tokens, scores each name at each token (is it
+    there?). An answer that places the thing ("Left.", "Ahead.", "Right.") pools its name's
+    scores over the tokens (log-sum-exp) through a learnt weight per token, which learns the
+    tokens that show that side; the `absent` answer ("Not in view.") scores a learnt constant
+    per name. A flat net over all tokens must learn a blue door once per place it can appear;
+    this one learns it once. A small flat net over the whole frame (`frame_hidden` units) adds
+    its scores, for what no single token shows: a doorway's frame spread over several."""
+
+    def __init__(
+        self,
+        tokens: int,
+        dim: int,
+        hidden: int,
+        groups: int,
+        answers: int,
+        absent: int,
+        frame_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        if not 0 <= absent < answers or tokens < 1:
+            raise FrameHeadError(f"absent answer {absent} of {answers}, {tokens} tokens")
+        self.tokens, self.dim, self.absent = tokens, dim, absent
+        self.hidden = torch.nn.Linear(dim, hidden)
+        self.out = torch.nn.Linear(hidden, groups)
+        # a random start, so that the answers' token weights part from the first step
+        self.route = torch.nn.Parameter(torch.randn(answers, tokens) * 0.1)
+        self.absent_score = torch.nn.Parameter(torch.zeros(groups))
+        self.frame = _net(tokens * dim, frame_hidden, groups * answers)
+        self.dropout = torch.nn.Dropout(0.3)
+
+    @property
+    def num_features(self) -> int:
+        return self.tokens * self.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, groups * answers] scores, each group's answers together (as the flat net's),
+        for standardised flattened tokens [B, tokens * dim]."""
+        per_token = torch.relu(self.hidden(x.reshape(len(x), self.tokens, self.dim)))
+        scores = self.out(self.dropout(per_token))  # [B, tokens, groups]
+        placed = torch.logsumexp(scores[:, None] + self.route[None, :, :, None], dim=2)
+        absent = self.absent_score.expand(len(x), -1)[:, None]  # [B, 1, groups]
+        is_absent = torch.arange(len(self.route), device=x.device)[None, :, None] == self.absent
+        logits = torch.where(is_absent, absent, placed)  # [B, answers, groups]
+        first, relu, second = self.frame
+        whole = second(self.dropout(relu(first(x))))
+        return logits.transpose(1, 2).reshape(len(x), -1) + whole
+
+
 def fit_frame_head(
     name: str,
     prompt: str,
@@ -193,12 +296,16 @@ def fit_frame_head(
     frames: int = 1,
     names: Sequence[str] = (),
     asked: Sequence[int] | None = None,
+    tokens: int | None = None,
+    absent: str | None = None,
 ) -> FrameHead:
     """A head trained on `features` [N, F] (the flattened visual tokens of `frames` frames per
     row, oldest first) with `labels` (indices into `answers`): AdamW (lr 1e-3, weight decay
     1e-2), batches of 128, dropout 0.3 on the hidden layer while training, `epochs` passes in a
     seeded order; `progress` gets 1 per epoch. A named question's head gets its `names` and,
-    per row, the index of the name `asked` about; each row trains its name's answer group."""
+    per row, the index of the name `asked` about; each row trains its name's answer group.
+    With `tokens` (per frame) and the `absent` answer, the head is a `TokenDetector` on one
+    frame, its features standardised per token dimension."""
     answers, names = list(answers), list(names)
     y = torch.as_tensor(list(labels), dtype=torch.long)
     if features.ndim != 2 or features.shape[0] != y.numel() or y.numel() == 0:
@@ -208,21 +315,39 @@ def fit_frame_head(
     if frames < 1 or features.shape[1] % frames:
         raise FrameHeadError(f"{features.shape[1]} features do not split into {frames} frames")
     groups = _asked_groups(names, asked, len(y))
+    if tokens is not None and (frames != 1 or absent not in answers or features.shape[1] % tokens):
+        raise FrameHeadError(
+            f"a head that looks at every token reads one frame of {tokens} tokens and needs "
+            f"its absent answer among {answers}, got {frames} frames, {absent!r}, "
+            f"{features.shape[1]} features"
+        )
     x = features.float()
-    mean, scale = x.mean(0), x.std(0).clamp_min(1e-3)
+    if tokens is None:
+        mean, scale = x.mean(0), x.std(0).clamp_min(1e-3)
+    else:
+        per_dim = x.reshape(-1, features.shape[1] // tokens)
+        mean = per_dim.mean(0).repeat(tokens)
+        scale = per_dim.std(0).clamp_min(1e-3).repeat(tokens)
     x = (x - mean) / scale
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     width = len(answers)
-    net = _net(x.shape[1], hidden, width * max(1, len(names)))
-    dropout = torch.nn.Dropout(0.3)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    if tokens is None:
+        net = _net(x.shape[1], hidden, width * max(1, len(names)))
+        dropout = torch.nn.Dropout(0.3)
+        forward = lambda rows: net[2](dropout(net[1](net[0](rows))))  # noqa: E731
+    else:
+        net = TokenDetector(
+            tokens, x.shape[1] // tokens, hidden, max(1, len(names)), width, answers.index(absent)
+        )
+        forward = net
+    optimizer = torch.optim.AdamW(_parameter_groups(net), lr=1e-3, weight_decay=1e-2)
     for _ in range(epochs):
         net.train()
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), 128):
             idx = order[start : start + 128]
-            logits = net[2](dropout(net[1](net[0](x[idx]))))
+            logits = forward(x[idx])
             loss = torch.nn.functional.cross_entropy(
                 _asked_logits(logits, groups[idx], width), y[idx]
             )
@@ -233,7 +358,19 @@ def fit_frame_head(
             progress(1)
     net.eval()
     info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
-    return FrameHead(name, prompt, answers, mean, scale, net, info, frames, names)
+    layout = FLAT if tokens is None else TOKENS
+    return FrameHead(name, prompt, answers, mean, scale, net, info, frames, names, layout)
+
+
+def _parameter_groups(net: torch.nn.Module) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: a `TokenDetector`'s token weights and absent scores,
+    a few numbers each that must travel several units, learn 30 times faster and without
+    weight decay."""
+    if not isinstance(net, TokenDetector):
+        return [{"params": list(net.parameters())}]
+    pooling = [net.route, net.absent_score]
+    rest = [p for p in net.parameters() if all(p is not q for q in pooling)]
+    return [{"params": rest}, {"params": pooling, "lr": 3e-2, "weight_decay": 0.0}]
 
 
 def _asked_groups(names: list[str], asked: Sequence[int] | None, rows: int) -> torch.Tensor:

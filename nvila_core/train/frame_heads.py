@@ -77,9 +77,10 @@ def frame_features(engine, records: list[tuple[Path, ...]], desc: str) -> torch.
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from nvila_core.model.frame_head import FrameHeadError, accuracy, fit_frame_head
+    from nvila_core.model.frame_head import TOKENS, FrameHeadError, accuracy, fit_frame_head
     from nvila_core.progress import Progress
     from nvila_core.runtime.engine import Engine
+    from nvila_core.train.data import load_frame
 
     engine = Engine.from_pretrained(args.model, cache_frames=0, threads=args.threads)
     prompt, frames, said, asked_names = read_head_questions(args.data)
@@ -88,6 +89,14 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     names = sorted(set(asked_names or []))
     asked = None if asked_names is None else [names.index(n) for n in asked_names]
     features = frame_features(engine, frames, f"{args.name}: train frames")
+    tokens = None
+    if args.layout == TOKENS:
+        if args.absent not in answers or asked_names is None or len(frames[0]) != 1:
+            raise FrameHeadError(
+                f"--layout {TOKENS} looks for a named thing in one frame: {args.data} needs names, "
+                f"one frame per record and --absent among its answers {answers}"
+            )
+        tokens = engine.frame_tokens(load_frame(frames[0][0])).shape[0]
     with Progress(args.epochs, f"{args.name}: fitting", "epochs") as bar:
         head = fit_frame_head(
             args.name,
@@ -102,6 +111,8 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             frames=len(frames[0]),
             names=names,
             asked=asked,
+            tokens=tokens,
+            absent=args.absent if tokens else None,
         )
     head.info["data"] = str(args.data)
     head.info["train_accuracy"] = round(accuracy(head, features, labels, asked), 4)
@@ -145,6 +156,16 @@ def add_train_head_cli(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--out", help="model folder to write the head into (default: --model)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden units (default 128)")
     parser.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
+    parser.add_argument(
+        "--layout",
+        choices=("flat", "tokens"),
+        default="flat",
+        help="flat: one net over the flattened tokens (default); tokens: a named question about "
+        "where a thing is, looked for at every token of one frame (TokenDetector)",
+    )
+    parser.add_argument(
+        "--absent", help="with --layout tokens: the answer that says the thing is not in view"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.set_defaults(handler=cmd_train_head)
