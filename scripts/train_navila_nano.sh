@@ -127,8 +127,12 @@ frame_head() { # command name folder file [train-head options]: the question on 
     sim "$command" --data "$DATA/val_C" --out "$DATA/val_$folder"
   fi
   say "training: the $name head on the model's visual tokens (nvila-core train-head)"
-  # done where the head was fitted on this dataset (a head of an older recipe is fitted again)
-  if grep -qF "\"data\": \"$DATA/$folder/$file\"" "$final/heads/$name.json" 2>/dev/null; then
+  # done where the head was fitted on this dataset, in the layout asked for (a head of an
+  # older recipe is fitted again)
+  local head="$final/heads/$name.json" layout=""
+  [[ " $* " == *" --layout tokens "* ]] && layout='"layout": "tokens"'
+  if grep -qF "\"data\": \"$DATA/$folder/$file\"" "$head" 2>/dev/null &&
+    { [[ -z $layout ]] || grep -qF "$layout" "$head"; }; then
     say "$final/heads/$name: done"
   else
     "$VENV_BIN/nvila-core" train-head --model "$final" --name "$name" \
@@ -139,9 +143,9 @@ frame_head() { # command name folder file [train-head options]: the question on 
 frame_head turn-sides turn_side turn_side_pairs turn_sides.json # "Which way does the route turn?"
 frame_head route-ahead route_ahead route_ahead route_ahead.json # "Is the route straight ahead?"
 frame_head stop-reach stop_reach stop_reach stop_reach.json     # "Is the goal within reach?"
-# "Where is the blue door?": one answer group per landmark name; 120 hidden units keep the
-# model folder within 30 MB
-frame_head landmark-side landmark_side landmark_side landmark_side.json --hidden 120
+# "Where is the blue door?": each landmark name looked for at every token of the frame
+frame_head landmark-side landmark_side landmark_side landmark_side.json --hidden 256 --epochs 15 \
+  --layout tokens --absent "Not in view."
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"

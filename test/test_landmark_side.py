@@ -7,6 +7,7 @@ import pytest
 
 from nvila_nav.actions import Action, ActionKind
 from nvila_nav.landmark_side import (
+    DOORWAY_CONFIDENCE,
     NOT_IN_VIEW,
     SEARCH_AFTER_DOORWAY,
     SEARCH_AFTER_GOAL,
@@ -115,12 +116,21 @@ def test_heads_for_the_first_doorway_in_view_then_the_next_once_gone_through():
     assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
 
 
-def test_a_side_below_side_confidence_steers_nothing_and_passes_no_doorway():
+def test_a_side_below_its_confidence_steers_nothing_and_passes_no_doorway():
+    """A doorway steers from `DOORWAY_CONFIDENCE`, the goal (furniture) from the higher
+    `SIDE_CONFIDENCE`."""
+    assert DOORWAY_CONFIDENCE < SIDE_CONFIDENCE
+    goal_only = "Turn right and stop near the pink table."
+    sure = View(pink_table="Left.")
+    sure.probability[GOAL] = SIDE_CONFIDENCE - 0.01
+    assert RouteGuide().steer(goal_only, GOAL, None, [TURN], sure) is None
+    sure.probability[GOAL] = SIDE_CONFIDENCE
+    assert RouteGuide().steer(goal_only, GOAL, None, [TURN], sure) == (GOAL, Action.left(15))
     guide = RouteGuide()
     view = View(blue_door="Ahead.")
-    view.probability["the blue door"] = SIDE_CONFIDENCE - 0.01
+    view.probability["the blue door"] = DOORWAY_CONFIDENCE - 0.01
     assert guide.steer(ROUTE, GOAL, "the blue door", [TURN], view) is None
-    view.probability["the blue door"] = SIDE_CONFIDENCE
+    view.probability["the blue door"] = DOORWAY_CONFIDENCE
     assert guide.steer(ROUTE, GOAL, "the blue door", [TURN], view) == (
         "the blue door",
         Action.forward(75),
@@ -202,7 +212,7 @@ def test_a_look_around_stops_where_the_landmark_comes_into_view_and_turns_to_its
     assert said[-1] == ("the blue door", Action.right(SEARCH_TURN_DEG))
     # unsure sightings are not sightings: the look-around goes on
     view.sides["the blue door"] = "Ahead."
-    view.probability["the blue door"] = SIDE_CONFIDENCE - 0.1
+    view.probability["the blue door"] = DOORWAY_CONFIDENCE - 0.1
     assert guide.steer(ROUTE, GOAL, None, [TURN], view) == (
         "the blue door",
         Action.right(SEARCH_TURN_DEG),

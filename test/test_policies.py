@@ -15,6 +15,7 @@ from nvila_nav.history import FrameHistory
 from nvila_nav.landmark_side import (
     LANDMARK_SIDE_HEAD,
     LANDMARK_SIDE_PROMPT,
+    NOT_IN_VIEW,
     SEARCH_AFTER_GOAL,
     SEARCH_TURN_DEG,
     SEARCH_TURNS,
@@ -504,9 +505,10 @@ def test_a_landmark_side_head_heads_for_the_route_s_next_landmark_in_view(make_f
     """With a landmark-side head, the decision heads for the doorway the instruction says to go
     through ("move forward 75 cm" where the head answers "Ahead.", the smallest turn toward it
     on "Left." / "Right."; the goal waits for it, in view or not), or, without one, for the goal
-    the statement asks about; an answer below SIDE_CONFIDENCE counts as not in view; TARGET_STEPS decisions a
-    landmark at most (reset starts a new count); the goal close ahead, nothing in view, or the
-    instruction's opening turn still to make leave the decision as the model made it."""
+    the statement asks about; an answer below SIDE_CONFIDENCE (a doorway's: DOORWAY_CONFIDENCE)
+    counts as not in view; TARGET_STEPS decisions a landmark at most (reset starts a new count);
+    the goal close ahead, nothing in view, or the instruction's opening turn still to make leave
+    the decision as the model made it."""
     model, config, tokenizer = compact_model(
         nav_previous_actions=2, nav_statement=True, nav_initial_turn="stated"
     )
@@ -526,7 +528,7 @@ def test_a_landmark_side_head_heads_for_the_route_s_next_landmark_in_view(make_f
     out_of_view = ("Not in view.", 0.9)
     for sides, instruction, steer in (
         ({door: ("Ahead.", 0.9), chair: ("Left.", 0.9)}, go, Action.forward(75)),
-        ({door: ("Left.", 0.7), chair: ("Right.", 0.9)}, go, Action.left(15)),
+        ({door: ("Left.", 0.55), chair: ("Right.", 0.9)}, go, Action.left(15)),
         ({door: out_of_view, chair: ("Right.", 0.9)}, no_door, Action.right(15)),
         ({chair: ("Left.", 0.65)}, no_door, Action.left(15)),
     ):
@@ -544,7 +546,7 @@ def test_a_landmark_side_head_heads_for_the_route_s_next_landmark_in_view(make_f
     for sides, seen, instruction, previous in (
         ({door: out_of_view, chair: out_of_view}, "nothing", go, ("move forward 75 cm",)),
         ({door: out_of_view, chair: ("Left.", 0.9)}, "nothing", go, ("move forward 75 cm",)),
-        ({door: ("Left.", 0.55), chair: ("Left.", 0.5)}, "nothing", go, ("move forward 75 cm",)),
+        ({door: ("Left.", 0.45), chair: ("Left.", 0.5)}, "nothing", go, ("move forward 75 cm",)),
         ({chair: ("Ahead.", 0.9)}, chair, no_door, ("move forward 75 cm",)),
     ):
         decision = policy(sides, seen=seen).decide(
@@ -662,3 +664,6 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
     policy = NVILAPolicy(engine, decoding="choose_kind")
     assert policy.turn_side and policy.route_ahead and policy.stop_reach and policy.initial_turn
     assert policy.route_guide and "the blue door" in engine.heads[LANDMARK_SIDE_HEAD].names
+    # the landmark-side head looks for each name at every token, "Not in view." its absence
+    landmark = engine.heads[LANDMARK_SIDE_HEAD]
+    assert landmark.layout == "tokens" and landmark.answers[landmark.net.absent] == NOT_IN_VIEW
