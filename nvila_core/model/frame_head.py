@@ -168,7 +168,6 @@ class FrameHead:
                     tensors["frame.0.weight"].shape[0],
                 )
                 fits = route.shape[0] == len(answers) and features == net.num_features
-                tensors["absent_score"] = tensors["absent_score"].reshape(net.absent_score.shape)
             elif layout == FLAT:
                 net = _net(hidden_w.shape[1], hidden_w.shape[0], out_w.shape[0])
                 fits = hidden_w.shape[1] == features
@@ -190,7 +189,10 @@ class FrameHead:
             }
         else:
             state = {k.replace("hidden", "0").replace("out", "2"): v for k, v in state.items()}
-        net.load_state_dict(state)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:  # a tensor of another shape
+            raise FrameHeadError(f"{folder / name}: its tensors do not match ({err})") from err
         net.eval()
         kept = ("name", "prompt", "answers", "frames", "names", "layout", "absent")
         info = {k: v for k, v in meta.items() if k not in kept}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from nvila_core.cli import main as core_main
 from nvila_core.model.checkpoint import save_checkpoint
@@ -352,6 +352,11 @@ def test_a_token_detector_finds_a_named_thing_at_any_token_and_survives_its_file
     with pytest.raises(FrameHeadError, match="reads one frame of 9 tokens"):
         fit_frame_head("x", "q", WHERE, features, labels, tokens=9, absent="Not in view.",
                        frames=2, **fit)  # fmt: skip
+    tensors = load_file(str(tmp_path / HEADS_DIR / "where.safetensors"))
+    tensors["frame.2.bias"] = tensors["frame.2.bias"][:-1]
+    save_file(tensors, str(tmp_path / HEADS_DIR / "where.safetensors"))
+    with pytest.raises(FrameHeadError, match="its tensors do not match"):
+        FrameHead.load(tmp_path, "where")
     meta["layout"] = "grid"
     (tmp_path / HEADS_DIR / "where.json").write_text(json.dumps(meta))
     with pytest.raises(FrameHeadError, match="neither 'flat' nor 'tokens'"):
