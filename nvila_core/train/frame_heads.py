@@ -88,7 +88,6 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     labels = [answers.index(a) for a in said]
     names = sorted(set(asked_names or []))
     asked = None if asked_names is None else [names.index(n) for n in asked_names]
-    features = frame_features(engine, frames, f"{args.name}: train frames")
     tokens = None
     if args.layout == TOKENS:
         if args.absent not in answers or asked_names is None or len(frames[0]) != 1:
@@ -97,6 +96,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
                 f"one frame per record and --absent among its answers {answers}"
             )
         tokens = engine.frame_tokens(load_frame(frames[0][0])).shape[0]
+    features = frame_features(engine, frames, f"{args.name}: train frames")
     with Progress(args.epochs, f"{args.name}: fitting", "epochs") as bar:
         head = fit_frame_head(
             args.name,
