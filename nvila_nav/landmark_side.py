@@ -50,9 +50,9 @@ def landmark_side_answer(bearing: float | None) -> str:
 
 SIDE_CONFIDENCE = 0.6
 """A side answer less probable than this steers nothing: a side toward something that is not
-there walks the robot away from the route. At 0.6, on held-out tier C states,
-navila-nano's head gives a side for 4.3 % of the furniture out of view and for 60 % of that in
-view, 98 % of those right."""
+there walks the robot away from the route. At 0.6, on held-out tier C states, navila-nano's head
+gives a side for 4.3 % of the furniture out of view and for 60 % of that in view, 98 % of those
+right."""
 DOORWAY_CONFIDENCE = 0.5
 """The same for a doorway ("the blue door"), which the head sees less often and less surely (a
 frame of thin posts): at 0.5 it gives a side for 30 % of the doorways in view, 83 % of those
