@@ -1,13 +1,17 @@
 """Where a named landmark is in view, and which decisions the route's landmarks steer
-(`RouteGuide`): doorways the instruction says to go through, in order, then the goal."""
+(`RouteGuide`): doorways the instruction says to go through, in order, then the goal; the
+shipped head on real frames of unseen scenes."""
 
 import math
+from pathlib import Path
 
 import pytest
 
+from nvila_core.runtime.engine import Engine
 from nvila_nav.actions import Action, ActionKind
 from nvila_nav.landmark_side import (
     DOORWAY_CONFIDENCE,
+    LANDMARK_SIDE_HEAD,
     NOT_IN_VIEW,
     SEARCH_AFTER_DOORWAY,
     SEARCH_AFTER_GOAL,
@@ -16,6 +20,7 @@ from nvila_nav.landmark_side import (
     SEARCH_TURNS,
     SIDE_CONFIDENCE,
     TARGET_STEPS,
+    VIEW_RANGE,
     RouteGuide,
     doorways_to_pass,
     landmark_side_answer,
@@ -23,7 +28,12 @@ from nvila_nav.landmark_side import (
     side_of_landmark,
     toward_landmark,
 )
-from nvila_nav.sim.episodes import generate_episode
+from nvila_nav.sim.captions import landmark_phrase
+from nvila_nav.sim.env import Simulator
+from nvila_nav.sim.episodes import generate_episode, generate_episodes
+from nvila_nav.sim.geometry import Pose
+from nvila_nav.sim.robot import CameraConfig
+from nvila_nav.sim.sight import landmarks_in_view
 from nvila_nav.sim.world import world_for_scene
 
 ROUTE = (
@@ -238,3 +248,41 @@ def test_nothing_is_steered_before_the_opening_turn_and_bad_actions_are_refused(
     assert guide.steer(ROUTE, GOAL, None, [], view, opening_turn_done=False) is not None
     with pytest.raises(ValueError, match="must be actions"):
         guide.steer(ROUTE, GOAL, None, ["fly away"], view)
+
+
+NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
+
+
+@pytest.mark.skipif(not (NANO / "config.json").is_file(), reason="models/navila-nano is absent")
+def test_the_shipped_head_places_furniture_in_real_frames_of_unseen_scenes():
+    """MuJoCo frames at the starts of val_unseen episodes (scenes never trained on), 8 headings
+    each, every piece of furniture of the scene asked about; the answers come from the world's
+    geometry, not from the head's training data. Measured: 26 of 36 in view and 680 of 716 out
+    of view right (the earlier flat head: 21 and 658); a side guessed among three would get
+    about a third of those in view."""
+    engine = Engine.from_pretrained(NANO)
+    right = {True: [], False: []}
+    with Simulator(CameraConfig(width=128, height=96)) as sim:
+        for episode in generate_episodes("val_unseen", 6, seed=3, tier="A"):
+            world = world_for_scene(episode.scene_id)
+            start = sim.reset(episode, render=False).pose
+            for turn in range(8):
+                pose = Pose(start.x, start.y, start.yaw + turn * math.pi / 4)
+                frame = sim.reset_to(episode.scene_id, pose).rgb
+                seen = {
+                    name: bearing
+                    for _, name, bearing in landmarks_in_view(
+                        world, pose, sim.camera.hfov_deg, VIEW_RANGE
+                    )
+                }
+                for landmark in world.landmarks:
+                    if landmark.kind == "door":
+                        continue
+                    truth = landmark_side_answer(seen.get(landmark.name))
+                    said, _ = engine.ask_head(
+                        LANDMARK_SIDE_HEAD, frame, about=landmark_phrase(landmark)
+                    )
+                    right[truth != NOT_IN_VIEW].append(said == truth)
+    assert len(right[True]) >= 30 and len(right[False]) >= 300
+    assert sum(right[True]) / len(right[True]) >= 0.6
+    assert sum(right[False]) / len(right[False]) >= 0.9
