@@ -108,11 +108,21 @@ def doorways_to_pass(instruction: str) -> list[str]:
     return colours
 
 
+def doorway_name(colour: str) -> str:
+    """A doorway in the statements' words: "the blue door"."""
+    return f"the {colour} door"
+
+
+def is_doorway(name: str) -> bool:
+    """Whether a landmark name in the statements' words names a doorway."""
+    return name.startswith("the ") and name.endswith(" door")
+
+
 def route_landmarks(instruction: str, goal: str | None) -> list[str]:
     """What the route heads for, in order, in the statement's words: each doorway the
     instruction says to go through ("the blue door"), then the goal (`goal`, as the statement
     names it), where known."""
-    doors = [f"the {colour} door" for colour in doorways_to_pass(instruction)]
+    doors = [doorway_name(colour) for colour in doorways_to_pass(instruction)]
     return doors + ([goal] if goal is not None and goal not in doors else [])
 
 
@@ -172,7 +182,7 @@ class RouteGuide:
                 continue
             if not self._opening_turn_done:
                 return None
-            sure = DOORWAY_CONFIDENCE if name.endswith(" door") else SIDE_CONFIDENCE
+            sure = DOORWAY_CONFIDENCE if is_doorway(name) else SIDE_CONFIDENCE
             if answer == NOT_IN_VIEW or probability < sure:
                 return self._search(
                     name, SEARCH_AFTER_GOAL if name == goal else SEARCH_AFTER_DOORWAY

@@ -22,7 +22,9 @@ from nvila_nav.landmark_side import (
     TARGET_STEPS,
     VIEW_RANGE,
     RouteGuide,
+    doorway_name,
     doorways_to_pass,
+    is_doorway,
     landmark_side_answer,
     route_landmarks,
     side_of_landmark,
@@ -286,3 +288,14 @@ def test_the_shipped_head_places_furniture_in_real_frames_of_unseen_scenes():
     assert len(right[True]) >= 30 and len(right[False]) >= 300
     assert sum(right[True]) / len(right[True]) >= 0.6
     assert sum(right[False]) / len(right[False]) >= 0.9
+
+
+def test_doorway_names_match_the_statements_words_for_every_landmark_of_a_scene():
+    """`is_doorway` is true exactly for the doorways, as the statements name a scene's
+    landmarks (`landmark_phrase`), and for the names `doorway_name` gives."""
+    world = world_for_scene(generate_episode("val_unseen", 0, seed=3, tier="C").scene_id)
+    kinds = {landmark.kind for landmark in world.landmarks}
+    assert "door" in kinds and len(kinds) > 1
+    for landmark in world.landmarks:
+        assert is_doorway(landmark_phrase(landmark)) == (landmark.kind == "door")
+    assert is_doorway(doorway_name("blue")) and not is_doorway(GOAL)
