@@ -11,6 +11,7 @@ from nvila_core.runtime.engine import Engine
 from nvila_nav.actions import Action, ActionKind
 from nvila_nav.landmark_side import (
     DOORWAY_CONFIDENCE,
+    GONE_THROUGH_CM,
     LANDMARK_SIDE_HEAD,
     NOT_IN_VIEW,
     SEARCH_AFTER_DOORWAY,
@@ -20,6 +21,7 @@ from nvila_nav.landmark_side import (
     SEARCH_TURNS,
     SIDE_CONFIDENCE,
     TARGET_STEPS,
+    TURNED_AWAY_DEG,
     VIEW_RANGE,
     RouteGuide,
     doorway_name,
@@ -109,6 +111,11 @@ class View:
         return self.sides.get(name, NOT_IN_VIEW), self.probability.get(name, self.p)
 
 
+def _moves_to_go_through() -> int:
+    """Moves of `MOVE` after a doorway was last close ahead that take the robot through it."""
+    return math.ceil(GONE_THROUGH_CM / Action.forward(75).amount)
+
+
 def test_heads_for_the_first_doorway_in_view_then_the_next_once_gone_through():
     guide = RouteGuide()
     view = View(blue_door="Left.", red_door="Right.", pink_table="Ahead.")
@@ -116,16 +123,49 @@ def test_heads_for_the_first_doorway_in_view_then_the_next_once_gone_through():
     view.sides["the blue door"] = "Ahead."
     said = guide.steer(ROUTE, GOAL, "the blue door", [TURN, "turn left 15 degrees"], view)
     assert said == ("the blue door", Action.forward(75))
-    # moved through: no longer close ahead and out of view, so the red doorway takes over
-    view.sides["the blue door"] = NOT_IN_VIEW
-    assert guide.steer(ROUTE, GOAL, None, [TURN, MOVE], view) == (
-        "the red door",
-        Action.right(15),
-    )
-    # once gone through, a doorway is not headed for again, even where it is in view again
-    view.sides["the blue door"] = "Ahead."
+    # moving on from close ahead: short of GONE_THROUGH_CM it is still the doorway ahead
+    for _ in range(_moves_to_go_through() - 1):
+        assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.forward(75))
+    # far enough on: behind the robot, wherever the head places it; the red doorway takes over
+    assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the red door", Action.right(15))
+    # once gone through, a doorway is not headed for again
     view.sides["the red door"] = NOT_IN_VIEW
     assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
+
+
+def test_a_doorway_still_close_ahead_or_turned_away_from_is_not_gone_through():
+    guide = RouteGuide()
+    view = View(blue_door="Ahead.")
+    # pushing on while the statement still says it is close ahead (a move blocked at its frame)
+    for _ in range(2 * _moves_to_go_through()):
+        guide.steer(ROUTE, GOAL, "the blue door", [MOVE], view)
+    assert guide.steer(ROUTE, GOAL, "the blue door", [MOVE], view) == (
+        "the blue door",
+        Action.forward(75),
+    )
+    # turned TURNED_AWAY_DEG away from it after it was close ahead: travel from there on
+    # does not take the robot through it
+    quarter = f"turn left {TURNED_AWAY_DEG // 2} degrees"
+    assert guide.steer(ROUTE, GOAL, None, [quarter], view) is not None
+    guide.steer(ROUTE, GOAL, None, [quarter], view)
+    for _ in range(2 * _moves_to_go_through()):
+        assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.forward(75))
+    # turns that cancel out are no turn away
+    guide.steer(ROUTE, GOAL, "the blue door", [MOVE], view)
+    guide.steer(ROUTE, GOAL, None, [quarter], view)
+    guide.steer(ROUTE, GOAL, None, [f"turn right {TURNED_AWAY_DEG // 2} degrees"], view)
+    for _ in range(_moves_to_go_through()):
+        said = guide.steer(ROUTE, GOAL, None, [MOVE], view)
+    assert said is None  # the red doorway is next, and not in view
+
+
+def test_a_later_doorway_gone_through_puts_the_ones_before_it_behind_too():
+    guide = RouteGuide()
+    view = View(blue_door="Left.", pink_table="Right.")
+    guide.steer(ROUTE, GOAL, "the red door", [MOVE], view)
+    for _ in range(_moves_to_go_through()):
+        said = guide.steer(ROUTE, GOAL, None, [MOVE], view)
+    assert said == (GOAL, Action.right(15))
 
 
 def test_a_side_below_its_confidence_steers_nothing_and_passes_no_doorway():
@@ -153,21 +193,6 @@ def test_a_side_below_its_confidence_steers_nothing_and_passes_no_doorway():
     assert guide.steer(ROUTE, GOAL, None, [MOVE], view) is None
     view.probability["the blue door"] = 0.9
     assert guide.steer(ROUTE, GOAL, None, [MOVE], view) == ("the blue door", Action.left(15))
-
-
-def test_a_doorway_out_of_view_is_not_gone_through_without_a_move_after_it_was_close():
-    guide = RouteGuide()
-    view = View(blue_door="Ahead.", pink_table="Ahead.")
-    guide.steer(ROUTE, GOAL, "the blue door", [TURN], view)
-    view.sides["the blue door"] = NOT_IN_VIEW
-    # turned away: it is out of view but still the route's next doorway
-    assert guide.steer(ROUTE, GOAL, None, [TURN, "turn left 45 degrees"], view) is None
-    view.sides["the blue door"] = "Right."
-    assert guide.steer(ROUTE, GOAL, None, [TURN, TURN], view) == ("the blue door", Action.right(15))
-    # out of view after a move, but it had not been close ahead: not gone through either
-    view.sides["the blue door"] = NOT_IN_VIEW
-    assert guide.steer(ROUTE, GOAL, None, [TURN, MOVE], view) is None
-    assert guide.steer(ROUTE, GOAL, None, [MOVE, MOVE], view) is None
 
 
 def test_the_goal_is_headed_for_until_the_statement_says_it_is_close_ahead():
