@@ -165,6 +165,10 @@ class RouteGuide:
         self._last_side: dict[str, ActionKind] = {}
         self._search_turns = 0
 
+    def passed(self, name: str) -> bool:
+        """Whether the route's landmark `name` counts as gone through this episode."""
+        return name in self._passed
+
     def steer(
         self,
         instruction: str,
