@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from nvila_nav.actions import FORWARD_CM, TURN_DEG, Action, ActionKind, parse_action
 
@@ -136,6 +137,15 @@ def route_landmarks(instruction: str, goal: str | None) -> list[str]:
     return doors + ([goal] if goal is not None and goal not in doors else [])
 
 
+@dataclass
+class _TravelSince:
+    """How far the robot has moved forward and turned (net, + left) since a doorway was last
+    said to be close ahead."""
+
+    forward_cm: float = 0.0
+    turned_deg: float = 0.0
+
+
 class RouteGuide:
     """Which landmark of the route the current decision heads for, and how; one per episode
     (`reset`).
@@ -156,9 +166,7 @@ class RouteGuide:
     def reset(self) -> None:
         self._passed: set[str] = set()
         self._steps: dict[str, int] = {}
-        self._since_close: dict[str, list[float]] = {}
-        """Per doorway the statement said was close ahead: [forward cm, net turn degrees]
-        (+ left) since it last said so."""
+        self._since_close: dict[str, _TravelSince] = {}
         self._opening_turn_done = False
         self._unseen: dict[str, int] = {}
         self._rounds: dict[str, int] = {}
@@ -190,7 +198,7 @@ class RouteGuide:
         if previous_actions:
             self._travel(previous_actions[-1])
         if close_ahead is not None and is_doorway(close_ahead):
-            self._since_close[close_ahead] = [0.0, 0.0]
+            self._since_close[close_ahead] = _TravelSince()
         route = route_landmarks(instruction, goal)
         gone = [
             i
@@ -230,17 +238,19 @@ class RouteGuide:
             raise ValueError(f"previous actions must be actions, got {executed!r}")
         for name, since in list(self._since_close.items()):
             if action.kind is ActionKind.FORWARD:
-                since[0] += action.amount
-            elif action.kind in (ActionKind.TURN_LEFT, ActionKind.TURN_RIGHT):
-                since[1] += action.amount if action.kind is ActionKind.TURN_LEFT else -action.amount
-            if abs(since[1]) >= TURNED_AWAY_DEG:
+                since.forward_cm += action.amount
+            elif action.kind is ActionKind.TURN_LEFT:
+                since.turned_deg += action.amount
+            elif action.kind is ActionKind.TURN_RIGHT:
+                since.turned_deg -= action.amount
+            if abs(since.turned_deg) >= TURNED_AWAY_DEG:
                 del self._since_close[name]
 
     def _gone_through(self, doorway: str, close_ahead: str | None) -> bool:
         """Whether the robot has gone through `doorway`: far enough on since it was close ahead,
         and no longer said to be."""
         since = self._since_close.get(doorway)
-        return since is not None and doorway != close_ahead and since[0] >= GONE_THROUGH_CM
+        return since is not None and doorway != close_ahead and since.forward_cm >= GONE_THROUGH_CM
 
     def _search(self, name: str, after: int) -> tuple[str, Action] | None:
         """The next turn of a look-around for `name`, which is not in view (begun after `after`
