@@ -296,18 +296,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     ctx = init_distributed(first.train.device)  # torchrun sets the environment it reads
     if ctx.is_main:
         _announce_smoke("train", out, args.max_steps)
-    try:
-        final = run_recipe(
-            recipe,
-            out,
-            resume=args.resume,
-            stage=args.stage,
-            max_steps=args.max_steps,
-            ctx=ctx,
-            smoke=args.max_steps is not None,
-        )
-    finally:
-        shutdown_distributed()
+    final = run_recipe(
+        recipe,
+        out,
+        resume=args.resume,
+        stage=args.stage,
+        max_steps=args.max_steps,
+        ctx=ctx,
+        smoke=args.max_steps is not None,
+    )
+    shutdown_distributed()
     if ctx.is_main:
         print(f"final model: {final}")
     return 0
@@ -352,12 +350,8 @@ def cmd_finetune(args: argparse.Namespace, finetune: FinetuneConfig) -> int:
     ctx = init_distributed(args.device)
     if ctx.is_main:
         _announce_smoke("finetune", out, args.max_steps)
-    try:
-        final = run_recipe(
-            recipe, out, resume=args.resume, ctx=ctx, smoke=args.max_steps is not None
-        )
-    finally:
-        shutdown_distributed()
+    final = run_recipe(recipe, out, resume=args.resume, ctx=ctx, smoke=args.max_steps is not None)
+    shutdown_distributed()
     if ctx.is_main:
         print(f"final model: {final}")
     return 0

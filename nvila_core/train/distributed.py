@@ -10,6 +10,7 @@ Backends: gloo on CPU, nccl on CUDA. Strategies: "ddp" replicates the model (sma
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,7 +80,16 @@ def current_context(device: str = "auto") -> DistContext:
 
 
 def shutdown_distributed() -> None:
+    """Close the process group after every rank finished its work.
+
+    The DDP / FSDP wrappers of the finished run are freed first and the ranks meet at a barrier:
+    a gloo group that is freed only at interpreter exit, or closed while another rank still
+    talks to it, can abort the process after training succeeded. Call it only on success: after
+    an error the other ranks may never reach the barrier, and torchrun stops them anyway.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
