@@ -126,13 +126,15 @@ frame_head() { # command name folder file [train-head options]: the question on 
   if [ ! -f "$DATA/val_$folder/$file" ]; then
     sim "$command" --data "$DATA/val_C" --out "$DATA/val_$folder"
   fi
-  say "training: the $name head on the model's visual tokens (nvila-core train-head)"
+  say "training: the $name head (nvila-core train-head)"
   # done where the head was fitted on this dataset, in the layout asked for (a head of an
   # older recipe is fitted again)
-  local head="$final/heads/$name.json" layout=""
+  local head="$final/heads/$name.json" layout="" vision=""
   [[ " $* " == *" --layout tokens "* ]] && layout='"layout": "tokens"'
+  [[ " $* " =~ " --tune-vision "([0-9]+)" " ]] && vision="\"vision_rank\": ${BASH_REMATCH[1]}"
   if grep -qF "\"data\": \"$DATA/$folder/$file\"" "$head" 2>/dev/null &&
-    { [[ -z $layout ]] || grep -qF "$layout" "$head"; }; then
+    { [[ -z $layout ]] || grep -qF "$layout" "$head"; } &&
+    { [[ -z $vision ]] || grep -qF "$vision" "$head"; }; then
     say "$final/heads/$name: done"
   else
     "$VENV_BIN/nvila-core" train-head --model "$final" --name "$name" \
@@ -143,9 +145,11 @@ frame_head() { # command name folder file [train-head options]: the question on 
 frame_head turn-sides turn_side turn_side_pairs turn_sides.json # "Which way does the route turn?"
 frame_head route-ahead route_ahead route_ahead route_ahead.json # "Is the route straight ahead?"
 frame_head stop-reach stop_reach stop_reach stop_reach.json     # "Is the goal within reach?"
-# "Where is the blue door?": each landmark name looked for at every token of the frame
-frame_head landmark-side landmark_side landmark_side landmark_side.json --hidden 256 --epochs 15 \
-  --layout tokens --absent "Not in view."
+# "Where is the blue door?": each landmark name looked for at every token of the frame, through
+# the head's own copy of the vision tower's last block and the projector, tuned with it (rank-12
+# updates kept with the head; the model's own tokens stay as they are)
+frame_head landmark-side landmark_side landmark_side landmark_side.json --hidden 256 --epochs 3 \
+  --layout tokens --absent "Not in view." --tune-vision 12
 
 if [ -n "$INSTALL" ]; then
   say "installing $final as $INSTALL"

@@ -26,7 +26,9 @@ from transformers import PreTrainedTokenizerBase
 
 from nvila_core.model.configuration import PROJECTOR_TYPES, ConfigError, NVILAConfig
 from nvila_core.model.modeling import NVILAModel
+from nvila_core.model.projector import MultimodalProjector
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, load_tokenizer, media_token_ids
+from nvila_core.model.vision import VisionTower
 
 LAYOUTS = ("vila", "hf")
 VILA_PARTS = ("llm", "vision_tower", "mm_projector")
@@ -312,6 +314,29 @@ def _load_hf_weights(root: Path, model: NVILAModel) -> None:
         for prefix in prefixes
     )
     _load_tensors(located, source, targets, aliases, unused)
+
+
+def load_vision_parts(
+    path: str | Path, config: NVILAConfig | None = None
+) -> tuple[VisionTower, MultimodalProjector]:
+    """A checkpoint's vision tower and projector alone (float32), without its LLM: what a frame
+    head with its own tuned vision builds on (`nvila_core.model.head_vision`)."""
+    root = Path(path)
+    config = read_config(root) if config is None else config
+    parts = {
+        "vision_tower": VisionTower(config),
+        "mm_projector": MultimodalProjector.from_config(config),
+    }
+    hf = detect_layout(root) != "vila"
+    for part, module in parts.items():
+        located, source = _tensor_files(root if hf else root / part)
+        prefix = f"{part}." if hf else ""
+        if hf:
+            located = {k: f for k, f in located.items() if k.startswith(prefix)}
+        targets, aliases = _targets(module, prefix)
+        unused = tuple(prefix + u for u in UNUSED_TENSOR_PREFIXES.get(part, ()))
+        _load_tensors(located, source, targets, aliases, unused)
+    return parts["vision_tower"].float().eval(), parts["mm_projector"].float().eval()
 
 
 def load_checkpoint(

@@ -13,7 +13,9 @@ things in the frame; its head keeps one group of answer scores per name over the
 layer. A named question about where a thing is may instead look for it at every token
 (`layout` "tokens", `TokenDetector`): one small net shared by the tokens of a frame, so what it
 learns of a blue door at the left of a frame serves at its right too. It reads the tokens the
-engine already computed for the frames, so an answer costs a few hundred thousand multiply-adds.
+engine already computed for the frames, so an answer costs a few hundred thousand multiply-adds;
+a token head may instead read its own tuned copy of the vision tower and projector
+(`nvila_core.model.head_vision`), one more vision pass per frame.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from nvila_core.model.head_vision import HeadVision, load_head_vision
 
 HEADS_DIR = "heads"
 FLAT, TOKENS = "flat", "tokens"
@@ -62,6 +66,9 @@ class FrameHead:
     layout: str = FLAT
     """`FLAT` (`net` is Linear-ReLU-Linear on the flattened tokens) or `TOKENS` (`net` is a
     `TokenDetector`)."""
+    vision: HeadVision | None = None
+    """The head's own tuned vision tower and projector (`nvila_core.model.head_vision`), which
+    make the tokens it reads; None: it reads the model's own tokens."""
 
     @property
     def num_features(self) -> int:
@@ -116,6 +123,11 @@ class FrameHead:
         else:
             first, _, second = self.net
             extra, layout = {}, {}
+        if self.vision is not None:
+            # freshly trained: its updates on the folder's own vision; else the tuned copy
+            tuned = self.vision.adapter_tensors() or self.vision.tuned_tensors()
+            extra |= tuned
+            layout["vision"] = self.vision.spec()
         tensors = {
             "mean": self.mean,
             "scale": self.scale,
@@ -191,10 +203,15 @@ class FrameHead:
             state = {k.replace("hidden", "0").replace("out", "2"): v for k, v in state.items()}
         try:
             net.load_state_dict(state)
-        except RuntimeError as err:  # a tensor of another shape
+            vision = (
+                None
+                if "vision" not in meta
+                else load_head_vision(meta["vision"], tensors, model_dir)
+            )
+        except (RuntimeError, ValueError, KeyError, TypeError, OSError) as err:
             raise FrameHeadError(f"{folder / name}: its tensors do not match ({err})") from err
         net.eval()
-        kept = ("name", "prompt", "answers", "frames", "names", "layout", "absent")
+        kept = ("name", "prompt", "answers", "frames", "names", "layout", "absent", "vision")
         info = {k: v for k, v in meta.items() if k not in kept}
         return cls(
             name,
@@ -207,6 +224,7 @@ class FrameHead:
             frames,
             names,
             layout,
+            vision,
         )
 
 
@@ -221,7 +239,8 @@ def load_heads(model_dir: str | Path) -> dict[str, FrameHead]:
 def copy_heads(model_dir: str | Path, out_dir: str | Path) -> list[str]:
     """Copy a model folder's frame heads into the folder made from it (a quantized checkpoint, an
     export); returns their names. A head reads the float model's tokens: on a quantized vision
-    tower they differ by the quantization error."""
+    tower they differ by the quantization error. A head with its own tuned vision takes the
+    whole tuned copy along (float, in `STORED_DTYPE`), so it sees what it was trained on."""
     heads = load_heads(model_dir) if Path(model_dir).is_dir() else {}
     for head in heads.values():
         head.save(out_dir)
@@ -343,15 +362,101 @@ def fit_frame_head(
             tokens, x.shape[1] // tokens, hidden, max(1, len(names)), width, answers.index(absent)
         )
         forward = net
-    optimizer = torch.optim.AdamW(_parameter_groups(net), lr=1e-3, weight_decay=1e-2)
+    _fit(net, lambda idx: forward(x[idx]), y, groups, width, epochs, generator, progress)
+    info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
+    layout = FLAT if tokens is None else TOKENS
+    return FrameHead(name, prompt, answers, mean, scale, net, info, frames, names, layout)
+
+
+def fit_tuned_frame_head(
+    name: str,
+    prompt: str,
+    answers: Sequence[str],
+    pixels: torch.Tensor,
+    rows: Sequence[int],
+    labels: Sequence[int],
+    vision: HeadVision,
+    names: Sequence[str],
+    asked: Sequence[int],
+    absent: str,
+    hidden: int = 256,
+    epochs: int = 3,
+    seed: int = 0,
+    progress: Callable[[int], object] | None = None,
+    frame_hidden: int = 64,
+) -> FrameHead:
+    """A `TokenDetector` head on one frame, trained together with the low-rank updates of its
+    own `vision` (`HeadVision`, lr 1e-3 without weight decay; the detector as in
+    `fit_frame_head`, its whole-frame net `frame_hidden` wide): each row's frame is
+    `pixels[rows[i]]` ([U, 3, S, S], frames that rows share stored once) and goes through the
+    tuned vision at every step. Its tokens are standardised with the statistics of the untuned
+    vision's tokens of every frame."""
+    answers, names = list(answers), list(names)
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    index = torch.as_tensor(list(rows), dtype=torch.long)
+    if y.numel() == 0 or index.numel() != y.numel() or absent not in answers:
+        raise FrameHeadError(
+            f"need a frame per label and the absent answer among {answers}, got "
+            f"{index.numel()} frames, {y.numel()} labels, {absent!r}"
+        )
+    if y.min() < 0 or y.max() >= len(answers) or index.min() < 0 or index.max() >= len(pixels):
+        raise FrameHeadError(f"labels must index the {len(answers)} answers, rows the frames")
+    if not vision.trainable():
+        raise FrameHeadError("the head's vision has no updates to train (rank 0)")
+    groups = _asked_groups(names, asked, len(y))
+    with torch.inference_mode():
+        untuned = torch.cat([vision(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
+    tokens, dim = untuned.shape[1], untuned.shape[2]
+    per_dim = untuned.reshape(-1, dim)
+    mean = per_dim.mean(0).repeat(tokens)
+    scale = per_dim.std(0).clamp_min(1e-3).repeat(tokens)
+    del untuned, per_dim
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    width = len(answers)
+    net = TokenDetector(
+        tokens, dim, hidden, max(1, len(names)), width, answers.index(absent), frame_hidden
+    )
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        found = vision(pixels[index[idx]]).reshape(len(idx), -1)
+        return net((found - mean) / scale)
+
+    extra = [{"params": vision.trainable(), "lr": 1e-3, "weight_decay": 0.0}]
+    _fit(net, forward, y, groups, width, epochs, generator, progress, extra, vision)
+    info = {"hidden": hidden, "frame_hidden": frame_hidden, "epochs": epochs, "seed": seed}
+    info["train_samples"] = len(y)
+    head = FrameHead(name, prompt, answers, mean, scale, net, info, 1, names, TOKENS)
+    head.vision = vision.eval()
+    return head
+
+
+def _fit(
+    net: torch.nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    groups: torch.Tensor,
+    width: int,
+    epochs: int,
+    generator: torch.Generator,
+    progress: Callable[[int], object] | None,
+    extra_groups: Sequence[dict[str, Any]] = (),
+    also_train: torch.nn.Module | None = None,
+) -> None:
+    """AdamW (lr 1e-3, weight decay 1e-2) over `net` (and `extra_groups`), batches of 128 rows
+    (`forward(row indices)` -> logits) in a seeded order, `epochs` passes."""
+    optimizer = torch.optim.AdamW(
+        [*_parameter_groups(net), *extra_groups], lr=1e-3, weight_decay=1e-2
+    )
     for _ in range(epochs):
         net.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), 128):
+        if also_train is not None:
+            also_train.train()
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), 128):
             idx = order[start : start + 128]
-            logits = forward(x[idx])
             loss = torch.nn.functional.cross_entropy(
-                _asked_logits(logits, groups[idx], width), y[idx]
+                _asked_logits(forward(idx), groups[idx], width), y[idx]
             )
             optimizer.zero_grad()
             loss.backward()
@@ -359,9 +464,8 @@ def fit_frame_head(
         if progress is not None:
             progress(1)
     net.eval()
-    info = {"hidden": hidden, "epochs": epochs, "seed": seed, "train_samples": len(x)}
-    layout = FLAT if tokens is None else TOKENS
-    return FrameHead(name, prompt, answers, mean, scale, net, info, frames, names, layout)
+    if also_train is not None:
+        also_train.eval()
 
 
 def _parameter_groups(net: torch.nn.Module) -> list[dict[str, Any]]:

@@ -277,6 +277,8 @@ class Engine:
         self.processor = NVILAProcessor(config, tokenizer)
         self.stop_token_ids = stop_token_ids(tokenizer, config.chat_template)
         self.frame_cache = FrameFeatureCache(cache_frames)
+        self.head_frame_cache = FrameFeatureCache(cache_frames)
+        """Tokens of frames seen through a head's own tuned vision, by (head, frame key)."""
         self._answer_cache: dict[str, list[int]] = {}
         self._statement_form = self._names_statement_form()
         self.heads: dict[str, FrameHead] = {}
@@ -609,10 +611,28 @@ class Engine:
                 f"{len(keys)} keys"
             )
         tokens = [
-            self.frame_tokens(frame, key).reshape(-1)
+            self.head_frame_tokens(head, frame, key).reshape(-1)
             for frame, key in zip(frames, keys, strict=True)
         ]
         return head.answer(torch.cat(tokens), about)
+
+    def head_frame_tokens(
+        self, head: FrameHead, frame: ImageLike, frame_key: Hashable | None = None
+    ) -> torch.Tensor:
+        """The tokens [tokens, D] frame head `head` reads of one frame: the model's own
+        (`frame_tokens`), or, for a head with its own tuned vision, that vision's (in PyTorch on
+        every backend; cached per head and `frame_key`, or content, like the model's)."""
+        if head.vision is None:
+            return self.frame_tokens(frame, frame_key)
+        keys = None if frame_key is None else [frame_key]
+        pixels = self.processor(IMAGE_TOKEN, frames=[frame], frame_keys=keys).media[0].pixel_values
+        key = (head.name, content_key(pixels[0]) if frame_key is None else ("key", frame_key))
+        tokens = self.head_frame_cache.get(key)
+        if tokens is None:
+            with torch.inference_mode():
+                tokens = head.vision(pixels.cpu())[0]
+            self.head_frame_cache.put(key, tokens)
+        return tokens
 
     def cache_info(self) -> dict[str, int]:
         return self.frame_cache.info()
@@ -620,6 +640,7 @@ class Engine:
     def clear_cache(self) -> None:
         """Forget cached frames, e.g. when frame keys restart with a new episode."""
         self.frame_cache.clear()
+        self.head_frame_cache.clear()
 
     # ------------------------------------------------------------ frame cache
     def _encode_media(self, media: Sequence[MediaItem]) -> EncodedMedia:

@@ -76,12 +76,46 @@ def frame_features(engine, records: list[tuple[Path, ...]], desc: str) -> torch.
     return torch.stack(rows)
 
 
-def cmd_train_head(args: argparse.Namespace) -> int:
-    from nvila_core.model.frame_head import TOKENS, FrameHeadError, accuracy, fit_frame_head
+def frame_pixels(
+    engine, records: list[tuple[Path, ...]], desc: str
+) -> tuple[torch.Tensor, list[int]]:
+    """The processed pixels of each distinct frame of one-frame records ([U, 3, S, S], float16
+    to halve the memory of a large question set) and each record's row in them."""
+    import torch
+
+    from nvila_core.model.processing import IMAGE_TOKEN
     from nvila_core.progress import Progress
+    from nvila_core.train.data import load_frame
+
+    seen: dict[Path, int] = {}
+    pixels, rows = [], []
+    with Progress(len(records), desc, "records") as bar:
+        for (path,) in records:
+            if path not in seen:
+                seen[path] = len(pixels)
+                media = engine.processor(IMAGE_TOKEN, frames=[load_frame(path)]).media
+                pixels.append(media[0].pixel_values[0].to(torch.float16))
+            rows.append(seen[path])
+            bar.update(1)
+    return torch.stack(pixels), rows
+
+
+def tuned_features(vision, pixels: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """[N, F]: each row's frame's tokens through a head's tuned vision, flattened."""
+    import torch
+
+    with torch.inference_mode():
+        tokens = torch.cat([vision(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
+    return tokens.reshape(len(tokens), -1)[torch.as_tensor(rows)]
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from nvila_core.model.frame_head import TOKENS, FrameHeadError, accuracy
     from nvila_core.runtime.engine import Engine
     from nvila_core.train.data import load_frame
 
+    if args.tune_vision and args.layout != TOKENS:
+        raise FrameHeadError(f"--tune-vision trains a --layout {TOKENS} head")
     engine = Engine.from_pretrained(args.model, cache_frames=0, threads=args.threads)
     prompt, frames, said, asked_names = read_head_questions(args.data)
     answers = sorted(set(said))
@@ -96,6 +130,51 @@ def cmd_train_head(args: argparse.Namespace) -> int:
                 f"one frame per record and --absent among its answers {answers}"
             )
         tokens = engine.frame_tokens(load_frame(frames[0][0])).shape[0]
+    if args.tune_vision:
+        head, features = _fit_tuned(args, engine, frames, prompt, answers, labels, names, asked)
+        val_features_of = lambda records: tuned_features(  # noqa: E731
+            head.vision, *frame_pixels(engine, records, f"{args.name}: val frames")
+        )
+    else:
+        head, features = _fit_on_model_tokens(
+            args, engine, frames, prompt, answers, labels, names, asked, tokens
+        )
+        val_features_of = lambda records: frame_features(  # noqa: E731
+            engine, records, f"{args.name}: val frames"
+        )
+    head.info["data"] = str(args.data)
+    head.info["train_accuracy"] = round(accuracy(head, features, labels, asked), 4)
+    if args.val:
+        val_prompt, val_frames, val_said, val_names = read_head_questions(args.val)
+        if (
+            val_prompt != prompt
+            or not set(val_said) <= set(answers)
+            or len(val_frames[0]) != head.frames
+            or (val_names is None) != (asked_names is None)
+            or not set(val_names or []) <= set(names)
+        ):
+            raise FrameHeadError(
+                f"{args.val}: another question, other answers or names, or another number of "
+                f"frames than {args.data}"
+            )
+        val_features = val_features_of(val_frames)
+        val_labels = [answers.index(a) for a in val_said]
+        val_asked = None if val_names is None else [names.index(n) for n in val_names]
+        head.info["val_data"] = str(args.val)
+        head.info["val_samples"] = len(val_labels)
+        head.info["val_accuracy"] = round(accuracy(head, val_features, val_labels, val_asked), 4)
+        majority = max(val_labels.count(i) for i in range(len(answers))) / len(val_labels)
+        head.info["val_majority"] = round(majority, 4)
+    path = head.save(args.out or args.model)
+    print(json.dumps({"head": str(path), **head.info}, indent=1))
+    return 0
+
+
+def _fit_on_model_tokens(args, engine, frames, prompt, answers, labels, names, asked, tokens):
+    """The head fitted on the model's own tokens, and those tokens [N, F]."""
+    from nvila_core.model.frame_head import fit_frame_head
+    from nvila_core.progress import Progress
+
     features = frame_features(engine, frames, f"{args.name}: train frames")
     with Progress(args.epochs, f"{args.name}: fitting", "epochs") as bar:
         head = fit_frame_head(
@@ -114,32 +193,41 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             tokens=tokens,
             absent=args.absent if tokens else None,
         )
-    head.info["data"] = str(args.data)
-    head.info["train_accuracy"] = round(accuracy(head, features, labels, asked), 4)
-    if args.val:
-        val_prompt, val_frames, val_said, val_names = read_head_questions(args.val)
-        if (
-            val_prompt != prompt
-            or not set(val_said) <= set(answers)
-            or len(val_frames[0]) != head.frames
-            or (val_names is None) != (asked_names is None)
-            or not set(val_names or []) <= set(names)
-        ):
-            raise FrameHeadError(
-                f"{args.val}: another question, other answers or names, or another number of "
-                f"frames than {args.data}"
-            )
-        val_features = frame_features(engine, val_frames, f"{args.name}: val frames")
-        val_labels = [answers.index(a) for a in val_said]
-        val_asked = None if val_names is None else [names.index(n) for n in val_names]
-        head.info["val_data"] = str(args.val)
-        head.info["val_samples"] = len(val_labels)
-        head.info["val_accuracy"] = round(accuracy(head, val_features, val_labels, val_asked), 4)
-        majority = max(val_labels.count(i) for i in range(len(answers))) / len(val_labels)
-        head.info["val_majority"] = round(majority, 4)
-    path = head.save(args.out or args.model)
-    print(json.dumps({"head": str(path), **head.info}, indent=1))
-    return 0
+    return head, features
+
+
+def _fit_tuned(args, engine, frames, prompt, answers, labels, names, asked):
+    """The head fitted together with its own tuned vision (`--tune-vision`), and the tokens
+    [N, F] of its training frames through that vision."""
+    from nvila_core.model.checkpoint import load_vision_parts
+    from nvila_core.model.frame_head import fit_tuned_frame_head
+    from nvila_core.model.head_vision import HeadVision
+    from nvila_core.progress import Progress
+
+    tower, projector = load_vision_parts(args.model, engine.config)
+    vision = HeadVision(engine.config, tower, projector, args.tune_vision, args.tune_blocks)
+    pixels, rows = frame_pixels(engine, frames, f"{args.name}: train frames")
+    with Progress(args.epochs, f"{args.name}: fitting with its vision", "epochs") as bar:
+        head = fit_tuned_frame_head(
+            args.name,
+            prompt,
+            answers,
+            pixels,
+            rows,
+            labels,
+            vision,
+            names,
+            asked,
+            args.absent,
+            hidden=args.hidden,
+            epochs=args.epochs,
+            seed=args.seed,
+            progress=bar.update,
+            frame_hidden=args.frame_hidden,
+        )
+    head.info["vision_rank"] = args.tune_vision
+    head.info["vision_blocks"] = args.tune_blocks
+    return head, tuned_features(head.vision, pixels, rows)
 
 
 def add_train_head_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -165,6 +253,27 @@ def add_train_head_cli(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument(
         "--absent", help="with --layout tokens: the answer that says the thing is not in view"
+    )
+    parser.add_argument(
+        "--tune-vision",
+        type=int,
+        default=0,
+        metavar="RANK",
+        help="with --layout tokens: train the head together with its own copy of the vision "
+        "tower and projector, through rank-RANK updates of their linear layers (kept with the "
+        "head; the model's tokens stay as they are); 0: read the model's tokens (default)",
+    )
+    parser.add_argument(
+        "--tune-blocks",
+        type=int,
+        default=1,
+        help="with --tune-vision: the vision tower's last blocks that get updates (default 1)",
+    )
+    parser.add_argument(
+        "--frame-hidden",
+        type=int,
+        default=64,
+        help="with --tune-vision: hidden units of the head's net over the whole frame (64)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
