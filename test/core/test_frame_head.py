@@ -144,6 +144,28 @@ def _questions(folder, n, seed, prompt="<image>\nWhich way does the route turn?"
     return folder / "q.json"
 
 
+NAMED_TEMPLATE = "<image>\nWhere is {name}?"
+
+
+def named_questions(folder, n, seed):
+    """`_questions` asked by name: "Where is the bright side?" (the bright half's side) or
+    "Where is the dark side?" (the other half's), alternately."""
+    path = _questions(folder, n, seed)
+    records = json.loads(path.read_text())
+    for i, record in enumerate(records):
+        name = ("the bright side", "the dark side")[i % 2]
+        said = record["conversations"][1]["value"]
+        if i % 2:
+            said = "Right." if said == "Left." else "Left."
+        record["name"] = name
+        record["conversations"] = [
+            {"from": "human", "value": NAMED_TEMPLATE.format(name=name)},
+            {"from": "gpt", "value": said},
+        ]
+    path.write_text(json.dumps(records))
+    return path
+
+
 def test_nvila_core_train_head_writes_a_head_the_model_folder_then_carries(tmp_path, capsys):
     model, _, tokenizer = compact_model()
     save_checkpoint(model, tokenizer, tmp_path / "ckpt")
@@ -245,21 +267,9 @@ def test_nvila_core_train_head_fits_a_named_question(tmp_path, capsys):
     frame bright on one half) train a named head; the engine answers `about` each name."""
     model, _, tokenizer = compact_model()
     save_checkpoint(model, tokenizer, tmp_path / "ckpt")
-    template = "<image>\nWhere is {name}?"
+    template = NAMED_TEMPLATE
     for split, n, seed in (("train", 160, 0), ("val", 40, 1)):
-        path = _questions(tmp_path / split, n, seed)
-        records = json.loads(path.read_text())
-        for i, record in enumerate(records):
-            name = ("the bright side", "the dark side")[i % 2]
-            said = record["conversations"][1]["value"]
-            if i % 2:
-                said = "Right." if said == "Left." else "Left."
-            record["name"] = name
-            record["conversations"] = [
-                {"from": "human", "value": template.format(name=name)},
-                {"from": "gpt", "value": said},
-            ]
-        path.write_text(json.dumps(records))
+        named_questions(tmp_path / split, n, seed)
     args = [
         "train-head",
         "--model",

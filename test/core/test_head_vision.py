@@ -16,10 +16,8 @@ from nvila_core.model.frame_head import HEADS_DIR, FrameHeadError, load_heads
 from nvila_core.model.head_vision import ADAPTER_PREFIX, TUNED_PREFIX, HeadVision
 from nvila_core.model.vision import encode_frames
 from nvila_core.runtime.engine import Engine
-from test.core.test_frame_head import _questions
+from test.core.test_frame_head import named_questions
 from test.helpers.compact_models import compact_model
-
-TEMPLATE = "<image>\nWhere is {name}?"
 
 
 def test_updates_start_at_the_model_and_fold_into_the_same_outputs():
@@ -39,24 +37,6 @@ def test_updates_start_at_the_model_and_fold_into_the_same_outputs():
         HeadVision(config, model.vision_tower, model.mm_projector, rank=4, blocks=99)
 
 
-def _named_questions(folder, n, seed):
-    """ "Where is the bright side / the dark side?" of frames bright on one half."""
-    path = _questions(folder, n, seed)
-    records = json.loads(path.read_text())
-    for i, record in enumerate(records):
-        name = ("the bright side", "the dark side")[i % 2]
-        said = record["conversations"][1]["value"]
-        if i % 2:
-            said = "Right." if said == "Left." else "Left."
-        record["name"] = name
-        record["conversations"] = [
-            {"from": "human", "value": TEMPLATE.format(name=name)},
-            {"from": "gpt", "value": said},
-        ]
-    path.write_text(json.dumps(records))
-    return path
-
-
 def test_train_head_tunes_its_own_vision_keeps_only_updates_and_its_export_answers_alike(
     tmp_path, capsys
 ):
@@ -64,8 +44,8 @@ def test_train_head_tunes_its_own_vision_keeps_only_updates_and_its_export_answe
     ckpt = tmp_path / "ckpt"
     save_checkpoint(model, tokenizer, ckpt)
     before = {p: p.read_bytes() for p in sorted(ckpt.rglob("*.safetensors"))}
-    train = _named_questions(tmp_path / "train", 120, 0)
-    val = _named_questions(tmp_path / "val", 40, 1)
+    train = named_questions(tmp_path / "train", 120, 0)
+    val = named_questions(tmp_path / "val", 40, 1)
     args = ["train-head", "--model", str(ckpt), "--data", str(train), "--val", str(val)]
     args += ["--layout", "tokens", "--absent", "Right.", "--epochs", "20"]
     assert core_main([*args, "--name", "where", "--tune-vision", "4"]) == 0
