@@ -355,9 +355,9 @@ NANO = Path(__file__).resolve().parents[1] / "models" / "navila-nano"
 def test_the_shipped_head_places_furniture_in_real_frames_of_unseen_scenes():
     """MuJoCo frames at the starts of val_unseen episodes (scenes never trained on), 8 headings
     each, every piece of furniture of the scene asked about; the answers come from the world's
-    geometry, not from the head's training data. Measured: 26 of 36 in view and 680 of 716 out
-    of view right (the earlier flat head: 21 and 658); a side guessed among three would get
-    about a third of those in view."""
+    geometry, not from the head's training data. Measured: 30 of 36 in view and 687 of 716 out
+    of view right (the head on the model's own tokens: 26 and 680; the earlier flat head: 21 and
+    658); a side guessed among three would get about a third of those in view."""
     engine = Engine.from_pretrained(NANO)
     right = {True: [], False: []}
     with Simulator(CameraConfig(width=128, height=96)) as sim:
@@ -382,7 +382,7 @@ def test_the_shipped_head_places_furniture_in_real_frames_of_unseen_scenes():
                     )
                     right[truth != NOT_IN_VIEW].append(said == truth)
     assert len(right[True]) >= 30 and len(right[False]) >= 300
-    assert sum(right[True]) / len(right[True]) >= 0.6
+    assert sum(right[True]) / len(right[True]) >= 0.75
     assert sum(right[False]) / len(right[False]) >= 0.9
 
 

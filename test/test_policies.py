@@ -667,3 +667,7 @@ def test_navila_nano_ships_the_frame_heads_its_policy_uses(make_frames):
     # the landmark-side head looks for each name at every token, "Not in view." its absence
     landmark = engine.heads[LANDMARK_SIDE_HEAD]
     assert landmark.layout == "tokens" and landmark.answers[landmark.net.absent] == NOT_IN_VIEW
+    # ... on tokens of its own tuned vision, shaped as the model's, which stay as they are
+    assert landmark.vision is not None
+    own, seen = engine.frame_tokens(frame), engine.head_frame_tokens(landmark, frame)
+    assert seen.shape == own.shape and not torch.allclose(seen, own, atol=1e-3)
