@@ -624,10 +624,15 @@ class Engine:
         every backend; cached per head and `frame_key`, or content, like the model's)."""
         if head.vision is None:
             return self.frame_tokens(frame, frame_key)
+        key = None if frame_key is None else (head.name, ("key", frame_key))
+        tokens = None if key is None else self.head_frame_cache.get(key)
+        if tokens is not None:  # a keyed frame seen before: not even preprocessed again
+            return tokens
         keys = None if frame_key is None else [frame_key]
         pixels = self.processor(IMAGE_TOKEN, frames=[frame], frame_keys=keys).media[0].pixel_values
-        key = (head.name, content_key(pixels[0]) if frame_key is None else ("key", frame_key))
-        tokens = self.head_frame_cache.get(key)
+        if key is None:
+            key = (head.name, content_key(pixels[0]))
+            tokens = self.head_frame_cache.get(key)
         if tokens is None:
             with torch.inference_mode():
                 tokens = head.vision(pixels.cpu())[0]
