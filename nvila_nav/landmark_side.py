@@ -183,14 +183,15 @@ class RouteGuide:
         goal: str | None,
         close_ahead: str | None,
         previous_actions: Sequence[str],
-        where: Callable[[str], tuple[str, float]],
+        where: Callable[[str], tuple[str, float] | None],
         opening_turn_done: bool = True,
     ) -> tuple[str, Action] | None:
         """(landmark, action toward it) for this decision, or None where the model decides.
         `goal` and `close_ahead` are the names the statement asks about and says is close
         ahead; `where(name)` answers the landmark-side question about a name (the most probable
         answer and its probability; a side steers only at `SIDE_CONFIDENCE` or more, a
-        doorway's at `DOORWAY_CONFIDENCE`). Nothing is steered until the instruction's opening
+        doorway's at `DOORWAY_CONFIDENCE`), or None for a name it cannot look for (one the head
+        never learnt): the model decides there. Nothing is steered until the instruction's opening
         turn has been made once (turning back toward a landmark afterwards does not undo it).
         Call it at every decision: the last of `previous_actions` is counted into the travel
         since a doorway was close ahead."""
@@ -212,9 +213,10 @@ class RouteGuide:
         for name in route:
             if name in self._passed:
                 continue
-            answer, probability = where(name)
-            if not self._opening_turn_done:
-                return None
+            found = where(name)
+            if found is None or not self._opening_turn_done:
+                return None  # a landmark it cannot look for: the model decides
+            answer, probability = found
             sure = DOORWAY_CONFIDENCE if is_doorway(name) else SIDE_CONFIDENCE
             if answer == NOT_IN_VIEW or probability < sure:
                 return self._search(

@@ -268,7 +268,9 @@ class NVILAPolicy:
             # loaded with the engine; at module level it would load torch for every policy
             from nvila_core.model.prompting import asked_name, close_ahead_name
 
-            def where(name: str) -> tuple[str, float]:
+            def where(name: str) -> tuple[str, float] | None:
+                if name not in self.engine.heads[LANDMARK_SIDE_HEAD].names:
+                    return None  # a name the head never learnt (a statement's own words)
                 return self._ask(LANDMARK_SIDE_HEAD, frames, keys, decisions, timings, name)
 
             steered = self._route.steer(

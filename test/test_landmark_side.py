@@ -277,6 +277,15 @@ def test_the_goal_is_headed_for_until_the_statement_says_it_is_close_ahead():
     assert guide.steer(only_goal, None, None, [MOVE], view) is None
 
 
+def test_a_name_the_head_cannot_look_for_leaves_the_decision_to_the_model():
+    """A statement in its own words ("the potted plant", no colour, as navila-nano says with
+    blank frames) names no landmark the head learnt: no steering, no look-around, no error."""
+    guide = RouteGuide()
+    only_goal = "Walk forward and stop near the pink table."
+    for _ in range(3 * SEARCH_AFTER_GOAL):
+        assert guide.steer(only_goal, "the potted plant", None, [MOVE], lambda name: None) is None
+
+
 def test_the_goal_close_ahead_steers_nothing_while_a_doorway_is_still_ahead():
     """The statement's goal close ahead leaves the stop to the model, even where a doorway
     of the route was never recognised as gone through."""
