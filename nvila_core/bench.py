@@ -427,8 +427,8 @@ def bench_hf_generate(
 ) -> None:
     """Same embeddings, same weights: our KV-cached greedy loop vs `transformers` `generate`
     (prefill included in both), and whether they produce the same tokens. Then one navigation
-    decision: `Engine.choose`'s scoring of the ten NaVILA answers (one prefill, one batched
-    forward) vs `generate` of an answer as long as the longest one."""
+    decision: `Engine.choose`'s scoring of the ten NaVILA answers (one prefill, one forward over
+    the answers' prefix tree) vs `generate` of an answer as long as the longest one."""
     with torch.inference_mode():
         encoded = model.encode_media_items(inputs.media)
         embeds = model.embed_inputs(inputs.input_ids, inputs.media, encoded.embeds)

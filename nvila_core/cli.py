@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--choose",
         type=_answers,
         metavar="ANSWERSxTOKENS",
-        help="score a closed set of answers in one batched forward instead of decoding",
+        help="score a closed set of answers in one forward over their prefix tree, not decoding",
     )
     roofline_parser.add_argument("--csv", help="also write the phases as CSV")
     roofline_parser.set_defaults(handler=cmd_roofline)

@@ -140,9 +140,9 @@ def decode_flops(model, context: int) -> float:
     return _count_flops(lambda: model.llm(inputs_embeds=embeds, past_key_values=cache))
 
 
-def choose_flops(model, context: int, answers: int, width: int) -> float:
-    """FLOPs of `Engine.choose`'s one batched forward: `answers` continuations of `width` tokens
-    against copies of the prompt's cache (`score_continuations`)."""
+def choose_flops(model, context: int, tokens: int) -> float:
+    """FLOPs of `Engine.choose`'s forward over the answers' prefix tree: `tokens` nodes in one
+    row against the prompt's cache (`score_continuations`)."""
     import torch
     from transformers import DynamicCache
 
@@ -151,10 +151,10 @@ def choose_flops(model, context: int, answers: int, width: int) -> float:
     head_dim = llm.get("head_dim") or llm["hidden_size"] // heads
     cache = DynamicCache()
     for layer in range(llm["num_hidden_layers"]):
-        shape = (answers, kv_heads or heads, context, head_dim)
+        shape = (1, kv_heads or heads, context, head_dim)
         kv = torch.empty(shape, device="meta", dtype=model.dtype)
         cache.update(kv, kv, layer)
-    embeds = torch.empty(answers, width, llm["hidden_size"], device="meta", dtype=model.dtype)
+    embeds = torch.empty(1, tokens, llm["hidden_size"], device="meta", dtype=model.dtype)
     return _count_flops(lambda: model.llm(inputs_embeds=embeds, past_key_values=cache))
 
 
@@ -210,7 +210,7 @@ def project(
 ) -> list[Phase]:
     """Phases of one query: ViT for `frames` new frames, prefill of `context` tokens, then
     either `answer` greedy decode steps or, with `choose` = (answers, tokens per answer),
-    `Engine.choose`'s one batched forward over the closed set of answers."""
+    `Engine.choose`'s one forward over the closed set of answers' prefix tree."""
     if frames < 0 or context < 1 or answer < 0:
         raise ValueError("frames >= 0, context >= 1 and answer >= 0 are required")
     if choose is not None and (choose[0] < 1 or choose[1] < 1):
@@ -242,12 +242,11 @@ def project(
     )
     if choose is not None:
         answers, width = choose
-        # The first answer token's logits come with the prefill; the batch feeds the rest.
-        fed = max(width - 1, 1)
-        traffic = llm_bytes + answers * (
-            fed * weights["embedding_row"] + kv_cache_bytes(config, context)
-        )
-        flops = choose_flops(model, context, answers, fed)
+        # The first answer token's logits come with the prefill; the tree feeds the rest, at
+        # most every other token of every answer (answers sharing words share nodes).
+        fed = answers * max(width - 1, 1)
+        traffic = llm_bytes + fed * weights["embedding_row"] + kv_cache_bytes(config, context)
+        flops = choose_flops(model, context, fed)
         phases.append(phase(f"choose ({answers} answers x {width} tokens)", "fp16", flops, traffic))
     elif answer:
         # Decode cost grows with the cache; the mean context over the answer is exact for the

@@ -23,6 +23,7 @@ import nvila_core.bench
 import nvila_core.decode_profile
 import nvila_nav.faults.decision_bench
 import nvila_nav.sim.bench
+from nvila_core.export import ExportError, load_metadata
 
 NANO = "models/navila-nano"
 DEPLOYED = Path("outputs/deploy/navila-nano-w8a8-w4a16")
@@ -40,8 +41,9 @@ def decision_variants(out: Path, navila_shaped: bool = True) -> list[str]:
         variants.append(f"ORT W8A8+W4A16={DEPLOYED}:onnxruntime")
     elif (DEPLOYED / "export.json").is_file():
         print(
-            f"[bench] {DEPLOYED} is older than {NANO}'s weights: the deployed form is not in the "
-            "graph benchmark until it is built again (docs/deployment.md)"
+            f"[bench] {DEPLOYED} is older than {NANO}'s weights or in another export format: "
+            "the deployed form is not in the graph benchmark until it is built again "
+            "(docs/deployment.md)"
         )
     else:
         print(f"[bench] {DEPLOYED} not found: the deployed form is not in the graph benchmark")
@@ -52,10 +54,17 @@ def decision_variants(out: Path, navila_shaped: bool = True) -> list[str]:
 
 def export_is_current(export: str | Path, model: str | Path) -> bool:
     """Whether `export` (an `nvila-core export` folder) was written after every weight file of
-    the checkpoint `model`: a pulled or retrained model makes an older export stale."""
+    the checkpoint `model` (a pulled or retrained model makes an older export stale), in the
+    export format this nvila-core reads."""
     written = Path(export) / "export.json"
     weights = list(Path(model).glob("*/model.safetensors"))
-    return written.is_file() and all(written.stat().st_mtime >= w.stat().st_mtime for w in weights)
+    if not written.is_file():
+        return False
+    try:
+        load_metadata(export)
+    except ExportError:
+        return False
+    return all(written.stat().st_mtime >= w.stat().st_mtime for w in weights)
 
 
 def navila_shaped_checkpoint(out: Path) -> Path:

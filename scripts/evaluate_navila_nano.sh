@@ -39,11 +39,15 @@ count() { case $1 in C) echo 100 ;; *) echo 50 ;; esac; }
 
 deploy() {  # the W8A8 vision + W4A16 LLM ONNX set of docs/deployment.md, built again when
             # $NANO's weights, config or frame heads are newer than it (a pulled or retrained
-            # model)
+            # model) or an older nvila-core wrote it (another export format version)
   local stale
   stale=$(find "$NANO" \( -name model.safetensors -o -name config.json -o -path "*/heads/*" \) \
     -newer "$DEPLOY/export.json" 2>/dev/null || true)
-  [[ -f $DEPLOY/export.json && -z $stale ]] && return
+  if [[ -f $DEPLOY/export.json && -z $stale ]] &&
+    "$BIN/python" -c 'import sys; from nvila_core.export import load_metadata; load_metadata(sys.argv[1])' \
+      "$DEPLOY" 2>/dev/null; then
+    return
+  fi
   "$BIN/nvila-core" quantize --model "$NANO" --recipe both --calib data/nano/train_C \
     --out "$DEPLOY-checkpoint"
   "$BIN/nvila-core" export --model "$DEPLOY-checkpoint" --out "$DEPLOY"

@@ -40,6 +40,7 @@ from nvila_core.export.graphs import (
     export_vision,
     kv_names,
     llm_dims,
+    llm_feed,
 )
 from nvila_core.export.qdq import ExportError, graph_float_type, quantize_graph, save_onnx
 from nvila_core.export.reference import (
@@ -58,7 +59,7 @@ EMBEDDINGS_FILE = "embed_tokens.safetensors"
 EMBEDDINGS_KEY = "embed_tokens"
 TOKENIZER_DIR = "tokenizer"
 FORMAT = "nvila_core.export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Max |onnx - torch| / max |torch| per output, ONNX Runtime CPU vs torch CPU on the same inputs.
 # float16 graphs are compared with torch in float16 on CPU (different kernels, same precision).
@@ -108,27 +109,14 @@ def _reference_feeds(name: str, model: NVILAModel, session) -> list[dict[str, np
     kv_shape = (1, dims["num_key_value_heads"], 0, dims["head_dim"])
     empty = np.zeros(kv_shape, dtype=_np_dtype(model.dtype))
     past_names = kv_names(dims["num_layers"], "past_key_values")
-    prefill = _llm_feed(embeds.numpy(), 0, dict.fromkeys(past_names, empty))
+    prefill = llm_feed(embeds.numpy(), 0, dict.fromkeys(past_names, empty))
     out = run_session(session, [prefill])[0]
     token = int(np.argmax(out["logits"][0, -1]))
     with torch.no_grad():
         step = model.llm.get_input_embeddings()(torch.tensor([[token]], device=model.device))
     presents = kv_names(dims["num_layers"], "present")
     past = {p: out[q] for p, q in zip(past_names, presents, strict=True)}
-    return [prefill, _llm_feed(step.cpu().numpy(), ids.shape[1], past)]
-
-
-def _llm_feed(
-    embeds: np.ndarray, past_length: int, past: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """One LLM step: batch 1, no padding, positions continuing after the cache."""
-    length = embeds.shape[1]
-    return {
-        "inputs_embeds": embeds,
-        "attention_mask": np.ones((1, past_length + length), dtype=np.int64),
-        "position_ids": np.arange(past_length, past_length + length, dtype=np.int64)[None],
-        **past,
-    }
+    return [prefill, llm_feed(step.cpu().numpy(), ids.shape[1], past)]
 
 
 def _relative_errors(
@@ -200,8 +188,13 @@ def _profiles(name: str, model: NVILAModel) -> dict[str, dict[str, list[int]]]:
     past = {"min": 0, "opt": prompt, "max": longest - 1}
     profile = {
         "inputs_embeds": {k: [1, seq[k], dims["hidden_size"]] for k in seq},
-        "attention_mask": {"min": [1, 1], "opt": [1, 2 * prompt], "max": [1, longest]},
+        "attention_mask": {
+            "min": [1, 1, 1, 1],
+            "opt": [1, 1, prompt, 2 * prompt],
+            "max": [1, 1, longest, longest],
+        },
         "position_ids": {k: [1, seq[k]] for k in seq},
+        "logits_index": {"min": [1, 1], "opt": [1, 1], "max": [1, longest]},
     }
     for kv in kv_names(dims["num_layers"], "past_key_values"):
         profile[kv] = {k: [1, heads, past[k], head_dim] for k in past}
@@ -338,6 +331,11 @@ def load_metadata(export_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"{path}: not found (not an `nvila-core export` folder)")
     data = json.loads(path.read_text())
-    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+    if data.get("format") != FORMAT:
         raise ExportError(f"{path}: unsupported format {data.get('format')!r}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ExportError(
+            f"{path}: export format version {data.get('format_version')!r}, this nvila-core reads "
+            f"version {FORMAT_VERSION}: run `nvila-core export` on the model again"
+        )
     return data

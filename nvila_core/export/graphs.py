@@ -4,11 +4,14 @@
   engine caches per frame) and `features` [frames, P, C] (raw ViT output, for dynamic-S2 images);
 - projector (dynamic-S2 models only): merged multi-scale `features` [blocks, P, C*scales] ->
   `tokens` [blocks, tokens_per_tile, D];
-- llm: `inputs_embeds` [batch, seq, D], `attention_mask` [batch, past+seq], `position_ids`
-  [batch, seq] and `past_key_values.{i}.{key,value}` [batch, kv_heads, past, head_dim] ->
-  `logits` [batch, 1, vocab] (last position only: greedy decoding needs nothing else, and a
-  full-sequence vocab tensor is hundreds of MB on Orin) and `present.{i}.{key,value}`.
-  Embedding lookup stays on the host so media embeddings can be spliced in.
+- llm: `inputs_embeds` [batch, seq, D], `attention_mask` [batch, 1, seq, past+seq] (1: the
+  query position attends to that key; the host states causality, so one call can also carry an
+  answer set's prefix tree), `position_ids` [batch, seq], `logits_index` [batch, k] (the new
+  positions whose logits come back) and `past_key_values.{i}.{key,value}` [batch, kv_heads, past,
+  head_dim] -> `logits` [batch, k, vocab] (a decode step asks for its last position only; a
+  full-sequence vocab tensor would be hundreds of MB on Orin) and `present.{i}.{key,value}`.
+  Embedding lookup stays on the host so media embeddings can be spliced in. `llm_feed` builds
+  one call's inputs.
 
 The TorchScript exporter (dynamo=False) is used: it exports the tiny model in under a second per
 graph on CPU, with plain ONNX ops only (trt.md §6.2). Attention is exported eager, and every
@@ -20,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import DynamicCache
@@ -125,23 +129,66 @@ class LLMGraph(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
+        logits_index: torch.Tensor,
         *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         cache = DynamicCache(config=self.llm.config)
         for layer in range(self.num_layers):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
-        out = self.llm(
+        dtype = inputs_embeds.dtype
+        # a 4D mask reaches attention as is: the additive bias of HF's own masks
+        bias = (1 - attention_mask.to(dtype)) * torch.finfo(dtype).min
+        hidden = self.llm.get_decoder()(
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            attention_mask=bias,
             position_ids=position_ids,
             **cache_argument(cache),
             use_cache=True,
-            logits_to_keep=1,
-        )
+        ).last_hidden_state
+        index = logits_index[..., None].expand(-1, -1, hidden.shape[-1])
+        logits = self.llm.get_output_embeddings()(hidden.gather(1, index))
         present = [
             t for layer in cache.layers for t in (layer.keys, layer.values)
         ]  # filled in place
-        return (out.logits, *present)
+        return (logits, *present)
+
+
+def causal_mask(new: int, past_length: int) -> np.ndarray:
+    """int64 [1, 1, new, past_length + new]: each new position sees the cache and itself and the
+    new positions before it."""
+    mask = np.ones((new, past_length + new), dtype=np.int64)
+    mask[:, past_length:] = np.tri(new, dtype=np.int64)
+    return mask[None, None]
+
+
+def llm_feed(
+    embeds: np.ndarray,
+    past_length: int,
+    past: dict[str, np.ndarray],
+    mask: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
+    logits_index: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """One LLM call on `embeds` [1, new, D] after `past_length` cached positions. By default the
+    new positions are causal, continue the cache's positions, and only the last one's logits
+    come back (prefill and decode); `mask` (bool or 0/1 [new, past_length + new]), `positions`
+    ([new], absolute) and `logits_index` (new positions) say otherwise."""
+    new = embeds.shape[1]
+    if mask is None:
+        full_mask = causal_mask(new, past_length)
+    else:
+        full_mask = np.asarray(mask, dtype=np.int64)[None, None]
+    if positions is None:
+        positions = np.arange(past_length, past_length + new)
+    return {
+        "inputs_embeds": embeds,
+        "attention_mask": full_mask,
+        "position_ids": np.asarray(positions, dtype=np.int64)[None],
+        "logits_index": np.asarray([new - 1] if logits_index is None else logits_index, np.int64)[
+            None
+        ],
+        **past,
+    }
 
 
 def llm_dims(model: NVILAModel) -> dict[str, int]:
@@ -223,23 +270,25 @@ def export_llm(model: NVILAModel, path: Path) -> None:
     options = {"dtype": model.dtype, "device": model.device}
     past = [torch.zeros(kv_shape, **options) for _ in range(2 * dims["num_layers"])]
     embeds = torch.zeros(1, seq, dims["hidden_size"], **options)
-    mask = torch.ones(1, past_len + seq, dtype=torch.long, device=model.device)
+    mask = torch.from_numpy(causal_mask(seq, past_len)).to(model.device)
     positions = torch.arange(past_len, past_len + seq, device=model.device)[None]
+    logits_index = torch.arange(seq, device=model.device)[None]
     past_names = kv_names(dims["num_layers"], "past_key_values")
     present_names = kv_names(dims["num_layers"], "present")
     axes = {
         "inputs_embeds": {0: "batch", 1: "sequence"},
-        "attention_mask": {0: "batch", 1: "total_sequence"},
+        "attention_mask": {0: "batch", 2: "sequence", 3: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"},
-        "logits": {0: "batch"},
+        "logits_index": {0: "batch", 1: "logits_positions"},
+        "logits": {0: "batch", 1: "logits_positions"},
     }
     axes.update({name: {0: "batch", 2: "past_sequence"} for name in past_names})
     axes.update({name: {0: "batch", 2: "total_sequence"} for name in present_names})
     _export(
         LLMGraph(model),
-        (embeds, mask, positions, *past),
+        (embeds, mask, positions, logits_index, *past),
         path,
-        ["inputs_embeds", "attention_mask", "position_ids", *past_names],
+        ["inputs_embeds", "attention_mask", "position_ids", "logits_index", *past_names],
         ["logits", *present_names],
         axes,
     )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
@@ -146,6 +147,81 @@ def check_continuable(decoded: Decoded, keep: int, ids: Sequence[int]) -> None:
         raise ValueError("score_after needs at least one token id to prefill")
 
 
+@dataclass(frozen=True)
+class AnswerTree:
+    """The tokens a closed answer set feeds after the prompt, as one prefix tree.
+
+    Scoring an answer needs the logits after each of its tokens but the last. Those tokens of
+    every answer, merged where answers share a beginning ("The next action is turn ..."), are the
+    tree's nodes; fed as one sequence in which each node sees the context and its own ancestors
+    only (`mask`), at the position it would have in its own answer (`depths`), one forward gives
+    every logit the scores need, however many answers there are.
+    """
+
+    tokens: list[int]  # one per node, parents before children
+    parents: list[int]  # the parent node's index, -1 on the first depth
+    depths: list[int]
+    paths: list[list[int]]  # per answer, the node of each of its tokens but the last
+
+    @classmethod
+    def build(cls, continuations: Sequence[Sequence[int]]) -> AnswerTree:
+        check_continuations(continuations)
+        tokens: list[int] = []
+        parents: list[int] = []
+        depths: list[int] = []
+        paths: list[list[int]] = []
+        index: dict[tuple[int, int], int] = {}
+        for continuation in continuations:
+            parent, path = -1, []
+            for depth, token in enumerate(continuation[:-1]):
+                node = index.get((parent, token))
+                if node is None:
+                    node = index[(parent, token)] = len(tokens)
+                    tokens.append(token)
+                    parents.append(parent)
+                    depths.append(depth)
+                parent = node
+                path.append(node)
+            paths.append(path)
+        return cls(tokens, parents, depths, paths)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def mask(self, context: int) -> np.ndarray:
+        """bool [nodes, context + nodes]: what each node attends to (the context, its ancestors,
+        itself)."""
+        allowed = np.zeros((len(self), context + len(self)), dtype=bool)
+        allowed[:, :context] = True
+        for node, parent in enumerate(self.parents):
+            allowed[node, context + node] = True
+            if parent >= 0:
+                allowed[node, context : context + node] |= allowed[parent, context : context + node]
+        return allowed
+
+    def scores(
+        self,
+        continuations: Sequence[Sequence[int]],
+        first: torch.Tensor,
+        nodes: torch.Tensor | None,
+    ) -> list[float]:
+        """Summed log-probability per answer, from the log-probs after the context `first` [V]
+        and after each node `nodes` [nodes, V] (None for a tree without nodes)."""
+        scores = []
+        for continuation, path in zip(continuations, self.paths, strict=True):
+            total = float(first[continuation[0]])
+            for node, token in zip(path, continuation[1:], strict=True):
+                total += float(nodes[node, token])
+            scores.append(total)
+        return scores
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool attention mask (True: attend) as the additive bias HF attention takes as is."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 @torch.inference_mode()
 def score_continuations(
     model: NVILAModel,
@@ -155,13 +231,12 @@ def score_continuations(
 ) -> Scored:
     """log p(continuation | prompt) for each token-id list, summed over its tokens.
 
-    One prefill over `inputs_embeds` [1, L, D]; its cache is then repeated once per continuation
-    and every continuation runs in one batched forward. Right padding needs no attention mask:
-    attention is causal, so padding after a continuation cannot change its own positions.
+    One prefill over `inputs_embeds` [1, L, D], then one forward over the answers' prefix tree
+    (`AnswerTree`) against the prefill's cache: two forwards whatever the number of answers.
     `cache`: the KV cache of what comes before `inputs_embeds` (a decode's, `Decoded.cache`),
     so only they are prefilled; it is consumed.
     """
-    check_continuations(continuations)
+    tree = AnswerTree.build(continuations)
     device = model.device
     before = 0 if cache is None else cache.get_seq_length()
     cache = DynamicCache(config=model.llm.config) if cache is None else cache
@@ -171,22 +246,26 @@ def score_continuations(
     first = out.logits[0, -1].float().log_softmax(-1)
     synchronize(device)
     prefill_ms = (time.perf_counter() - start) * 1e3
-    scores = first[torch.tensor([c[0] for c in continuations], device=device)]
-    width = max(len(c) for c in continuations) - 1
-    if width > 0:
-        cache.batch_repeat_interleave(len(continuations))
-        fed = [list(c[:-1]) + [c[0]] * (width - len(c) + 1) for c in continuations]
-        step = model.llm.get_input_embeddings()(torch.tensor(fed, device=device))
-        logp = model(step, past_key_values=cache, use_cache=True).logits.float().log_softmax(-1)
-        for row, tokens in enumerate(continuations):
-            later = torch.tensor(tokens[1:], dtype=torch.long, device=device)
-            scores[row] += logp[row, torch.arange(len(later), device=device), later].sum()
+    context = before + inputs_embeds.shape[1]
+    nodes = None
+    if len(tree):
+        allowed = torch.from_numpy(tree.mask(context)).to(device)
+        step = model.llm.get_input_embeddings()(torch.tensor([tree.tokens], device=device))
+        logits = model(
+            step,
+            attention_mask=additive_mask(allowed, step.dtype)[None, None],
+            position_ids=torch.tensor([tree.depths], device=device) + context,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        nodes = logits[0].float().log_softmax(-1)
+    scores = tree.scores(continuations, first, nodes)
     synchronize(device)
     return Scored(
-        log_probs=scores.tolist(),
+        log_probs=scores,
         prefill_ms=prefill_ms,
         score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
-        prompt_tokens=before + inputs_embeds.shape[1],
+        prompt_tokens=context,
     )
 
 

@@ -22,9 +22,10 @@ import torch
 from safetensors.torch import load_file
 
 from nvila_core.export.exporter import load_metadata
-from nvila_core.export.graphs import kv_names
+from nvila_core.export.graphs import causal_mask, kv_names, llm_feed
 from nvila_core.model.configuration import NVILAConfig
 from nvila_core.model.generation import (
+    AnswerTree,
     Decoded,
     Scored,
     check_continuable,
@@ -48,9 +49,6 @@ class ExportBackend(ABC):
     """Vision, projector and LLM graphs of an export folder, one session each (`open_session`)."""
 
     name = "export"
-    max_batch = 1
-    """Rows one LLM call may carry: the TensorRT engines are built for batch 1; onnxruntime runs
-    the graphs' symbolic batch, so `score` steps all answers' branches of one depth together."""
 
     def __init__(self, export_dir: str | Path, device: torch.device | str = "cpu"):
         root = Path(export_dir)
@@ -155,22 +153,17 @@ class ExportBackend(ABC):
         return {name: np.zeros(shape, dtype=dtype) for name in self._past_names}
 
     def _step(
-        self, step_input: np.ndarray, past: dict[str, np.ndarray], length: int
+        self, step_input: np.ndarray, past: dict[str, np.ndarray], length: int, **feed: Any
     ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """One LLM call on [B, new, D] after `length` cached positions: last-position logits
-        [B, V] and the new past. The arrays of `past` are not modified, so a past can be
+        """One LLM call on [1, new, D] after `length` cached positions (`feed`: `llm_feed`'s
+        mask, positions, logits_index): the asked-for positions' logits [k, V] (the last one by
+        default) and the new past. The arrays of `past` are not modified, so a past can be
         continued more than once."""
-        batch, new = step_input.shape[:2]
-        positions = np.arange(length, length + new, dtype=np.int64)[None]
-        feed = {
-            "inputs_embeds": step_input,
-            "attention_mask": np.ones((batch, length + new), dtype=np.int64),
-            "position_ids": np.repeat(positions, batch, axis=0),
-            **past,
-        }
-        logits, *present = self.sessions["llm"].run(self._output_names, feed)
+        logits, *present = self.sessions["llm"].run(
+            self._output_names, llm_feed(step_input, length, past, **feed)
+        )
         return (
-            torch.from_numpy(logits[:, -1]).float(),
+            torch.from_numpy(logits[0]).float(),
             dict(zip(self._past_names, present, strict=True)),
         )
 
@@ -199,7 +192,7 @@ class ExportBackend(ABC):
         start = time.perf_counter()
         for step in range(max_new_tokens):
             logits, past = self._step(step_input, past, length)
-            last = logits[0]
+            last = logits[-1]
             length += step_input.shape[1]
             token = int(torch.argmax(last))
             if step == 0:
@@ -229,10 +222,9 @@ class ExportBackend(ABC):
         media_embeds: Sequence[torch.Tensor],
         continuations: Sequence[Sequence[int]],
     ) -> Scored:
-        """The continuations as a prefix tree from one prefill, walked one depth at a time: the
-        LLM graph returns last-position logits only, so each tree node is one single-token
-        step. Answers sharing words ("The next action is turn ...") share their steps, and the
-        steps of one depth run together in batches of up to `max_batch` rows."""
+        """The prompt and the answers' prefix tree (`AnswerTree`) in one LLM call: the tree's
+        nodes follow the prompt, each seeing the prompt and its own ancestors, and the call
+        returns the logits of the prompt's last position and of every node."""
         check_continuations(continuations)
         self._check_media(inputs, media_embeds)
         prompt = self._embed(inputs.input_ids, media_embeds)
@@ -258,39 +250,24 @@ class ExportBackend(ABC):
         length: int,
         continuations: Sequence[Sequence[int]],
     ) -> Scored:
-        """`score` after `prompt` [1, L, D] continues `past` (`length` positions)."""
+        """`score` of `prompt` [1, L, D] after `past` (`length` positions), one call."""
+        tree = AnswerTree.build(continuations)
+        new = prompt.shape[1]
+        context = length + new
+        mask = np.zeros((new + len(tree), context + len(tree)), dtype=bool)
+        mask[:new, :context] = causal_mask(new, length)[0, 0]
+        mask[new:] = tree.mask(context)
+        step_input = np.concatenate([prompt, self.embeddings[tree.tokens][None].numpy()], axis=1)
         start = time.perf_counter()
-        logits, past = self._step(prompt, past, length)
-        prefill_ms = (time.perf_counter() - start) * 1e3
-        scores = [0.0] * len(continuations)
-        # a tree node: (answers through it, log-probs of its next token, its past, its row)
-        level = [(list(range(len(continuations))), logits[0].log_softmax(-1), past, 0)]
-        length, depth = length + prompt.shape[1], 0
-        while level:
-            children = []
-            for members, logp, node_past, row in level:
-                for token in dict.fromkeys(continuations[i][depth] for i in members):
-                    branch = [i for i in members if continuations[i][depth] == token]
-                    for i in branch:
-                        scores[i] += float(logp[token])
-                    longer = [i for i in branch if len(continuations[i]) > depth + 1]
-                    if longer:
-                        children.append((longer, token, node_past, row))
-            level = []
-            for first in range(0, len(children), self.max_batch):
-                chunk = children[first : first + self.max_batch]
-                step_input = self.embeddings[[c[1] for c in chunk]][:, None].numpy()
-                rows = {
-                    name: np.concatenate([c[2][name][c[3] : c[3] + 1] for c in chunk])
-                    for name in self._past_names
-                }
-                logits, stepped = self._step(step_input, rows, length + depth)
-                logp = logits.log_softmax(-1)
-                level += [(c[0], logp[k], stepped, k) for k, c in enumerate(chunk)]
-            depth += 1
-        return Scored(
-            log_probs=scores,
-            prefill_ms=prefill_ms,
-            score_ms=(time.perf_counter() - start) * 1e3 - prefill_ms,
-            prompt_tokens=length,
+        logits, _ = self._step(
+            step_input.astype(prompt.dtype, copy=False),
+            past,
+            length,
+            mask=mask,
+            positions=[*range(length, context), *(context + d for d in tree.depths)],
+            logits_index=range(new - 1, new + len(tree)),
         )
+        logp = logits.log_softmax(-1)
+        scores = tree.scores(continuations, logp[0], logp[1:] if len(tree) else None)
+        prefill_ms = (time.perf_counter() - start) * 1e3
+        return Scored(log_probs=scores, prefill_ms=prefill_ms, score_ms=0.0, prompt_tokens=context)

@@ -25,7 +25,6 @@ class OnnxRuntimeBackend(ExportBackend):
     """Vision, projector and LLM ONNX graphs in onnxruntime sessions."""
 
     name = "onnxruntime"
-    max_batch = 32
 
     def __init__(
         self, export_dir: str | Path, device: torch.device | str = "cpu", threads: int = 0

@@ -4,7 +4,12 @@ closed answer set equals summing the log-probabilities of a full recomputation."
 import pytest
 import torch
 
-from nvila_core.model.generation import generate, greedy_decode, score_continuations
+from nvila_core.model.generation import (
+    AnswerTree,
+    generate,
+    greedy_decode,
+    score_continuations,
+)
 from nvila_core.model.processing import NVILAProcessor
 
 TIMING_KEYS = {
@@ -88,3 +93,24 @@ def test_scored_continuations_equal_full_recomputation(tiny_model, image_inputs)
     assert scored.prompt_tokens == embeds.shape[1] and scored.prefill_ms > 0
     with pytest.raises(ValueError, match="at least one token"):
         score_continuations(tiny_model, embeds, [[5], []])
+
+
+def test_answer_tree_merges_shared_beginnings_and_masks_other_branches():
+    continuations = [[5, 9, 11, 2], [5, 9, 12], [7], [5, 8]]
+    tree = AnswerTree.build(continuations)
+    # every token but each answer's last, shared beginnings once: 5, 9, 11 (under 9), nothing
+    # for [7], 5 again for [5, 8]
+    assert tree.tokens == [5, 9, 11] and tree.parents == [-1, 0, 1] and tree.depths == [0, 1, 2]
+    assert tree.paths == [[0, 1, 2], [0, 1], [], [0]]
+    mask = tree.mask(context=4)
+    assert mask.shape == (3, 7) and mask[:, :4].all()
+    assert mask[2, 4:].tolist() == [True, True, True]  # its ancestors and itself
+    assert mask[0, 4:].tolist() == [True, False, False]  # nothing after it
+    siblings = AnswerTree.build([[5, 1, 2], [6, 3, 4]])
+    assert siblings.mask(context=0).astype(int).tolist() == [
+        [1, 0, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],  # the second answer's first node never sees the first answer's
+        [0, 0, 1, 1],
+    ]
+    assert len(AnswerTree.build([[1], [2]])) == 0

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from nvila_core import bench
 from nvila_core.export import ExportError, export_model, load_metadata, qdq, reference
-from nvila_core.export.graphs import kv_names
+from nvila_core.export.graphs import kv_names, llm_feed
 from nvila_core.export.reference import (
     ALLOW_SPINNING_KEY,
     MATMULNBITS_ACCURACY_KEY,
@@ -73,12 +73,7 @@ def _llm_matches(export_dir, model, steps=3):
     length = 0
     for _ in range(1 + steps):
         new = step_input.shape[1]
-        feed = {
-            "inputs_embeds": step_input.numpy(),
-            "attention_mask": np.ones((1, length + new), np.int64),
-            "position_ids": np.arange(length, length + new, dtype=np.int64)[None],
-            **past,
-        }
+        feed = llm_feed(step_input.numpy(), length, past)
         out = run_session(session, [feed])[0]
         with torch.no_grad():
             ref = model(step_input, past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -242,6 +237,14 @@ def test_reference_data_loads_in_polygraphy_and_matches_onnxruntime(quant_export
     llm_feeds = load_inputs(quant_export / "llm.inputs.json")
     assert llm_feeds[0]["past_key_values.0.key"].shape[2] == 0  # prefill, then one decode step
     assert llm_feeds[1]["inputs_embeds"].shape[1] == 1
+
+
+def test_an_export_of_another_format_version_is_refused_with_what_to_do(fp32_export, tmp_path):
+    metadata = json.loads((fp32_export / "export.json").read_text())
+    metadata["format_version"] -= 1
+    (tmp_path / "export.json").write_text(json.dumps(metadata))
+    with pytest.raises(ExportError, match="run `nvila-core export` on the model again"):
+        load_metadata(tmp_path)
 
 
 def test_metadata_describes_the_export(quant_export, fp32_export, tiny_config):

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from nvila_core.model.generation import Decoded
+from nvila_core.model.generation import AnswerTree, Decoded
 from nvila_core.model.processing import ModelInputs
 from nvila_core.quant import simulated
 from nvila_core.runtime.engine import Engine, TorchBackend
@@ -135,26 +135,16 @@ def _llm_calls(backend):
         backend.sessions["llm"] = session
 
 
-def test_choosing_runs_one_llm_call_per_answer_token_on_onnxruntime(ort_engine, make_frames):
-    """The branches of one tree depth share a batched call; one row per call gives the same
-    scores (what TensorRT's batch-1 engines do)."""
-    backend = ort_engine.backend
+def test_choosing_runs_one_llm_call_on_onnxruntime(ort_engine, make_frames):
+    """The prompt and every answer's tokens go in one call (the answers' prefix tree after the
+    prompt), and the scores equal the torch model's two forwards."""
     history = make_frames(3)
-    try:
-        with _llm_calls(backend) as shapes:
-            batched = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
-        calls = [rows for rows, _ in shapes]
-        longest = max(len(ort_engine.processor.answer_ids(a)) for a in ANSWERS)
-        assert len(calls) == longest and max(calls) > 1
-        backend.max_batch = 1
-        with _llm_calls(backend) as shapes:
-            single = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
-        calls = [rows for rows, _ in shapes]
-        assert len(calls) > longest and max(calls) == 1
-    finally:
-        backend.max_batch = type(backend).max_batch
-    assert single.text == batched.text
-    assert single.answer_log_probs == pytest.approx(batched.answer_log_probs, abs=1e-5)
+    with _llm_calls(ort_engine.backend) as shapes:
+        chosen = ort_engine.navigate(INSTRUCTION, history, answers=ANSWERS)
+    assert len(shapes) == 1 and shapes[0][0] == 1
+    tree = AnswerTree.build([ort_engine.processor.answer_ids(a) for a in ANSWERS])
+    assert shapes[0][1] == chosen.timings["prompt_tokens"] + len(tree)
+    assert len(tree) < sum(len(ort_engine.processor.answer_ids(a)) - 1 for a in ANSWERS)
 
 
 @pytest.mark.parametrize("keep", ["all fed", "one"])
@@ -236,9 +226,8 @@ def test_a_statement_is_prefilled_once_and_chosen_after_like_torch(
     torch.testing.assert_close(
         torch.tensor(ours.answer_log_probs), torch.tensor(ref.answer_log_probs), rtol=0, atol=1e-4
     )
-    # one prefill that holds the statement, then one call per further answer token
-    longest = max(len(ours_engine.processor.answer_ids(a)) for a in answers)
-    assert calls[0] == ours.timings["prompt_tokens"] and len(calls) <= longest
+    # one call: the prefill that holds the statement, then the answers' prefix tree
+    assert len(calls) == 1 and calls[0] > ours.timings["prompt_tokens"]
     assert ours.timings["prompt_tokens"] > len(ids) - 1
 
 

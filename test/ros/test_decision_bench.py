@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from nvila_core.export import exporter
 from nvila_nav import bench
 from nvila_nav.faults.decision_bench import Variant, main
 
@@ -64,10 +65,16 @@ def test_an_export_older_than_the_models_weights_is_not_current(tmp_path):
         (model / part / "model.safetensors").write_bytes(b"")
     assert not bench.export_is_current(export, model)  # none written yet
     export.mkdir()
-    (export / "export.json").write_text("{}")
+    metadata = {"format": exporter.FORMAT, "format_version": exporter.FORMAT_VERSION}
+    (export / "export.json").write_text(json.dumps(metadata))
     os.utime(model / "llm" / "model.safetensors", (1000, 1000))
     os.utime(model / "vision_tower" / "model.safetensors", (1000, 1000))
     os.utime(export / "export.json", (2000, 2000))
     assert bench.export_is_current(export, model)
     os.utime(model / "llm" / "model.safetensors", (3000, 3000))  # the model was retrained
+    assert not bench.export_is_current(export, model)
+    os.utime(model / "llm" / "model.safetensors", (1000, 1000))
+    metadata["format_version"] -= 1  # written by an older nvila-core
+    (export / "export.json").write_text(json.dumps(metadata))
+    os.utime(export / "export.json", (2000, 2000))
     assert not bench.export_is_current(export, model)
