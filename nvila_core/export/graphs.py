@@ -25,11 +25,12 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
 
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.vision import repeat_scales
@@ -52,9 +53,44 @@ class _MatMulLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+GROUPED_ATTENTION = "nvila_grouped_eager"
+
+
+def grouped_eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF's eager attention without repeating the KV heads: the query heads that share a KV head
+    are the rows of one product with it. The graph then reads the KV cache as it is, where HF's
+    `repeat_kv` exports as an Expand that copies the whole cache for every query head on every
+    decode step. Same arithmetic, softmax in float32 as in training."""
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), key.transpose(2, 3))
+    scores = scores * scaling
+    if attention_mask is not None:
+        grouped = scores.view(batch, kv_heads, group, length, -1) + attention_mask[:, :, None]
+        scores = grouped.view(batch, kv_heads, group * length, -1)
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).view(batch, heads, length, dim)
+    return out.transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register(GROUPED_ATTENTION, grouped_eager_attention)
+
+
 @contextlib.contextmanager
 def eager_attention(root: nn.Module) -> Iterator[None]:
-    """HF models under `root` switched to eager attention while exporting.
+    """HF models under `root` switched to eager attention (`grouped_eager_attention`) while
+    exporting.
 
     The TorchScript SDPA symbolic builds a float32 mask and so runs a float16 model's attention
     and o_proj in float32 (with a folded float32 copy of o_proj's weight); eager attention keeps
@@ -68,7 +104,7 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
     saved = {key: config._attn_implementation for key, config in configs.items()}
     try:
         for config in configs.values():
-            config._attn_implementation = "eager"
+            config._attn_implementation = GROUPED_ATTENTION
         yield
     finally:
         for key, config in configs.items():
