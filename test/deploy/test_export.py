@@ -15,10 +15,11 @@ from packaging.version import Version
 from polygraphy.comparator import RunResults
 from polygraphy.json import load_json
 from transformers import DynamicCache
+from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from nvila_core import bench
 from nvila_core.export import ExportError, export_model, load_metadata, qdq, reference
-from nvila_core.export.graphs import kv_names, llm_feed
+from nvila_core.export.graphs import grouped_eager_attention, kv_names, llm_feed
 from nvila_core.export.reference import (
     ALLOW_SPINNING_KEY,
     MATMULNBITS_ACCURACY_KEY,
@@ -371,3 +372,19 @@ def test_large_graphs_keep_weights_in_external_data(
     assert check_file(tmp_path / "llm.onnx") == []
     engine = Engine.from_pretrained(tmp_path, backend="onnxruntime")
     assert engine.generate("Hello", max_new_tokens=3).token_ids
+
+
+def test_grouped_attention_is_hf_eager_attention_without_repeated_kv_heads(fp32_export):
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups = 3
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 6, 5, 8, generator=generator)
+    key, value = torch.randn(2, 2, 2, 9, 8, generator=generator).unbind(0)
+    hidden = torch.rand(2, 1, 5, 9, generator=generator) < 0.3
+    mask = torch.zeros(2, 1, 5, 9).masked_fill(hidden, torch.finfo(torch.float32).min)
+    ours = grouped_eager_attention(module, query, key, value, mask, 0.35)
+    hf = eager_attention_forward(module, query, key, value, mask, 0.35)
+    torch.testing.assert_close(ours[0], hf[0], rtol=0, atol=1e-6)
+    graph = onnx.load(str(fp32_export / "llm.onnx"))
+    assert not [n for n in graph.graph.node if n.op_type == "Expand" and "past" in n.input[0]]
+    assert sum(n.op_type == "Expand" for n in graph.graph.node) < 2  # HF's repeat_kv: 2 per layer
