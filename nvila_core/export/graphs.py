@@ -14,9 +14,10 @@
   one call's inputs.
 
 The TorchScript exporter (dynamo=False) is used: it exports the tiny model in under a second per
-graph on CPU, with plain ONNX ops only (trt.md §6.2). Attention is exported eager, and every
-nn.Linear runs as `MatMul(x, weight_t)` on a view of its weight named
-`<module path>.weight_t`, so the quantizer finds each linear's MatMul by name.
+graph on CPU, with plain ONNX ops only (trt.md §6.2). Attention is exported eager, without
+repeated KV heads (`grouped_eager_attention`), and every nn.Linear runs as `MatMul(x, weight_t)`
+on a view of its weight named `<module path>.weight_t`, so the quantizer finds each linear's
+MatMul by name.
 """
 
 from __future__ import annotations

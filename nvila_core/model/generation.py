@@ -126,7 +126,7 @@ class Scored:
 
     log_probs: list[float]
     prefill_ms: float
-    score_ms: float  # after the prefill: the continuation tokens
+    score_ms: float  # after the prefill: the continuation tokens (0 where one call does both)
     prompt_tokens: int
 
 
