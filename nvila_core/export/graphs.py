@@ -4,20 +4,20 @@
   engine caches per frame) and `features` [frames, P, C] (raw ViT output, for dynamic-S2 images);
 - projector (dynamic-S2 models only): merged multi-scale `features` [blocks, P, C*scales] ->
   `tokens` [blocks, tokens_per_tile, D];
-- llm: `inputs_embeds` [batch, seq, D], `attention_mask` [batch, 1, seq, past+seq] (1: the
-  query position attends to that key; the host states causality, so one call can also carry an
-  answer set's prefix tree), `position_ids` [batch, seq], `logits_index` [batch, k] (the new
-  positions whose logits come back) and `past_key_values.{i}.{key,value}` [batch, kv_heads, past,
-  head_dim] -> `logits` [batch, k, vocab] (a decode step asks for its last position only; a
-  full-sequence vocab tensor would be hundreds of MB on Orin) and `present.{i}.{key,value}`.
-  Embedding lookup stays on the host so media embeddings can be spliced in. `llm_feed` builds
-  one call's inputs.
+- llm: `inputs_embeds` [1, seq, D], `attention_mask` [1, 1, seq, past+seq] (1: the query
+  position attends to that key; the host states causality, so one call can also carry an answer
+  set's prefix tree), `position_ids` [1, seq], `logits_index` [1, k] (the new positions whose
+  logits come back) and `past_key_values.{i}.{key,value}` [1, kv_heads, past, head_dim] ->
+  `logits` [1, k, vocab] (a decode step asks for its last position only; a full-sequence vocab
+  tensor would be hundreds of MB on Orin) and `present.{i}.{key,value}`. One sequence per call:
+  the engine never batches (a choice's answers ride as a tree). Embedding lookup stays on the
+  host so media embeddings can be spliced in. `llm_feed` builds one call's inputs.
 
 The TorchScript exporter (dynamo=False) is used: it exports the tiny model in under a second per
-graph on CPU, with plain ONNX ops only (trt.md §6.2). Attention is exported eager, without
-repeated KV heads (`grouped_eager_attention`), and every nn.Linear runs as `MatMul(x, weight_t)`
-on a view of its weight named `<module path>.weight_t`, so the quantizer finds each linear's
-MatMul by name.
+graph on CPU, with plain ONNX ops only (trt.md §6.2). The decoder is written out for the export
+(`LLMGraph`) so that its shapes are constants; the vision tower is HF's, with eager attention.
+Every nn.Linear runs as `MatMul(x, weight_t)` on a view of its weight named
+`<module path>.weight_t`, so the quantizer finds each linear's MatMul by name.
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AttentionInterface, DynamicCache
 
 from nvila_core.model.modeling import NVILAModel
 from nvila_core.model.vision import repeat_scales
-from nvila_core.transformers_compat import cache_argument
 
 FLOAT_OPSET = 18  # inside TensorRT 10.3's documented opset range (9-20)
 WEIGHT_SUFFIX = ".weight_t"
@@ -54,44 +51,9 @@ class _MatMulLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-GROUPED_ATTENTION = "nvila_grouped_eager"
-
-
-def grouped_eager_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """HF's eager attention without repeating the KV heads: the query heads that share a KV head
-    are the rows of one product with it. The graph then reads the KV cache as it is, where HF's
-    `repeat_kv` exports as an Expand that copies the whole cache for every query head on every
-    decode step. Same arithmetic, softmax in float32 as in training."""
-    batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), key.transpose(2, 3))
-    scores = scores * scaling
-    if attention_mask is not None:
-        grouped = scores.view(batch, kv_heads, group, length, -1) + attention_mask[:, :, None]
-        scores = grouped.view(batch, kv_heads, group * length, -1)
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    out = torch.matmul(weights, value).view(batch, heads, length, dim)
-    return out.transpose(1, 2).contiguous(), weights
-
-
-AttentionInterface.register(GROUPED_ATTENTION, grouped_eager_attention)
-
-
 @contextlib.contextmanager
 def eager_attention(root: nn.Module) -> Iterator[None]:
-    """HF models under `root` switched to eager attention (`grouped_eager_attention`) while
-    exporting.
+    """HF models under `root` (the vision tower) switched to eager attention while exporting.
 
     The TorchScript SDPA symbolic builds a float32 mask and so runs a float16 model's attention
     and o_proj in float32 (with a folded float32 copy of o_proj's weight); eager attention keeps
@@ -105,7 +67,7 @@ def eager_attention(root: nn.Module) -> Iterator[None]:
     saved = {key: config._attn_implementation for key, config in configs.items()}
     try:
         for config in configs.values():
-            config._attn_implementation = GROUPED_ATTENTION
+            config._attn_implementation = "eager"
         yield
     finally:
         for key, config in configs.items():
@@ -155,11 +117,46 @@ def kv_names(num_layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+"""RoPE variants whose frequencies are fixed at load time (dynamic ones change with length)."""
+
+
+def _rotate_half(x: torch.Tensor, half: int) -> torch.Tensor:
+    """The halves of the last axis swapped, the second one negated: RoPE's pair rotation
+    (`half` given, not read from the tensor, so the graph slices at constants)."""
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
 class LLMGraph(nn.Module):
+    """The decoder written out for export, every shape a constant but the sequence lengths.
+
+    It computes what HF's Qwen2/Llama decoder computes, with the model's own norms, MLPs and
+    linears, but its reshapes name their sizes instead of reading them from tensors: a trace of
+    HF's modules writes a Shape/Gather/Unsqueeze/Concat chain for every view (navila-nano: 536
+    nodes after onnxruntime's optimizations, 291 so). Attention does not repeat the KV heads:
+    the query heads sharing a KV head are the rows of one product with it, so the graph reads
+    the cache as it is (HF's `repeat_kv` copies it once per query head every step)."""
+
     def __init__(self, model: NVILAModel):
         super().__init__()
         self.llm = model.llm
-        self.num_layers = int(model.llm.config.num_hidden_layers)
+        decoder = model.llm.get_decoder()
+        dims = llm_dims(model)
+        self.heads = dims["num_attention_heads"]
+        self.kv_heads = dims["num_key_value_heads"]
+        self.head_dim = dims["head_dim"]
+        rotary = decoder.rotary_emb
+        if rotary.rope_type not in STATIC_ROPE_TYPES:
+            raise ValueError(
+                f"RoPE type {rotary.rope_type!r} changes with the sequence length; exports take "
+                f"one of {', '.join(STATIC_ROPE_TYPES)}"
+            )
+        windows = [getattr(layer.self_attn, "sliding_window", None) for layer in decoder.layers]
+        if any(window is not None for window in windows):
+            raise ValueError("sliding-window attention layers are not exported")
+        self.register_buffer("inv_freq", rotary.inv_freq.detach().float(), persistent=False)
+        self.rope_scaling = float(rotary.attention_scaling)
+        self.attention_scaling = float(decoder.layers[0].self_attn.scaling)
 
     def forward(
         self,
@@ -169,24 +166,48 @@ class LLMGraph(nn.Module):
         logits_index: torch.Tensor,
         *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        cache = DynamicCache(config=self.llm.config)
-        for layer in range(self.num_layers):
-            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        decoder = self.llm.get_decoder()
         dtype = inputs_embeds.dtype
-        # a 4D mask reaches attention as is: the additive bias of HF's own masks
+        group = self.heads // self.kv_heads
+        half = self.head_dim // 2
+        # additive mask, once per call; a query row of the grouped attention is (head in
+        # group, position), so the mask repeats per head of a group
         bias = (1 - attention_mask.to(dtype)) * torch.finfo(dtype).min
-        hidden = self.llm.get_decoder()(
-            inputs_embeds=inputs_embeds,
-            attention_mask=bias,
-            position_ids=position_ids,
-            **cache_argument(cache),
-            use_cache=True,
-        ).last_hidden_state
-        index = logits_index[..., None].expand(-1, -1, hidden.shape[-1])
-        logits = self.llm.get_output_embeddings()(hidden.gather(1, index))
-        present = [
-            t for layer in cache.layers for t in (layer.keys, layer.values)
-        ]  # filled in place
+        bias = bias.repeat(1, 1, group, 1)
+        # RoPE as HF computes it (float32, then the model's dtype); the attention scale is
+        # applied to the query through its cos/sin
+        freqs = position_ids[..., None].float() * self.inv_freq
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # [1, 1, seq, head_dim]
+        cos = (angles.cos() * self.rope_scaling).to(dtype)
+        sin = (angles.sin() * self.rope_scaling).to(dtype)
+        query_cos = (cos * self.attention_scaling)[:, :, None]  # [1, 1, 1, seq, head_dim]
+        query_sin = (sin * self.attention_scaling)[:, :, None]
+        hidden = inputs_embeds
+        present = []
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            # [1, seq, kv_heads * group * dim] -> [1, kv_heads, group, seq, dim]
+            query = attention.q_proj(normed).view(1, -1, self.kv_heads, group, self.head_dim)
+            query = query.permute(0, 2, 3, 1, 4)
+            query = query * query_cos + _rotate_half(query, half) * query_sin
+            key = attention.k_proj(normed).view(1, -1, self.kv_heads, self.head_dim)
+            key = key.transpose(1, 2)
+            key = key * cos + _rotate_half(key, half) * sin
+            value = attention.v_proj(normed).view(1, -1, self.kv_heads, self.head_dim)
+            key = torch.cat((past[2 * index], key), dim=2)
+            value = torch.cat((past[2 * index + 1], value.transpose(1, 2)), dim=2)
+            present += [key, value]
+            rows = query.reshape(1, self.kv_heads, -1, self.head_dim)  # [1, kv, group*seq, dim]
+            scores = torch.matmul(rows, key.transpose(2, 3)) + bias
+            weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+            out = torch.matmul(weights, value).view(1, self.kv_heads, group, -1, self.head_dim)
+            out = out.permute(0, 3, 1, 2, 4).reshape(1, -1, self.heads * self.head_dim)
+            hidden = hidden + attention.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = decoder.norm(hidden)
+        picked = hidden[0].index_select(0, logits_index[0])
+        logits = self.llm.get_output_embeddings()(picked)[None]
         return (logits, *present)
 
 

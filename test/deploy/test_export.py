@@ -15,11 +15,10 @@ from packaging.version import Version
 from polygraphy.comparator import RunResults
 from polygraphy.json import load_json
 from transformers import DynamicCache
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from nvila_core import bench
 from nvila_core.export import ExportError, export_model, load_metadata, qdq, reference
-from nvila_core.export.graphs import grouped_eager_attention, kv_names, llm_feed
+from nvila_core.export.graphs import kv_names, llm_feed
 from nvila_core.export.reference import (
     ALLOW_SPINNING_KEY,
     MATMULNBITS_ACCURACY_KEY,
@@ -374,17 +373,40 @@ def test_large_graphs_keep_weights_in_external_data(
     assert engine.generate("Hello", max_new_tokens=3).token_ids
 
 
-def test_grouped_attention_is_hf_eager_attention_without_repeated_kv_heads(fp32_export):
-    module = torch.nn.Module().eval()
-    module.num_key_value_groups = 3
-    generator = torch.Generator().manual_seed(0)
-    query = torch.randn(2, 6, 5, 8, generator=generator)
-    key, value = torch.randn(2, 2, 2, 9, 8, generator=generator).unbind(0)
-    hidden = torch.rand(2, 1, 5, 9, generator=generator) < 0.3
-    mask = torch.zeros(2, 1, 5, 9).masked_fill(hidden, torch.finfo(torch.float32).min)
-    ours = grouped_eager_attention(module, query, key, value, mask, 0.35)
-    hf = eager_attention_forward(module, query, key, value, mask, 0.35)
-    torch.testing.assert_close(ours[0], hf[0], rtol=0, atol=1e-6)
+def test_exported_decoder_has_constant_shapes_and_reads_the_cache_as_it_is(fp32_export):
     graph = onnx.load(str(fp32_export / "llm.onnx"))
-    assert not [n for n in graph.graph.node if n.op_type == "Expand" and "past" in n.input[0]]
-    assert sum(n.op_type == "Expand" for n in graph.graph.node) < 2  # HF's repeat_kv: 2 per layer
+    ops = [n.op_type for n in graph.graph.node]
+    assert "Shape" not in ops  # no shape read from a tensor: every view names its sizes
+    # the cache is only extended, never copied per query head (HF's repeat_kv: Expand)
+    readers = {n.op_type for n in graph.graph.node for name in n.input if name.startswith("past")}
+    assert readers == {"Concat"}
+    assert ops.count("Expand") <= 1  # the mask's, once per call
+
+
+def test_llama3_llm_with_scaled_rope_exports_and_matches_torch(tmp_path, tiny_vila15_config):
+    # NaVILA's LLM family: Llama, no q/k/v biases, grouped KV heads; llama3 RoPE frequencies
+    rope = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    config = dataclasses.replace(
+        tiny_vila15_config, llm_config={**tiny_vila15_config.llm_config, "rope_scaling": rope}
+    )
+    tokenizer = build_tokenizer(config.llm_config["vocab_size"], config.chat_template)
+    model = NVILAModel.from_config(config, seed=0, tokenizer=tokenizer)
+    assert model.llm.get_decoder().rotary_emb.rope_type == "llama3"
+    export_model(model, tokenizer, tmp_path)
+    _llm_matches(tmp_path, model)
+
+
+def test_rope_that_changes_with_length_is_refused(tmp_path, tiny_config, tiny_tokenizer):
+    rope = {"rope_type": "dynamic", "factor": 2.0}
+    config = dataclasses.replace(
+        tiny_config, llm_config={**tiny_config.llm_config, "rope_scaling": rope}
+    )
+    model = NVILAModel.from_config(config, seed=0, tokenizer=tiny_tokenizer)
+    with pytest.raises(ValueError, match="changes with the sequence length"):
+        export_model(model, tiny_tokenizer, tmp_path)
