@@ -38,6 +38,9 @@ class Decoded:
     positions; the stop token is never fed), for `Backend.score_after`; None where the backend
     keeps none."""
     cached: int = 0
+    reused_tokens: int = 0
+    """Leading prompt positions whose KV came from the previous prompt (`PromptPrefixCache`),
+    not prefilled here."""
 
 
 @dataclass
@@ -67,18 +70,25 @@ def greedy_decode(
     max_new_tokens: int = 32,
     use_cache: bool = True,
     output_logits: bool = False,
+    cache: DynamicCache | None = None,
 ) -> Decoded:
     """Greedy tokens after `inputs_embeds` [1, L, D].
 
     With `use_cache=False` every step reruns the whole sequence (prompt embeddings plus the
     embeddings of the tokens generated so far); it is slow and exists only to check the cache.
+    `cache`: the KV cache of the prompt's first positions (`PromptPrefixCache`), so that only
+    `inputs_embeds`, the rest of it, is prefilled; it is consumed.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if cache is not None and not use_cache:
+        raise ValueError("a prompt prefix's cache needs use_cache=True")
     stops = set(stop_token_ids)
     embedding = model.llm.get_input_embeddings()
     device = model.device
-    cache = DynamicCache(config=model.llm.config) if use_cache else None
+    before = 0 if cache is None else cache.get_seq_length()
+    if use_cache and cache is None:
+        cache = DynamicCache(config=model.llm.config)
     sequence = inputs_embeds
     tokens: list[int] = []
     step_logits: list[torch.Tensor] = []
@@ -113,10 +123,11 @@ def greedy_decode(
         stopped_by=stopped_by,
         prefill_ms=prefill_ms,
         decode_ms=decode_ms,
-        prompt_tokens=inputs_embeds.shape[1],
+        prompt_tokens=before + inputs_embeds.shape[1],
         logits=torch.stack(step_logits) if output_logits else None,
         cache=cache,
         cached=cache.get_seq_length() if cache is not None else 0,
+        reused_tokens=before,
     )
 
 
@@ -128,6 +139,7 @@ class Scored:
     prefill_ms: float
     score_ms: float  # after the prefill: the continuation tokens (0 where one call does both)
     prompt_tokens: int
+    reused_tokens: int = 0  # as in `Decoded`
 
 
 def check_continuations(continuations: Sequence[Sequence[int]]) -> None:
@@ -296,6 +308,7 @@ def make_result(
         if decode_steps > 0 and decode_s > 0
         else 0.0,
         "prompt_tokens": decoded.prompt_tokens,
+        "reused_prompt_tokens": decoded.reused_tokens,
         "visual_tokens": encoded.visual_tokens,
         "new_tokens": generated,
         "vit_passes": encoded.vit_passes,

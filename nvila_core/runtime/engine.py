@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from nvila_core.model.checkpoint import load_checkpoint
 from nvila_core.model.configuration import ConfigError, NVILAConfig, list_presets
@@ -44,6 +44,7 @@ from nvila_core.model.prompting import (
     stop_token_ids,
 )
 from nvila_core.model.tokenizer import IMAGE_TOKEN, build_tokenizer
+from nvila_core.runtime.prompt_prefix import PromptPrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class Backend(Protocol):
 
     name: str
     device: torch.device
+    prompt_prefix: PromptPrefixCache
+    """The last prompt's KV cache: `decode` and `score` prefill a new prompt only from where it
+    stops matching the last one."""
 
     def frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[T, 3, S, S] -> [T, tokens_per_tile, D] projected tokens per frame."""
@@ -172,6 +176,7 @@ class TorchBackend:
 
     def __init__(self, model: NVILAModel):
         self.model = model.eval()
+        self.prompt_prefix = PromptPrefixCache()
 
     @property
     def device(self) -> torch.device:
@@ -194,9 +199,17 @@ class TorchBackend:
         output_logits: bool,
     ) -> Decoded:
         embeds = self.model.embed_inputs(inputs.input_ids, inputs.media, media_embeds)
-        return greedy_decode(
-            self.model, embeds, stop_token_ids, max_new_tokens, output_logits=output_logits
+        cache, reused = self._reused_cache(embeds)
+        decoded = greedy_decode(
+            self.model,
+            embeds[:, reused:],
+            stop_token_ids,
+            max_new_tokens,
+            output_logits=output_logits,
+            cache=cache,
         )
+        self._keep_prompt(embeds, decoded.cache)
+        return decoded
 
     def score(
         self,
@@ -205,7 +218,29 @@ class TorchBackend:
         continuations: Sequence[Sequence[int]],
     ) -> Scored:
         embeds = self.model.embed_inputs(inputs.input_ids, inputs.media, media_embeds)
-        return score_continuations(self.model, embeds, continuations)
+        cache, reused = self._reused_cache(embeds)
+        scored = score_continuations(self.model, embeds[:, reused:], continuations, cache=cache)
+        self._keep_prompt(embeds, cache)
+        scored.reused_tokens = reused
+        return scored
+
+    def _reused_cache(self, embeds: torch.Tensor) -> tuple[DynamicCache, int]:
+        """A KV cache holding the positions `embeds` [1, L, D] shares with the last prompt, and
+        how many there are."""
+        cache = DynamicCache(config=self.model.llm.config)
+        reused, kept = self.prompt_prefix.match(embeds[0])
+        for layer, (keys, values) in enumerate(kept or ()):
+            cache.update(keys[:, :, :reused], values[:, :, :reused], layer)
+        return cache, reused
+
+    def _keep_prompt(self, embeds: torch.Tensor, cache: DynamicCache) -> None:
+        """Keep the prompt's own positions of `cache` (a decode or a choice appended after
+        them); copies, because the engine may go on with `cache`."""
+        length = embeds.shape[1]
+        kv = [
+            (c.keys[:, :, :length].clone(), c.values[:, :, :length].clone()) for c in cache.layers
+        ]
+        self.prompt_prefix.keep(embeds[0], kv)
 
     def score_after(
         self,
@@ -643,9 +678,11 @@ class Engine:
         return self.frame_cache.info()
 
     def clear_cache(self) -> None:
-        """Forget cached frames, e.g. when frame keys restart with a new episode."""
+        """Forget cached frames and the last prompt, e.g. when frame keys restart with a new
+        episode."""
         self.frame_cache.clear()
         self.head_frame_cache.clear()
+        self.backend.prompt_prefix.clear()
 
     # ------------------------------------------------------------ frame cache
     def _encode_media(self, media: Sequence[MediaItem]) -> EncodedMedia:
@@ -729,6 +766,7 @@ def _chosen(
             "prefill_ms": scored.prefill_ms,
             "score_ms": scored.score_ms,
             "prompt_tokens": scored.prompt_tokens,
+            "reused_prompt_tokens": scored.reused_tokens,
             "answers": len(answers),
         },
         answer_log_probs=scored.log_probs,

@@ -37,6 +37,7 @@ from nvila_core.model.prompting import IMAGE_TOKEN_INDEX
 from nvila_core.model.temporal import TemporalPooler
 from nvila_core.model.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, load_tokenizer, media_token_ids
 from nvila_core.model.vision import merge_blocks, merge_dynamic_s2
+from nvila_core.runtime.prompt_prefix import PromptPrefixCache
 
 
 class GraphSession(Protocol):
@@ -66,6 +67,7 @@ class ExportBackend(ABC):
         self.dims = self.metadata["llm"]
         self._past_names = kv_names(self.dims["num_layers"], "past_key_values")
         self._output_names = ["logits", *kv_names(self.dims["num_layers"], "present")]
+        self.prompt_prefix = PromptPrefixCache()
         self.temporal = TemporalPooler(self.config.video_pool_sizes)
         self.media_ids: set[int] = {IMAGE_TOKEN_INDEX}
         if self.config.architecture == "nvila":
@@ -152,6 +154,19 @@ class ExportBackend(ABC):
         shape = (1, self.dims["num_key_value_heads"], 0, self.dims["head_dim"])
         return {name: np.zeros(shape, dtype=dtype) for name in self._past_names}
 
+    def _reused_past(self, prompt: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """The past of the positions `prompt` [1, L, D] shares with the last prompt (empty
+        where none), and how many there are."""
+        reused, kept = self.prompt_prefix.match(prompt[0])
+        if not reused:
+            return self._empty_past(prompt.dtype), 0
+        return {name: np.ascontiguousarray(a[:, :, :reused]) for name, a in kept.items()}, reused
+
+    def _keep_prompt(self, prompt: np.ndarray, past: dict[str, np.ndarray]) -> None:
+        """Keep the prompt's own positions of `past` (session outputs, never written to)."""
+        length = prompt.shape[1]
+        self.prompt_prefix.keep(prompt[0], {name: a[:, :, :length] for name, a in past.items()})
+
     def _step(
         self, step_input: np.ndarray, past: dict[str, np.ndarray], length: int, **feed: Any
     ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
@@ -182,13 +197,13 @@ class ExportBackend(ABC):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self._check_media(inputs, media_embeds)
-        step_input = self._embed(inputs.input_ids, media_embeds)
-        prompt_tokens = step_input.shape[1]
-        past = self._empty_past(step_input.dtype)
+        prompt = self._embed(inputs.input_ids, media_embeds)
+        past, reused = self._reused_past(prompt)
+        step_input = prompt[:, reused:]
         stops = set(stop_token_ids)
         tokens: list[int] = []
         step_logits: list[torch.Tensor] = []
-        stopped_by, prefill_ms, length = "max_new_tokens", 0.0, 0
+        stopped_by, prefill_ms, length = "max_new_tokens", 0.0, reused
         start = time.perf_counter()
         for step in range(max_new_tokens):
             logits, past = self._step(step_input, past, length)
@@ -197,6 +212,7 @@ class ExportBackend(ABC):
             token = int(torch.argmax(last))
             if step == 0:
                 prefill_ms = (time.perf_counter() - start) * 1e3
+                self._keep_prompt(prompt, past)
             if output_logits:
                 step_logits.append(last)
             if token in stops:
@@ -210,10 +226,11 @@ class ExportBackend(ABC):
             stopped_by=stopped_by,
             prefill_ms=prefill_ms,
             decode_ms=decode_ms,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt.shape[1],
             logits=torch.stack(step_logits) if output_logits else None,
             cache=past,
             cached=length,
+            reused_tokens=reused,
         )
 
     def score(
@@ -228,7 +245,11 @@ class ExportBackend(ABC):
         check_continuations(continuations)
         self._check_media(inputs, media_embeds)
         prompt = self._embed(inputs.input_ids, media_embeds)
-        return self._score_tree(prompt, self._empty_past(prompt.dtype), 0, continuations)
+        past, reused = self._reused_past(prompt)
+        scored, present = self._score_tree(prompt[:, reused:], past, reused, continuations)
+        self._keep_prompt(prompt, present)
+        scored.reused_tokens = reused
+        return scored
 
     def score_after(
         self,
@@ -241,7 +262,8 @@ class ExportBackend(ABC):
         check_continuable(decoded, keep, ids)
         length = decoded.prompt_tokens + keep
         past = {name: np.ascontiguousarray(a[:, :, :length]) for name, a in decoded.cache.items()}
-        return self._score_tree(self._embed(ids, []), past, length, continuations)
+        scored, _ = self._score_tree(self._embed(ids, []), past, length, continuations)
+        return scored
 
     def _score_tree(
         self,
@@ -249,8 +271,9 @@ class ExportBackend(ABC):
         past: dict[str, np.ndarray],
         length: int,
         continuations: Sequence[Sequence[int]],
-    ) -> Scored:
-        """`score` of `prompt` [1, L, D] after `past` (`length` positions), one call."""
+    ) -> tuple[Scored, dict[str, np.ndarray]]:
+        """`score` of `prompt` [1, L, D] after `past` (`length` positions), one call; and the
+        call's present (the past, the prompt, then the tree's nodes)."""
         tree = AnswerTree.build(continuations)
         new = prompt.shape[1]
         context = length + new
@@ -259,7 +282,7 @@ class ExportBackend(ABC):
         mask[new:] = tree.mask(context)
         step_input = np.concatenate([prompt, self.embeddings[tree.tokens][None].numpy()], axis=1)
         start = time.perf_counter()
-        logits, _ = self._step(
+        logits, present = self._step(
             step_input.astype(prompt.dtype, copy=False),
             past,
             length,
@@ -270,4 +293,7 @@ class ExportBackend(ABC):
         logp = logits.log_softmax(-1)
         scores = tree.scores(continuations, logp[0], logp[1:] if len(tree) else None)
         prefill_ms = (time.perf_counter() - start) * 1e3
-        return Scored(log_probs=scores, prefill_ms=prefill_ms, score_ms=0.0, prompt_tokens=context)
+        scored = Scored(
+            log_probs=scores, prefill_ms=prefill_ms, score_ms=0.0, prompt_tokens=context
+        )
+        return scored, present

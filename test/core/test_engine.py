@@ -12,6 +12,7 @@ from nvila_core.runtime.engine import (
     content_key,
     make_backend,
 )
+from nvila_core.runtime.prompt_prefix import shared_rows
 
 INSTRUCTION = "walk past the sofa and stop at the kitchen door"
 
@@ -113,3 +114,48 @@ def test_from_pretrained_preset_and_checkpoint(tiny_checkpoint, make_frames, cap
     assert preset.backend.name == loaded.backend.name == "torch"
     with pytest.raises(ConfigError, match="neither a checkpoint folder nor a model preset"):
         Engine.from_pretrained("no-such-model")
+
+
+@pytest.mark.parametrize("decoding", ["generate", "choose"])
+def test_a_prompt_prefills_only_from_where_it_stops_matching_the_last_one(
+    tiny_model, tiny_tokenizer, make_frames, decoding
+):
+    """Consecutive decisions share the system text and the episode's first frame: their KV
+    comes from the last prompt, and the outputs equal a full prefill's."""
+    reusing = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    full_backend = TorchBackend(tiny_model)
+    full_backend.prompt_prefix.enabled = False
+    full = Engine(full_backend, tiny_model.config, tiny_tokenizer)
+    answers = [
+        reusing.processor.navigation_answer(a)
+        for a in ("move forward 75 cm", "turn left 30 degrees", "stop")
+    ]
+    options = {"answers": answers} if decoding == "choose" else {"max_new_tokens": 6}
+    history = make_frames(12)
+    reused = []
+    for step in range(9, 13):
+        frames, keys = history[:step], list(range(step))
+        ours = reusing.navigate(INSTRUCTION, frames, keys, output_logits=True, **options)
+        ref = full.navigate(INSTRUCTION, frames, keys, output_logits=True, **options)
+        assert ours.text == ref.text and ref.timings["reused_prompt_tokens"] == 0
+        if decoding == "choose":
+            got, want = ours.answer_log_probs, ref.answer_log_probs
+        else:
+            got, want = ours.logits, ref.logits
+        torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(want), rtol=0, atol=1e-4)
+        assert ours.timings["prompt_tokens"] == ref.timings["prompt_tokens"]
+        reused.append(ours.timings["reused_prompt_tokens"])
+    prompt = ours.timings["prompt_tokens"]
+    assert reused[0] == 0 and all(0 < r < prompt for r in reused[1:])
+    reusing.clear_cache()  # a new episode: nothing kept
+    again = reusing.navigate(INSTRUCTION, frames, keys, **options)
+    assert again.timings["reused_prompt_tokens"] == 0
+
+
+def test_shared_rows_counts_equal_leading_rows():
+    a = torch.arange(12.0).view(4, 3)
+    b = a.clone()
+    b[2, 1] = -1
+    assert shared_rows(a, b) == 2
+    assert shared_rows(a, a[:3]) == 3
+    assert shared_rows(a.numpy(), b.numpy()) == 2

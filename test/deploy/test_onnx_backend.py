@@ -20,13 +20,15 @@ def ort_engine(fp32_export):
     return Engine.from_pretrained(fp32_export, backend="onnxruntime", cache_frames=64)
 
 
-def test_navigation_matches_torch_and_uses_the_frame_cache(
+def test_navigation_matches_torch_and_uses_the_frame_and_prompt_caches(
     ort_engine, tiny_model, tiny_tokenizer, make_frames
 ):
     assert isinstance(ort_engine.backend, OnnxRuntimeBackend)
     assert ort_engine.backend_name == "onnxruntime"
     ort_engine.clear_cache()
-    torch_engine = Engine(TorchBackend(tiny_model), tiny_model.config, tiny_tokenizer)
+    full_prefill = TorchBackend(tiny_model)
+    full_prefill.prompt_prefix.enabled = False
+    torch_engine = Engine(full_prefill, tiny_model.config, tiny_tokenizer)
     history = make_frames(9)
     for step in range(1, len(history) + 1):
         frames, keys = history[:step], list(range(step))
@@ -38,6 +40,8 @@ def test_navigation_matches_torch_and_uses_the_frame_cache(
         # first step: the frame and the black padding frame; then only the new frame
         assert ours.timings["vit_passes"] == (2 if step == 1 else 1)
         assert ours.timings["cached_frames"] == (6 if step == 1 else 7)
+        # from the second step on, the text before the frames is the last prompt's
+        assert (ours.timings["reused_prompt_tokens"] > 0) == (step > 1)
     assert ort_engine.cache_info()["size"] == len(history) + 1
 
 
@@ -120,7 +124,9 @@ def test_choosing_among_answers_matches_torch(ort_engine, tiny_model, tiny_token
 
 @contextlib.contextmanager
 def _llm_calls(backend):
-    """The (rows, tokens) of every call to `backend`'s LLM session while the block runs."""
+    """The (rows, tokens) of every call to `backend`'s LLM session while the block runs. The
+    backend's kept prompt is dropped first, so the block's first call feeds its whole prompt."""
+    backend.prompt_prefix.clear()
     session, shapes = backend.sessions["llm"], []
 
     class Counting:
