@@ -16,7 +16,9 @@ W4A16-LLM folder and a W8A8 vision graph. Benchmarks (one CSV row per measuremen
   dynamic-S2 vs one tile;
 - hf_generate: our greedy decoder vs transformers' `generate` on the same LLM and embeddings;
 - decision: one navigation decision, `Engine.choose` over NaVILA's ten answers vs `generate` of
-  an answer as long as the longest of them.
+  an answer as long as the longest of them (same prompt embeddings); and from the camera frames,
+  the episode going on: `Engine.navigate` (frame cache + choose) vs NaVILA's loop (every frame
+  through the ViT, then `generate`).
 """
 
 from __future__ import annotations
@@ -489,11 +491,74 @@ def bench_hf_generate(
     rows.add("decision", "both", "answer_tokens", length, "tokens")
 
 
+def bench_navigation_decision(
+    rows: Rows,
+    size: BenchSize,
+    model: NVILAModel,
+    tokenizer,
+    config: NVILAConfig,
+) -> None:
+    """A navigation decision from the camera frames, the episode going on (one new frame per
+    decision, 8 shown): `Engine.navigate` (the frame cache: only the new frame through the ViT;
+    `choose` over the ten answers) vs NaVILA's loop on the same weights (every frame through
+    the ViT, then transformers' `generate` of an answer as long as the longest). The two
+    alternate decision by decision, so a change in the machine's load hits both."""
+    processor = NVILAProcessor(config, tokenizer)
+    answers = [processor.navigation_answer(a) for a in NAVILA_ACTIONS]
+    length = max(len(processor.answer_ids(a)) for a in answers)
+    engine = Engine(TorchBackend(model), config, tokenizer, cache_frames=128)
+
+    @torch.inference_mode()
+    def navila_loop(frames_so_far: list[np.ndarray]) -> list[int]:
+        inputs = processor.navigation(INSTRUCTION, frames_so_far)
+        encoded = model.encode_media_items(inputs.media)
+        embeds = model.embed_inputs(inputs.input_ids, inputs.media, encoded.embeds)
+        out = model.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+            max_new_tokens=length,
+            min_new_tokens=length,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        return out[0, -length:].tolist()
+
+    episode = frames(8 + size.warmup + size.cache_steps, size, seed=6)
+    times: dict[str, list[float]] = {"Engine.navigate": [], "NaVILA loop": []}
+    for step in range(8, len(episode) + 1):
+        start = time.perf_counter()
+        engine.navigate(INSTRUCTION, episode[:step], frame_keys=list(range(step)), answers=answers)
+        ours = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        navila_loop(episode[:step])
+        theirs = (time.perf_counter() - start) * 1e3
+        if step >= 8 + size.warmup:
+            times["Engine.navigate"].append(ours)
+            times["NaVILA loop"].append(theirs)
+    medians = {variant: statistics.median(ms) for variant, ms in times.items()}
+    rows.add(
+        "decision",
+        "Engine.navigate (frame cache, choose)",
+        "from_frames_ms",
+        medians["Engine.navigate"],
+        "ms",
+    )
+    rows.add(
+        "decision",
+        "NaVILA loop (8 frames ViT, generate)",
+        "from_frames_ms",
+        medians["NaVILA loop"],
+        "ms",
+    )
+    ratio = medians["NaVILA loop"] / medians["Engine.navigate"]
+    rows.add("decision", "navigate vs NaVILA loop", "speedup", ratio, "x")
+
+
 # ---------------------------------------------------------------- driver
 def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
     """Build, quantize and export the bench model, then run every benchmark."""
     rows = Rows()
-    progress = Progress(8, "model bench", "stages")
+    progress = Progress(9, "model bench", "stages")
     started: list[str] = []
 
     def stage(name: str) -> None:
@@ -563,6 +628,8 @@ def run(size: BenchSize, threads: int, workdir: Path) -> Rows:
     bench_compression(rows, size, model, tokenizer, config)
     stage("hf generate")
     bench_hf_generate(rows, size, model, processor, nav_inputs)
+    stage("navigation decision")
+    bench_navigation_decision(rows, size, model, tokenizer, config)
     progress.set_postfix()
     progress.update(1)
     progress.close()
@@ -642,9 +709,16 @@ def plot(rows: Rows, path: Path, title: str) -> None:
     compression.set_title("prefill ms and prompt tokens per visual compression", fontsize=9)
 
     same = rows.get("hf_generate", "both", "tokens_identical")
-    _bars(hf, rows.select("hf_generate", "tokens_per_s"), color="tab:red")
+    decision = {
+        f"{variant} (same prompt)": ms
+        for variant, ms in rows.select("decision", "total_ms").items()
+    }
+    decision.update(rows.select("decision", "from_frames_ms"))
+    _bars(hf, decision, fmt="%.0f", color="tab:red")
     hf.set_title(
-        f"greedy tokens/s incl. prefill (tokens identical: {'yes' if same else 'NO'})", fontsize=9
+        "a navigation decision (ms); greedy tokens identical to transformers: "
+        f"{'yes' if same else 'NO'}",
+        fontsize=9,
     )
 
     _bars(bandwidth, rows.select("memory_bandwidth", "bandwidth"), color="tab:cyan")

@@ -15,3 +15,6 @@ def test_quick_bench_writes_every_benchmark(tmp_path):
     identical = [r for r in rows if r["metric"] == "tokens_identical"]
     assert [float(r["value"]) for r in identical] == [1.0]
     assert (tmp_path / bench.PNG_NAME).stat().st_size > 0
+    decision = {(r["variant"], r["metric"]) for r in rows if r["benchmark"] == "decision"}
+    assert ("navigate vs NaVILA loop", "speedup") in decision
+    assert ("choose vs generate", "speedup") in decision
