@@ -5,7 +5,8 @@ sampler the episode's first frame, which every decision shows first. Causal atte
 keys and values of those positions depend only on what comes before them, so a backend that
 kept the last prompt's cache prefills only from the first position where the new prompt's
 embeddings differ. Comparing embeddings (not token ids) covers the frames: a frame's rows are
-equal only where its visual tokens are.
+equal only where its visual tokens are. Like the engine's frame cache, it assumes the weights do
+not change while it is kept: `Engine.clear_cache` after changing them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ class PromptPrefixCache:
         self.enabled = enabled
         self._embeds: Rows | None = None
         self._kv: Any = None
-        self.reused_tokens = 0
-        """Prompt positions taken from the cache so far (what a benchmark reports)."""
 
     def match(self, embeds: Rows) -> tuple[int, Any]:
         """How many leading positions of `embeds` [L, D] the kept prompt shares (at most L - 1:
@@ -45,7 +44,6 @@ class PromptPrefixCache:
         reused = min(shared_rows(self._embeds, embeds), embeds.shape[0] - 1)
         if reused == 0:
             return 0, None
-        self.reused_tokens += reused
         return reused, self._kv
 
     def keep(self, embeds: Rows, kv: Any) -> None:
