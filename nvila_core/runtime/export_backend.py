@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from nvila_core.export.exporter import load_metadata
-from nvila_core.export.graphs import causal_mask, kv_names, llm_feed
+from nvila_core.export.graphs import kv_names, llm_feed
 from nvila_core.model.configuration import NVILAConfig
 from nvila_core.model.generation import (
     AnswerTree,
@@ -277,9 +277,7 @@ class ExportBackend(ABC):
         tree = AnswerTree.build(continuations)
         new = prompt.shape[1]
         context = length + new
-        mask = np.zeros((new + len(tree), context + len(tree)), dtype=bool)
-        mask[:new, :context] = causal_mask(new, length)[0, 0]
-        mask[new:] = tree.mask(context)
+        mask = tree.call_mask(new, length)
         step_input = np.concatenate([prompt, self.embeddings[tree.tokens][None].numpy()], axis=1)
         start = time.perf_counter()
         logits, present = self._step(

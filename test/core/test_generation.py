@@ -114,3 +114,13 @@ def test_answer_tree_merges_shared_beginnings_and_masks_other_branches():
         [0, 0, 1, 1],
     ]
     assert len(AnswerTree.build([[1], [2]])) == 0
+    # one call: 2 prompt positions after 1 cached, then the nodes
+    call = siblings.call_mask(new=2, before=1).astype(int).tolist()
+    assert call == [
+        [1, 1, 0, 0, 0, 0, 0],  # the prompt is causal over the cache and itself
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],  # a node sees the whole prompt, its ancestors and itself
+        [1, 1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 0, 0, 1, 0],
+        [1, 1, 1, 0, 0, 1, 1],
+    ]
