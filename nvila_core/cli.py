@@ -189,7 +189,7 @@ def cmd_roofline(args: argparse.Namespace) -> int:
     config = _load_config(args.model)
     device = roofline.DEVICES[args.device]
     phases = roofline.project(
-        config, device, args.frames, args.context, args.answer, args.choose or None
+        config, device, args.frames, args.context, args.answer, args.choose or None, args.reused
     )
     print(roofline.format_table(config.name or args.model, device, phases))
     print(f"\npeaks: {device.source}")
@@ -395,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_answers,
         metavar="ANSWERSxTOKENS",
         help="score a closed set of answers in one forward over their prefix tree, not decoding",
+    )
+    roofline_parser.add_argument(
+        "--reused",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leading prompt tokens whose KV cache the last prompt left (not prefilled)",
     )
     roofline_parser.add_argument("--csv", help="also write the phases as CSV")
     roofline_parser.set_defaults(handler=cmd_roofline)

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nvila_core.transformers_compat import cache_argument
+
 if TYPE_CHECKING:
     from nvila_core.model.configuration import NVILAConfig
 
@@ -108,16 +110,36 @@ def vision_flops(model, frames: int) -> float:
     return _count_flops(lambda: model.frame_features(pixels))
 
 
-def prefill_flops(model, tokens: int) -> float:
+def _meta_cache(model, context: int):
+    """A KV cache of `context` positions on the meta device."""
+    import torch
+    from transformers import DynamicCache
+
+    llm = model.config.llm_config
+    heads, kv_heads = llm["num_attention_heads"], llm.get("num_key_value_heads")
+    head_dim = llm.get("head_dim") or llm["hidden_size"] // heads
+    cache = DynamicCache()
+    for layer in range(llm["num_hidden_layers"]):
+        shape = (1, kv_heads or heads, context, head_dim)
+        kv = torch.empty(shape, device="meta", dtype=model.dtype)
+        cache.update(kv, kv, layer)
+    return cache
+
+
+def prefill_flops(model, tokens: int, reused: int = 0) -> float:
     """LLM FLOPs for a `tokens`-long prompt, logits for the last position only (as the engines
-    compute them)."""
+    compute them); the first `reused` positions' KV cache kept from the last prompt, so only
+    the rest is fed (attending to all of it)."""
     import torch
 
     hidden = model.config.llm_config["hidden_size"]
-    embeds = torch.empty(1, tokens, hidden, device="meta", dtype=model.dtype)
+    embeds = torch.empty(1, tokens - reused, hidden, device="meta", dtype=model.dtype)
+    cache = _meta_cache(model, reused) if reused else None
 
     def run() -> None:
-        states = model.llm.model(inputs_embeds=embeds, use_cache=True).last_hidden_state
+        states = model.llm.model(
+            inputs_embeds=embeds, use_cache=True, **cache_argument(cache)
+        ).last_hidden_state
         model.llm.lm_head(states[:, -1:])
 
     return _count_flops(run)
@@ -125,37 +147,18 @@ def prefill_flops(model, tokens: int) -> float:
 
 def decode_flops(model, context: int) -> float:
     """LLM FLOPs of one decode step after `context` tokens."""
-    import torch
-    from transformers import DynamicCache
-
-    llm = model.config.llm_config
-    heads, kv_heads = llm["num_attention_heads"], llm.get("num_key_value_heads")
-    head_dim = llm.get("head_dim") or llm["hidden_size"] // heads
-    cache = DynamicCache()
-    for layer in range(llm["num_hidden_layers"]):
-        shape = (1, kv_heads or heads, context, head_dim)
-        kv = torch.empty(shape, device="meta", dtype=model.dtype)
-        cache.update(kv, kv, layer)
-    embeds = torch.empty(1, 1, llm["hidden_size"], device="meta", dtype=model.dtype)
-    return _count_flops(lambda: model.llm(inputs_embeds=embeds, past_key_values=cache))
+    return choose_flops(model, context, 1)
 
 
 def choose_flops(model, context: int, tokens: int) -> float:
-    """FLOPs of `Engine.choose`'s forward over the answers' prefix tree: `tokens` nodes in one
-    row against the prompt's cache (`score_continuations`)."""
+    """FLOPs of `tokens` positions fed in one row against a cache of `context`: the answers'
+    prefix tree of `Engine.choose` (`score_continuations`), or one decode step."""
     import torch
-    from transformers import DynamicCache
 
-    llm = model.config.llm_config
-    heads, kv_heads = llm["num_attention_heads"], llm.get("num_key_value_heads")
-    head_dim = llm.get("head_dim") or llm["hidden_size"] // heads
-    cache = DynamicCache()
-    for layer in range(llm["num_hidden_layers"]):
-        shape = (1, kv_heads or heads, context, head_dim)
-        kv = torch.empty(shape, device="meta", dtype=model.dtype)
-        cache.update(kv, kv, layer)
-    embeds = torch.empty(1, tokens, llm["hidden_size"], device="meta", dtype=model.dtype)
-    return _count_flops(lambda: model.llm(inputs_embeds=embeds, past_key_values=cache))
+    hidden = model.config.llm_config["hidden_size"]
+    embeds = torch.empty(1, tokens, hidden, device="meta", dtype=model.dtype)
+    cache = _meta_cache(model, context)
+    return _count_flops(lambda: model.llm(inputs_embeds=embeds, **cache_argument(cache)))
 
 
 def kv_cache_bytes(config: NVILAConfig, context: int) -> float:
@@ -207,12 +210,16 @@ def project(
     context: int,
     answer: int,
     choose: tuple[int, int] | None = None,
+    reused: int = 0,
 ) -> list[Phase]:
-    """Phases of one query: ViT for `frames` new frames, prefill of `context` tokens, then
-    either `answer` greedy decode steps or, with `choose` = (answers, tokens per answer),
-    `Engine.choose`'s one forward over the closed set of answers' prefix tree."""
+    """Phases of one query: ViT for `frames` new frames, prefill of `context` tokens (of which
+    the first `reused` keep the last prompt's KV cache and are not fed), then either `answer`
+    greedy decode steps or, with `choose` = (answers, tokens per answer), `Engine.choose`'s one
+    forward over the closed set of answers' prefix tree."""
     if frames < 0 or context < 1 or answer < 0:
         raise ValueError("frames >= 0, context >= 1 and answer >= 0 are required")
+    if not 0 <= reused < context:
+        raise ValueError(f"reused must be in [0, context), got {reused} of {context}")
     if choose is not None and (choose[0] < 1 or choose[1] < 1):
         raise ValueError(f"choose needs at least one answer of one token, got {choose}")
     model = _meta_model(config)
@@ -234,12 +241,10 @@ def project(
             phase(f"vision ({frames} frames)", "int8", vision_flops(model, frames), vit_bytes)
         )
     llm_bytes = weights["decoder"] + weights["lm_head"]
-    prefill_traffic = (
-        llm_bytes + context * weights["embedding_row"] + kv_cache_bytes(config, context)
-    )
-    phases.append(
-        phase(f"prefill ({context} tokens)", "fp16", prefill_flops(model, context), prefill_traffic)
-    )
+    fed = context - reused
+    prefill_traffic = llm_bytes + fed * weights["embedding_row"] + kv_cache_bytes(config, context)
+    name = f"prefill ({context} tokens)" if not reused else f"prefill ({fed} of {context} tokens)"
+    phases.append(phase(name, "fp16", prefill_flops(model, context, reused), prefill_traffic))
     if choose is not None:
         answers, width = choose
         # The first answer token's logits come with the prefill; the tree feeds the rest, at

@@ -9,11 +9,13 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import DynamicCache
 
 from nvila_core import roofline
 from nvila_core.cli import main as cli_main
 from nvila_core.model.configuration import NVILAConfig
 from nvila_core.model.modeling import NVILAModel
+from nvila_core.transformers_compat import cache_argument
 
 ORIN = roofline.DEVICES["agx-orin-64gb"]
 
@@ -48,6 +50,19 @@ def test_meta_counts_equal_a_real_forward_of_the_same_model(tiny_config):
 
     with torch.inference_mode():
         assert roofline.prefill_flops(meta, 40) == _real_flops(prefill)
+
+    # the last 10 positions fed after a kept cache of 30
+    with torch.inference_mode():
+        cache = DynamicCache(config=real.llm.config)
+        real.llm.model(inputs_embeds=embeds[:, :30], use_cache=True, **cache_argument(cache))
+
+        def prefill_tail() -> None:
+            states = real.llm.model(
+                inputs_embeds=embeds[:, 30:], use_cache=True, **cache_argument(cache)
+            ).last_hidden_state
+            real.llm.lm_head(states[:, -1:])
+
+        assert roofline.prefill_flops(meta, 40, reused=30) == _real_flops(prefill_tail)
 
 
 def test_prefill_flops_are_two_per_weight_per_token_plus_attention(tiny_config):
@@ -102,6 +117,12 @@ def test_navila_8b_on_orin_prefill_is_compute_bound_and_decode_memory_bound():
     assert chosen[-1].name.startswith("choose") and chosen[-1].bound_s < decode.bound_s / 3
     with pytest.raises(ValueError, match="choose"):
         roofline.project(config, ORIN, 1, 1737, 10, choose=(0, 8))
+    # the last prompt's beginning kept: only the rest is prefilled, attending to all of it
+    reusing = roofline.project(config, ORIN, 1, 1737, 10, choose=(10, 8), reused=700)
+    assert reusing[1].name == "prefill (1037 of 1737 tokens)"
+    assert 1037 / 1737 < reusing[1].flops / chosen[1].flops < 1.0
+    with pytest.raises(ValueError, match="reused"):
+        roofline.project(config, ORIN, 1, 1737, 10, reused=1737)
 
 
 def test_cli_prints_the_table_and_writes_csv(capsys, tmp_path):
