@@ -500,20 +500,21 @@ def bench_navigation_decision(
 ) -> None:
     """A navigation decision from the camera frames, the episode going on (one new frame per
     decision, 8 shown): `Engine.navigate` (the frame cache: only the new frame through the ViT;
-    `choose` over the ten answers) vs NaVILA's loop on the same weights (every frame through
-    the ViT, then transformers' `generate` of an answer as long as the longest). The two
-    alternate decision by decision, so a change in the machine's load hits both."""
+    the last prompt's KV cache for the beginning this one shares; `choose` over the ten
+    answers) vs NaVILA's loop on the same weights (every frame through the ViT, then
+    transformers' `generate` of an answer as long as the longest). The two alternate decision
+    by decision, so a change in the machine's load hits both."""
     processor = NVILAProcessor(config, tokenizer)
     answers = [processor.navigation_answer(a) for a in NAVILA_ACTIONS]
     length = max(len(processor.answer_ids(a)) for a in answers)
     engine = Engine(TorchBackend(model), config, tokenizer, cache_frames=128)
 
     @torch.inference_mode()
-    def navila_loop(frames_so_far: list[np.ndarray]) -> list[int]:
+    def navila_loop(frames_so_far: list[np.ndarray]) -> None:
         inputs = processor.navigation(INSTRUCTION, frames_so_far)
         encoded = model.encode_media_items(inputs.media)
         embeds = model.embed_inputs(inputs.input_ids, inputs.media, encoded.embeds)
-        out = model.llm.generate(
+        model.llm.generate(
             inputs_embeds=embeds,
             attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
             max_new_tokens=length,
@@ -521,7 +522,6 @@ def bench_navigation_decision(
             do_sample=False,
             pad_token_id=0,
         )
-        return out[0, -length:].tolist()
 
     episode = frames(8 + size.warmup + size.cache_steps, size, seed=6)
     times: dict[str, list[float]] = {"Engine.navigate": [], "NaVILA loop": []}

@@ -122,6 +122,31 @@ def test_choosing_among_answers_matches_torch(ort_engine, tiny_model, tiny_token
     assert ours.timings["answers"] == len(ANSWERS) and ours.timings["prompt_tokens"] > 0
 
 
+def test_choosing_over_a_growing_history_reuses_the_prompt_and_matches_a_full_prefill(
+    ort_engine, tiny_model, tiny_tokenizer, make_frames
+):
+    """The one-call choice on onnxruntime continues the last prompt's KV cache where the new
+    prompt begins the same way; its scores equal torch's with every prompt prefilled whole."""
+    ort_engine.clear_cache()
+    full_prefill = TorchBackend(tiny_model)
+    full_prefill.prompt_prefix.enabled = False
+    torch_engine = Engine(full_prefill, tiny_model.config, tiny_tokenizer)
+    history = make_frames(11)
+    for step in range(8, len(history) + 1):
+        frames, keys = history[:step], list(range(step))
+        ours = ort_engine.navigate(INSTRUCTION, frames, keys, answers=ANSWERS)
+        ref = torch_engine.navigate(INSTRUCTION, frames, keys, answers=ANSWERS)
+        torch.testing.assert_close(
+            torch.tensor(ours.answer_log_probs),
+            torch.tensor(ref.answer_log_probs),
+            rtol=0,
+            atol=1e-4,
+        )
+        assert ours.text == ref.text
+        assert (ours.timings["reused_prompt_tokens"] > 0) == (step > 8)
+        assert ref.timings["reused_prompt_tokens"] == 0
+
+
 @contextlib.contextmanager
 def _llm_calls(backend):
     """The (rows, tokens) of every call to `backend`'s LLM session while the block runs. The
